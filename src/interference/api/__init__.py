@@ -1,0 +1,1 @@
+"""The HTTP API: routes, wire models, SSE framing and error mapping."""

@@ -1,0 +1,146 @@
+"""The one place where failures become OpenAI error responses.
+
+Every :class:`~interference.errors.InterferenceError` becomes its status and
+``{"error": {"message", "type", "param", "code"}}``; Starlette's own 404/405 and anything
+unexpected become the same shape (an unexpected failure is logged with its traceback, and
+the client gets a 500 body without one).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from interference.errors import (
+    InterferenceError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ServerError,
+)
+
+logger = logging.getLogger(__name__)
+
+# Names pydantic puts in an error location that are not fields: union member types and
+# discriminator tags (message roles, content part types).
+_NOT_FIELDS = {
+    "str",
+    "int",
+    "float",
+    "bool",
+    "dict",
+    "list",
+    "none",
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+    "text",
+    "image_url",
+    "input_audio",
+    "file",
+    "refusal",
+}
+
+
+def error_body(exc: InterferenceError) -> bytes:
+    return orjson.dumps({"error": exc.to_dict()})
+
+
+def error_response(exc: InterferenceError) -> Response:
+    return Response(
+        error_body(exc),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=exc.headers,
+    )
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i > 0 and (part in _NOT_FIELDS or "[" in part or "(" in part or "-" in part):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def from_validation_error(error: ValidationError) -> InvalidRequestError:
+    """The first problem of a request body as a 400 naming its ``param``."""
+    items = error.errors(include_url=False)
+    first = items[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "")
+        if "EOF while parsing a value at line 1 column 0" in detail:
+            return InvalidRequestError("The request body is empty; expected a JSON object.")
+        return InvalidRequestError(
+            f"We could not parse the JSON body of your request ({detail}). "
+            "The OpenAI API expects a JSON payload."
+        )
+    loc = tuple(first["loc"])
+    if not loc:
+        return InvalidRequestError("The request body must be a JSON object.")
+    param = _param(loc)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = str(first.get("ctx", {}).get("discriminator", "")).strip("'")
+        param = f"{param}.{field}" if param and field else param
+        expected = first.get("ctx", {}).get("expected_tags", "")
+        tag = first.get("ctx", {}).get("tag")
+        message = (
+            f"Invalid value for '{param}': {tag!r} is not one of {expected}."
+            if kind == "union_tag_invalid"
+            else f"Missing required parameter: '{param}'."
+        )
+        return InvalidRequestError(message, param=param)
+    if kind == "missing":
+        return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
+    if kind == "extra_forbidden":
+        return InvalidRequestError(f"Unrecognized request argument: '{param}'.", param=param)
+    return InvalidRequestError(f"Invalid value for '{param}': {first['msg']}.", param=param)
+
+
+async def _on_interference_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InterferenceError)
+    return error_response(exc)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        mapped: InterferenceError = NotFoundError(
+            f"Unknown route: {request.method} {request.url.path}. "
+            "The API is under /v1 (e.g. POST /v1/chat/completions, GET /v1/models)."
+        )
+    elif exc.status_code == 405:
+        mapped = MethodNotAllowedError(
+            f"Method {request.method} is not allowed for {request.url.path}.",
+            headers=dict(exc.headers or {}),
+        )
+    else:
+        mapped = InvalidRequestError(str(exc.detail), code=str(exc.status_code))
+        mapped.status = exc.status_code  # type: ignore[misc]
+    return error_response(mapped)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(ServerError("The server had an error while processing your request."))
+
+
+EXCEPTION_HANDLERS = {
+    InterferenceError: _on_interference_error,
+    HTTPException: _on_http_exception,
+    Exception: _on_unexpected,
+}

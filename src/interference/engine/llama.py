@@ -1,0 +1,200 @@
+"""The embedded llama.cpp engine (through ``xllamacpp``), with its async edge.
+
+``xllamacpp.Server`` runs llama.cpp's native server engine in-process: continuous batching over
+``parallel`` slots, prompt cache, the GGUF's jinja chat template. Its ``handle_*`` calls block
+and release the GIL; this module runs them on a dedicated thread pool and hands their results
+to asyncio. Streaming chunks come from an engine thread through a callback that queues them on
+the event loop; the callback's ``True`` return value stops generation, which is how a client
+that went away frees its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from interference.errors import (
+    ContextLengthExceededError,
+    InterferenceError,
+    InvalidRequestError,
+    ModelNotReadyError,
+    NotFoundError,
+    ServerError,
+)
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How one GGUF model is run."""
+
+    path: Path
+    parallel: int = 4
+    context: int = 4096  # tokens per slot
+    threads: int | None = None
+    prompt_cache_mib: int = 256
+    verbose: bool = False
+
+
+def engine_error(error: dict[str, Any]) -> InterferenceError:
+    """Translate an error object of llama.cpp's server into our exception hierarchy."""
+    message = str(error.get("message") or "the engine rejected the request")
+    kind = error.get("type")
+    code = error.get("code")
+    if kind == "exceed_context_size_error":
+        return ContextLengthExceededError(message, param="messages")
+    if code == 400 or kind == "invalid_request_error":
+        return InvalidRequestError(message)
+    if code == 501 or kind == "not_supported_error":
+        return InvalidRequestError(message, code="unsupported")
+    if code == 404 or kind == "not_found_error":
+        return NotFoundError(message)
+    if code == 503 or kind == "unavailable_error":
+        return ModelNotReadyError(message)
+    return ServerError(f"engine error: {message}")
+
+
+class LlamaEngine:
+    """One loaded GGUF model served by llama.cpp's engine."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._server: Any = None
+        self._load_lock = threading.Lock()
+        workers = max(32, settings.parallel * 8)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+        self._active: set[threading.Event] = set()
+        # The engine opens its own HTTP listener on a random loopback port; a random key
+        # keeps anyone from generating through it around the gateway.
+        self._internal_key = secrets.token_urlsafe(24)
+        self.internal_url: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._server is not None
+
+    def _params(self) -> Any:
+        import xllamacpp
+
+        s = self.settings
+        params = xllamacpp.CommonParams()
+        params.model.path = str(s.path)
+        params.n_parallel = s.parallel
+        params.n_ctx = s.context * s.parallel
+        params.kv_unified = False  # each slot owns `context` tokens: a predictable bound
+        params.ctx_shift = False  # a full context ends generation ("length"), never loops
+        params.n_predict = -1
+        params.cache_ram_mib = s.prompt_cache_mib
+        params.port = 0
+        params.api_keys = [self._internal_key]
+        params.endpoint_metrics = True
+        params.verbosity = 1 if s.verbose else -1
+        params.warmup = True
+        threads = s.threads or os.cpu_count() or 1
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        return params
+
+    def load(self) -> None:
+        """Load the model (blocking; about a second for a 100 MB model)."""
+        with self._load_lock:
+            if self._server is not None:
+                return
+            import xllamacpp
+
+            try:
+                self._server = xllamacpp.Server(self._params())
+            except Exception as exc:  # xllamacpp raises RuntimeError with no detail
+                raise ServerError(f"cannot load model {self.settings.path.name}: {exc}") from exc
+            self.internal_url = str(self._server.listening_address)
+            logger.debug("engine for %s listening at %s", self.settings.path, self.internal_url)
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+
+    def close(self) -> None:
+        """Stop every stream, wait for in-flight calls, then free the model."""
+        for event in list(self._active):
+            event.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        server, self._server = self._server, None
+        del server
+
+    def _require_server(self) -> Any:
+        if self._server is None:
+            raise ModelNotReadyError(f"the model {self.settings.path.name} is not loaded yet")
+        return self._server
+
+    async def complete_chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed chat completion: the engine's response object."""
+        server = self._require_server()
+        body = orjson.dumps({**payload, "stream": False})
+        result: list[bytes] = []
+
+        def call() -> None:
+            server.handle_chat_completions(body, result.append)
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        if not result:
+            raise ServerError("the engine returned no response")
+        data: dict[str, Any] = orjson.loads(result[-1])
+        if "error" in data:
+            raise engine_error(data["error"])
+        return data
+
+    async def stream_chat(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Stream chat completion chunks as the engine generates them.
+
+        Closing the iterator (client gone, error) makes the engine stop at its next token.
+        """
+        server = self._require_server()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        body = orjson.dumps({**payload, "stream": True})
+
+        def on_chunk(raw: bytes) -> bool:
+            if stop.is_set():
+                return True
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, raw)
+            except RuntimeError:  # the event loop is gone
+                return True
+            return False
+
+        def call() -> None:
+            server.handle_chat_completions(body, on_chunk)
+
+        self._active.add(stop)
+        future = loop.run_in_executor(self._executor, call)
+        future.add_done_callback(lambda _: queue.put_nowait(_END))
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    if future.cancelled():
+                        raise ModelNotReadyError("the engine is shutting down")
+                    exc = future.exception()
+                    if exc is not None:
+                        raise ServerError(f"engine failure: {exc}") from exc
+                    return
+                data: dict[str, Any] = orjson.loads(item)
+                if "error" in data:
+                    raise engine_error(data["error"])
+                yield data
+        finally:
+            stop.set()
+            self._active.discard(stop)

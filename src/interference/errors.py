@@ -1,0 +1,126 @@
+"""The one exception hierarchy of interference.
+
+Every failure a client can see is an :class:`InterferenceError`. Each subclass fixes the
+HTTP status and the OpenAI error ``type``; :mod:`interference.api.errors` turns any of them
+into OpenAI's ``{"error": {"message", "type", "param", "code"}}`` body, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class InterferenceError(Exception):
+    """Base of every error that becomes an OpenAI-style error response."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI error object (the value of the ``error`` key)."""
+        return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+
+
+# --- errors caused by the request itself (4xx) -------------------------------------------
+
+
+class InvalidRequestError(InterferenceError):
+    """The request is malformed or has a wrong value; ``param`` names the field."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    default_code = "context_length_exceeded"
+
+
+class AuthenticationError(InterferenceError):
+    status = 401
+    type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class NotFoundError(InterferenceError):
+    status = 404
+    type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    default_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+        )
+
+
+class MethodNotAllowedError(InterferenceError):
+    status = 405
+    type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class RequestTooLargeError(InterferenceError):
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class UnsupportedMediaTypeError(InterferenceError):
+    status = 415
+    type = "invalid_request_error"
+    default_code = "unsupported_media_type"
+
+
+class RateLimitError(InterferenceError):
+    status = 429
+    type = "rate_limit_exceeded"
+    default_code = "rate_limit_exceeded"
+
+
+# --- errors of the serving side (5xx) -----------------------------------------------------
+
+
+class ServerError(InterferenceError):
+    """An unexpected failure inside interference; the message never carries a traceback."""
+
+    status = 500
+    type = "server_error"
+    default_code = "internal_error"
+
+
+class ModelNotReadyError(InterferenceError):
+    status = 503
+    type = "server_error"
+    default_code = "model_not_ready"
+
+
+class UpstreamError(InterferenceError):
+    """A provider (the engine or a remote API) failed to produce an answer."""
+
+    status = 502
+    type = "server_error"
+    default_code = "upstream_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    default_code = "upstream_timeout"

@@ -1,0 +1,142 @@
+"""The provider abstraction: one async generator per provider, plus capability attributes.
+
+A provider answers chat requests for the upstream model ids it serves. ``stream_chat`` is the
+one method every provider implements: it yields ``chat.completion.chunk`` objects as they are
+produced and raises an :class:`~interference.errors.InterferenceError` when it fails. ``chat``
+defaults to collecting that stream; a provider with a cheaper non-streamed path overrides it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from interference.api.wire import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    FunctionCall,
+    ResponseMessage,
+    ResponseToolCall,
+    Usage,
+)
+from interference.errors import UpstreamError
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model id a provider answers for, as listed by ``GET /v1/models``."""
+
+    id: str
+    owned_by: str
+    created: int
+
+
+class Provider(ABC):
+    """Base of every provider kind."""
+
+    #: the ``kind`` name used in configuration files
+    kind: ClassVar[str]
+    #: whether ``n > 1`` is answered natively (else the router fans out)
+    supports_n: ClassVar[bool] = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @abstractmethod
+    def models(self) -> list[ServedModel]:
+        """The upstream model ids this provider serves."""
+
+    async def start(self) -> None:
+        """Acquire resources (load a model, open a connection pool)."""
+
+    async def aclose(self) -> None:
+        """Release what :meth:`start` acquired."""
+
+    @abstractmethod
+    def stream_chat(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Yield the completion's chunks; closing the iterator stops generation."""
+
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
+        """The whole completion at once (by default, the collected stream)."""
+        stream = self.stream_chat(request, model)
+        try:
+            return await collect_chunks(stream)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    def describe(self) -> dict[str, Any]:
+        """Operator-facing state (for health and status pages)."""
+        return {"name": self.name, "kind": self.kind, "ready": self.ready}
+
+
+async def collect_chunks(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatCompletion:
+    """Assemble a ``chat.completion`` from a stream of chunks (any ``n``, tool calls, usage)."""
+    first: ChatCompletionChunk | None = None
+    texts: dict[int, list[str]] = {}
+    refusals: dict[int, list[str]] = {}
+    finish: dict[int, Any] = {}
+    logprobs: dict[int, list[Any]] = {}
+    tools: dict[int, dict[int, dict[str, Any]]] = {}
+    usage: Usage | None = None
+    async for chunk in chunks:
+        first = first or chunk
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            i = choice.index
+            texts.setdefault(i, [])
+            if choice.delta.content:
+                texts[i].append(choice.delta.content)
+            if choice.delta.refusal:
+                refusals.setdefault(i, []).append(choice.delta.refusal)
+            for call in choice.delta.tool_calls or ():
+                slot = tools.setdefault(i, {}).setdefault(
+                    call.index, {"id": "", "name": "", "arguments": ""}
+                )
+                slot["id"] = call.id or slot["id"]
+                if call.function is not None:
+                    slot["name"] += call.function.name or ""
+                    slot["arguments"] += call.function.arguments or ""
+            if choice.logprobs and choice.logprobs.get("content"):
+                logprobs.setdefault(i, []).extend(choice.logprobs["content"])
+            if choice.finish_reason is not None:
+                finish[i] = choice.finish_reason
+    if first is None:
+        raise UpstreamError("the provider returned an empty stream")
+    choices = []
+    for i in sorted(texts):
+        calls = [
+            ResponseToolCall(
+                id=c["id"], function=FunctionCall(name=c["name"], arguments=c["arguments"])
+            )
+            for _, c in sorted(tools.get(i, {}).items())
+        ]
+        message = ResponseMessage(
+            role="assistant",
+            content="".join(texts[i]) if texts[i] or not calls else None,
+            refusal="".join(refusals[i]) if i in refusals else None,
+        )
+        if calls:
+            message.tool_calls = calls
+        choices.append(
+            Choice(
+                index=i,
+                message=message,
+                finish_reason=finish.get(i, "stop"),
+                logprobs={"content": logprobs[i], "refusal": None} if i in logprobs else None,
+            )
+        )
+    result = ChatCompletion(id=first.id, created=first.created, model=first.model, choices=choices)
+    if usage is not None:
+        result.usage = usage
+    return result

@@ -1,0 +1,126 @@
+"""The ``local`` provider: a GGUF model run in-process by the embedded engine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from interference.api.wire import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    UserMessage,
+)
+from interference.config import LocalModelConfig
+from interference.engine import EngineSettings, LlamaEngine, ModelFile
+from interference.errors import InvalidRequestError
+from interference.providers.base import Provider, ServedModel
+
+# Request fields that are ours to handle, never forwarded to the engine as they are.
+_NOT_FORWARDED = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "user",
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+}
+_RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
+
+
+class LocalProvider(Provider):
+    kind: ClassVar[str] = "local"
+    supports_n: ClassVar[bool] = True
+
+    def __init__(self, name: str, model_file: ModelFile, config: LocalModelConfig) -> None:
+        super().__init__(name)
+        self.model_id = config.id or model_file.id
+        self.model_file = model_file
+        self.sampling = model_file.sampling.merged(config.sampling)
+        self.engine = LlamaEngine(
+            EngineSettings(
+                path=model_file.path,
+                parallel=config.parallel,
+                context=config.context,
+                threads=config.threads,
+                prompt_cache_mib=config.prompt_cache_mib,
+            )
+        )
+        self._created = int(model_file.path.stat().st_mtime)
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    def models(self) -> list[ServedModel]:
+        return [ServedModel(self.model_id, self.model_file.owned_by, self._created)]
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def aclose(self) -> None:
+        self.engine.close()
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        settings = self.engine.settings
+        info.update(
+            model=self.model_id,
+            path=str(self.model_file.path),
+            parallel=settings.parallel,
+            context_per_slot=settings.context,
+        )
+        return info
+
+    def engine_payload(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        """The engine request: the client's fields, then the model's sampling defaults."""
+        messages = []
+        for i, message in enumerate(request.messages):
+            if isinstance(message, UserMessage) and not isinstance(message.content, str):
+                for j, part in enumerate(message.content):
+                    if part.type != "text":
+                        raise InvalidRequestError(
+                            f"The model `{self.model_id}` accepts text only; "
+                            f"content parts of type `{part.type}` are not supported.",
+                            param=f"messages[{i}].content[{j}].type",
+                        )
+            dumped = message.model_dump(exclude_none=True)
+            if dumped["role"] == "developer":  # chat templates know `system`
+                dumped["role"] = "system"
+            messages.append(dumped)
+        payload = request.model_dump(exclude_none=True, exclude=_NOT_FORWARDED)
+        payload["messages"] = messages
+        if request.token_limit is not None:
+            payload["max_tokens"] = request.token_limit
+        if request.seed is not None:
+            seed = request.seed % 2**32
+            payload["seed"] = seed if seed != _RANDOM_SEED else seed - 1
+        for key, value in self.sampling.values().items():
+            payload.setdefault(key, value)
+        # Always ask for usage: the gateway accounts for tokens even when the client does not.
+        payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    async def stream_chat(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        payload = self.engine_payload(request)
+        async for data in self.engine.stream_chat(payload):
+            chunk = ChatCompletionChunk.model_validate(data)
+            for choice in chunk.choices:
+                delta = choice.delta
+                if delta.role is not None and delta.content is None:
+                    delta.content = ""  # OpenAI's first chunk: role and empty content
+            yield chunk
+
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
+        data = await self.engine.complete_chat(self.engine_payload(request))
+        completion = ChatCompletion.model_validate(data)
+        for choice in completion.choices:
+            if choice.finish_reason is None:
+                choice.finish_reason = "stop"
+        completion.created = completion.created or int(time.time())
+        return completion

@@ -27,28 +27,10 @@ from interference.errors import (
 
 logger = logging.getLogger(__name__)
 
-# Names pydantic puts in an error location that are not fields: union member types and
-# discriminator tags (message roles, content part types).
-_NOT_FIELDS = {
-    "str",
-    "int",
-    "float",
-    "bool",
-    "dict",
-    "list",
-    "none",
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-    "text",
-    "image_url",
-    "input_audio",
-    "file",
-    "refusal",
-}
+# Names pydantic puts in an error location that are not fields: the member types of a union,
+# and the discriminator tags of the lists whose items are tagged unions.
+_UNION_MEMBERS = {"str", "int", "float", "bool", "dict", "list", "none"}
+_TAGGED_LISTS = {"messages", "content"}
 
 
 def error_body(exc: InterferenceError) -> bytes:
@@ -66,20 +48,27 @@ def error_response(exc: InterferenceError) -> Response:
 
 def _param(loc: tuple[Any, ...]) -> str | None:
     out = ""
+    field = ""  # the last field name kept
+    after_index = False
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i > 0 and (part in _NOT_FIELDS or "[" in part or "(" in part or "-" in part):
+            after_index = True
             continue
-        else:
-            out += f".{part}" if out else str(part)
+        is_tag = after_index and field in _TAGGED_LISTS
+        after_index = False
+        if i > 0 and (is_tag or part in _UNION_MEMBERS or "[" in part or "-" in part):
+            continue
+        out += f".{part}" if out else part
+        field = part
     return out or None
 
 
 def from_validation_error(error: ValidationError) -> InvalidRequestError:
     """The first problem of a request body as a 400 naming its ``param``."""
     items = error.errors(include_url=False)
-    first = items[0]
+    # A union reports one error per member; the deepest one is the most specific.
+    first = max(items, key=lambda item: len(item["loc"]))
     kind = first["type"]
     if kind == "json_invalid":
         detail = first.get("ctx", {}).get("error", "")

@@ -68,7 +68,8 @@ def _package_dir(package: str) -> Path | None:
 
 def model_id_for_path(path: Path) -> str:
     """A readable id for an arbitrary GGUF file: its stem, lower-cased, quant suffix kept."""
-    return re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-") or "local-model"
+    dashed = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower())
+    return re.sub(r"-*\.-*", ".", dashed).strip("-.") or "local-model"
 
 
 def resolve_model(name_or_path: str) -> ModelFile:

@@ -1,0 +1,93 @@
+"""Fake providers for unit tests: scripted chunks, scripted failures, observable cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from interference.api.wire import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    Delta,
+    Usage,
+)
+from interference.errors import InterferenceError
+from interference.providers.base import Provider, ServedModel
+
+
+class FakeProvider(Provider):
+    """Streams ``words`` (one chunk each) for every choice; fails where told to."""
+
+    kind: ClassVar[str] = "fake"
+    supports_n: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        name: str = "fake",
+        model_id: str = "fake-model",
+        words: tuple[str, ...] = ("Hello", " world", "!"),
+        fail_before: InterferenceError | None = None,
+        fail_after: int | None = None,
+        fail_with: InterferenceError | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        super().__init__(name)
+        self.model_id = model_id
+        self.words = words
+        self.fail_before = fail_before
+        self.fail_after = fail_after
+        self.fail_with = fail_with
+        self.delay = delay
+        self.requests: list[ChatCompletionRequest] = []
+        self.closed_early = asyncio.Event()
+        self.started = False
+        self.closed = False
+
+    def models(self) -> list[ServedModel]:
+        return [ServedModel(self.model_id, "tests", 1700000000)]
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        chunk = ChatCompletionChunk(
+            id="upstream-id", created=1, model=self.model_id, choices=choices
+        )
+        if usage is not None:
+            chunk.usage = usage
+        return chunk
+
+    async def stream_chat(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        self.requests.append(request)
+        if self.fail_before is not None:
+            raise self.fail_before
+        n = request.n or 1
+        finished = False
+        try:
+            for i in range(n):
+                yield self._chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))])
+            for position, word in enumerate(self.words):
+                if self.fail_after is not None and position == self.fail_after:
+                    assert self.fail_with is not None
+                    raise self.fail_with
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                for i in range(n):
+                    yield self._chunk([ChunkChoice(index=i, delta=Delta(content=word))])
+            for i in range(n):
+                yield self._chunk([ChunkChoice(index=i, delta=Delta(), finish_reason="stop")])
+            tokens = len(self.words) * n
+            yield self._chunk(
+                [], Usage(prompt_tokens=7, completion_tokens=tokens, total_tokens=7 + tokens)
+            )
+            finished = True
+        finally:
+            if not finished:
+                self.closed_early.set()

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from interference.cli import _configure, _parser
+from interference.cli import main as cli_main
+from interference.config import Config, ConfigError, load_config
+
+FULL = """
+server:
+  host: 127.0.0.1
+  port: 8080
+  max_body_bytes: 100000
+  log_level: debug
+models:
+  - model: smollm2-135m-instruct
+    id: tiny
+    aliases: [small]
+    parallel: 2
+    context: 1024
+    sampling:
+      temperature: ${TEMP}
+      top_p: 0.8
+openai_aliases: false
+aliases:
+  chat: tiny
+"""
+
+
+def test_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEMP", "0.4")
+    path = tmp_path / "c.yaml"
+    path.write_text(FULL)
+    config = load_config(path)
+    assert config.server.port == 8080
+    model = config.models[0]
+    assert (model.id, model.parallel, model.context, model.aliases) == ("tiny", 2, 1024, ["small"])
+    assert model.sampling is not None
+    assert model.sampling.temperature == 0.4
+    assert config.openai_aliases is False
+    assert config.aliases == {"chat": "tiny"}
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("server:\n  port: high\n", ["server.port", "integer"]),
+        ("server:\n  prot: 1\n", ["server.prot", "unknown field"]),
+        ("models:\n  - parallel: 0\n", ["models.0.parallel", "greater than or equal to 1"]),
+        ("models:\n  - sampling: {temperature: 5}\n", ["models.0.sampling.temperature"]),
+        ("models: []\n", ["at least one model"]),
+        ("- a\n- b\n", ["top level must be a mapping"]),
+        ("server: [\n", ["not valid YAML"]),
+        (
+            "models:\n  - model: ${NOT_SET_ANYWHERE_42}\n",
+            ["NOT_SET_ANYWHERE_42", "models[0].model"],
+        ),
+    ],
+)
+def test_errors_name_the_file_and_field(tmp_path: Path, text: str, needles: list[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config("/nonexistent/interference.yaml")
+
+
+def test_command_line_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEMP", "0.4")
+    path = tmp_path / "c.yaml"
+    path.write_text(FULL)
+    args = _parser().parse_args(
+        [
+            "serve",
+            "--config",
+            str(path),
+            "--port",
+            "9999",
+            "--parallel",
+            "3",
+            "--log-level",
+            "warning",
+        ]
+    )
+    config = _configure(args)
+    assert config.server.port == 9999
+    assert config.server.log_level == "warning"
+    assert config.models[0].parallel == 3
+    assert config.models[0].id == "tiny"
+
+
+def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INTERFERENCE_CONFIG", raising=False)
+    config = _configure(_parser().parse_args(["serve", "--model", "/some/file.gguf"]))
+    assert config == Config.model_validate({"models": [{"model": "/some/file.gguf"}]})
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 1337)
+
+
+def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("server:\n  port: 1400\n")
+    assert cli_main(["config", "check", str(good)]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  port: -1\n")
+    assert cli_main(["config", "check", str(bad)]) == 2
+    assert "server.port" in capsys.readouterr().err

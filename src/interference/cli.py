@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from interference import __version__
 from interference.config import Config, ConfigError, LocalModelConfig, load_config
@@ -120,6 +123,21 @@ def serve(config: Config) -> int:
             await super().startup(sockets)
             if self.started:
                 ready.set()
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which makes the
+            # process die by the signal; a stop that went well should exit 0 instead.
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            stops = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     server = Server(
         uvicorn.Config(

@@ -1,0 +1,91 @@
+"""Bounds of generation on the real engine: context, overflow, and slots freed on disconnect."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ServerProcess, start_server
+from tests.spec import validate
+
+pytestmark = pytest.mark.e2e
+
+NO_EOS = {"2": -100}
+
+
+def test_without_max_tokens_generation_ends_at_the_context(small_server: ServerProcess) -> None:
+    completion = small_server.client().chat.completions.create(
+        model="gpt-4",
+        messages=[{"role": "user", "content": "Count upwards forever."}],
+        logit_bias=NO_EOS,
+        timeout=120,
+    )
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage is not None
+    # the slot has 256 tokens: prompt + completion fill it
+    assert 250 <= completion.usage.total_tokens <= 256
+
+
+def test_context_overflow_is_400_context_length_exceeded(small_server: ServerProcess) -> None:
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "word " * 400}]}
+    for stream in (False, True):
+        response = httpx.post(
+            f"{small_server.url}/v1/chat/completions", json={**body, "stream": stream}, timeout=60
+        )
+        assert response.status_code == 400
+        error = response.json()
+        validate(error, "ErrorResponse")
+        assert error["error"]["code"] == "context_length_exceeded"
+        assert error["error"]["type"] == "invalid_request_error"
+
+
+@pytest.fixture(scope="module")
+def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    running = start_server(
+        tmp_path_factory.mktemp("one-slot"), "models:\n  - parallel: 1\n    context: 4096\n"
+    )
+    yield running
+    assert running.stop() == 0
+
+
+def _first_token_seconds(url: str) -> float:
+    started = time.perf_counter()
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=60
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and '"content"' in line:
+                return time.perf_counter() - started
+    raise AssertionError("no token")
+
+
+def test_client_disconnect_frees_the_slot(one_slot: ServerProcess) -> None:
+    """With one slot, a second request waits for the first; a disconnect must end the first."""
+    host, port = one_slot.url.removeprefix("http://").split(":")
+    request = json.dumps(
+        {
+            "model": "gpt-4",
+            "messages": [{"role": "user", "content": "Write a very long story."}],
+            "logit_bias": NO_EOS,  # would run to the 4096-token context, tens of seconds
+            "stream": True,
+        }
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(request)}\r\n\r\n".encode()
+            + request
+        )
+        received = b""
+        while received.count(b"data: ") < 5:
+            received += sock.recv(65536)
+    # the connection is closed: the slot must be free again within about a second
+    assert _first_token_seconds(one_slot.url) < 3.0
+    log = one_slot.log.read_text()
+    assert "stream=true status=ok" in log or "stream=true" in log

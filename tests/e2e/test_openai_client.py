@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from typing import Any
 
 import httpx
@@ -74,6 +76,25 @@ def test_stream(server: ServerProcess, http: httpx.Client) -> None:
     assert chunks[-1]["choices"][0]["delta"] == {}
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
     assert all("usage" not in c for c in chunks)
+
+
+def test_tokens_arrive_as_they_are_generated(http: httpx.Client) -> None:
+    body = {
+        "model": "gpt-4",
+        "messages": HELLO,
+        "max_tokens": 40,
+        "logit_bias": NO_EOS,
+        "stream": True,
+    }
+    arrivals: list[float] = []
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {") and '"content"' in line:
+                arrivals.append(time.perf_counter())
+    assert len(arrivals) >= 40
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    # 40 tokens take tens of milliseconds to generate: a buffered stream arrives at once
+    assert sum(1 for gap in gaps if gap > 0.001) >= len(gaps) // 2
 
 
 def test_stream_include_usage(server: ServerProcess, http: httpx.Client) -> None:

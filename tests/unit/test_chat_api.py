@@ -200,3 +200,49 @@ def test_providers_are_closed_with_the_app(fake: FakeProvider) -> None:
     with TestClient(create_app(Config(), providers=[fake])):
         assert fake.started
     assert fake.closed
+
+
+def test_client_disconnect_closes_the_provider_stream() -> None:
+    import asyncio
+
+    fake = FakeProvider(words=tuple(f" w{i}" for i in range(1000)), delay=0.01)
+    app = create_app(Config(), providers=[fake])
+    body = json.dumps({"model": "fake-model", "messages": MESSAGES, "stream": True}).encode()
+    sent: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(0.2)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/chat/completions",
+            "raw_path": b"/v1/chat/completions",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+            "state": {},
+            "app": app,
+        }
+        await asyncio.wait_for(app(scope, receive, send), timeout=5)
+        await asyncio.wait_for(fake.closed_early.wait(), timeout=1)
+
+    asyncio.run(scenario())
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert 2 <= len(bodies) < 200  # some tokens went out, then generation stopped

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 class InterferenceError(Exception):
     """Base of every error that becomes an OpenAI-style error response."""
 
-    status: ClassVar[int] = 500
+    status: int = 500
     type: ClassVar[str] = "server_error"
     default_code: ClassVar[str | None] = None
 

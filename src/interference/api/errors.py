@@ -119,7 +119,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
         )
     else:
         mapped = InvalidRequestError(str(exc.detail), code=str(exc.status_code))
-        mapped.status = exc.status_code  # type: ignore[misc]
+        mapped.status = exc.status_code
     return error_response(mapped)
 
 

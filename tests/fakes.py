@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import ClassVar
 
 from interference.api.wire import (
@@ -64,7 +64,7 @@ class FakeProvider(Provider):
 
     async def stream_chat(
         self, request: ChatCompletionRequest, model: str
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         self.requests.append(request)
         if self.fail_before is not None:
             raise self.fail_before

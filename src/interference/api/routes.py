@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -133,10 +133,10 @@ async def chat_completions(request: Request) -> Response:
     except StopAsyncIteration:
         raise UpstreamError("The provider returned an empty stream.") from None
     except BaseException:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         raise
 
-    async def relay() -> AsyncIterator[bytes]:
+    async def relay() -> AsyncGenerator[bytes, None]:
         chunk: ChatCompletionChunk | None = first
         ttft = (time.perf_counter() - started) * 1000
         status = "ok"
@@ -160,7 +160,7 @@ async def chat_completions(request: Request) -> Response:
             logger.exception("stream from %s failed after start", provider.name)
             yield event(error_body(ServerError("The stream ended because of a server error.")))
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
             logger.info(
                 "chat model=%s provider=%s stream=true status=%s completion_tokens=%s "
                 "ttft_ms=%.0f ms=%.0f",

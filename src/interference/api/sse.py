@@ -7,7 +7,7 @@ client goes away, the event iterator is cancelled, which stops generation upstre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
 from starlette.responses import Response
@@ -30,7 +30,7 @@ def event(data: bytes) -> bytes:
 class EventStreamResponse(Response):
     """An ASGI response streaming ``events`` (already framed), cancelled on disconnect."""
 
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
         self.events = events
         self.status_code = 200
         self.background = None
@@ -58,5 +58,5 @@ class EventStreamResponse(Response):
                 pass  # the client went away while we wrote
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self.events.aclose()  # type: ignore[attr-defined]
+                    await self.events.aclose()
             tasks.cancel_scope.cancel()

@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +155,7 @@ class LlamaEngine:
             raise engine_error(data["error"])
         return data
 
-    async def stream_chat(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream_chat(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Stream chat completion chunks as the engine generates them.
 
         Closing the iterator (client gone, error) makes the engine stop at its next token.

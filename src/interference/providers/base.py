@@ -9,7 +9,7 @@ defaults to collecting that stream; a provider with a cheaper non-streamed path 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -63,7 +63,7 @@ class Provider(ABC):
     @abstractmethod
     def stream_chat(
         self, request: ChatCompletionRequest, model: str
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Yield the completion's chunks; closing the iterator stops generation."""
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
@@ -72,7 +72,7 @@ class Provider(ABC):
         try:
             return await collect_chunks(stream)
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
     def describe(self) -> dict[str, Any]:
         """Operator-facing state (for health and status pages)."""

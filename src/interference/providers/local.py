@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
 from interference.api.wire import (
@@ -106,7 +106,7 @@ class LocalProvider(Provider):
 
     async def stream_chat(
         self, request: ChatCompletionRequest, model: str
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         payload = self.engine_payload(request)
         async for data in self.engine.stream_chat(payload):
             chunk = ChatCompletionChunk.model_validate(data)

@@ -137,11 +137,12 @@ def test_n_two(server: ServerProcess, http: httpx.Client) -> None:
     assert sorted(f["index"] for f in firsts) == [0, 1]
 
 
-def test_stop_sequence(server: ServerProcess) -> None:
+@pytest.mark.parametrize("stop", [[" "], " "])
+def test_stop_sequence(server: ServerProcess, stop: str | list[str]) -> None:
     completion = server.client().chat.completions.create(
         model="gpt-4",
         messages=[{"role": "user", "content": "Write two sentences about the sea."}],
-        stop=[" "],
+        stop=stop,
         max_tokens=50,
     )
     choice = completion.choices[0]

@@ -42,6 +42,11 @@ def test_config_overrides_model_defaults_and_request_overrides_both() -> None:
     assert payload["top_k"] == 5
 
 
+def test_a_single_stop_string_becomes_a_list() -> None:
+    assert provider().engine_payload(request(stop="END"))["stop"] == ["END"]
+    assert provider().engine_payload(request(stop=["a", "b"]))["stop"] == ["a", "b"]
+
+
 def test_token_limits_and_seed() -> None:
     local = provider()
     assert local.engine_payload(request(max_completion_tokens=7, max_tokens=9))["max_tokens"] == 7

@@ -93,6 +93,8 @@ class LocalProvider(Provider):
             messages.append(dumped)
         payload = request.model_dump(exclude_none=True, exclude=_NOT_FORWARDED)
         payload["messages"] = messages
+        if isinstance(request.stop, str):
+            payload["stop"] = [request.stop]
         if request.token_limit is not None:
             payload["max_tokens"] = request.token_limit
         if request.seed is not None:

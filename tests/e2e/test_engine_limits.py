@@ -6,10 +6,12 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from interference.engine import resolve_model
 from tests.e2e.conftest import ServerProcess, start_server
 from tests.spec import validate
 
@@ -89,3 +91,22 @@ def test_client_disconnect_frees_the_slot(one_slot: ServerProcess) -> None:
     assert _first_token_seconds(one_slot.url) < 3.0
     log = one_slot.log.read_text()
     assert "stream=true status=ok" in log or "stream=true" in log
+
+
+def test_any_gguf_path_is_served_under_its_file_name(tmp_path: Path) -> None:
+    source = resolve_model("smollm2-135m-instruct").path
+    copy = tmp_path / "My-Tiny-Model.Q4_1.gguf"
+    copy.symlink_to(source)
+    running = start_server(tmp_path, "{}\n", "--model", str(copy), "--parallel", "1")
+    try:
+        client = running.client()
+        ids = [m.id for m in client.models.list()]
+        assert ids[0] == "my-tiny-model.q4_1"
+        assert "gpt-3.5-turbo" in ids
+        reply = client.chat.completions.create(
+            model="my-tiny-model.q4_1", messages=[{"role": "user", "content": "Hi"}], max_tokens=5
+        )
+        assert reply.model == "my-tiny-model.q4_1"
+        assert reply.choices[0].message.content
+    finally:
+        assert running.stop() == 0

@@ -62,18 +62,17 @@ def _configure(args: argparse.Namespace) -> Config:
             if v is not None
         }
     )
-    models = list(config.models)
-    first = models[0] if args.model is None else LocalModelConfig(model=args.model)
+    providers = dict(config.providers)
+    locals_ = config.local_providers
+    name = next(iter(locals_), "local")
+    first = locals_.get(name, LocalModelConfig())
+    if args.model is not None:
+        first = LocalModelConfig(model=args.model)
     overrides = {"parallel": args.parallel, "context": args.context}
     first = first.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    models[0] = first
-    return Config.model_validate(
-        {
-            **config.model_dump(),
-            "server": server.model_dump(),
-            "models": [m.model_dump() for m in models],
-        }
-    )
+    if name in locals_ or args.model is not None or any(overrides.values()):
+        providers[name] = first
+    return config.model_copy(update={"server": server, "providers": providers})
 
 
 def _is_loopback(host: str) -> bool:
@@ -179,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "config":
             config = load_config(args.path)
-            models, aliases = len(config.models), len(config.aliases)
-            print(f"{args.path}: valid ({models} model(s), {aliases} alias(es))")
+            counts = f"{len(config.providers)} provider(s), {len(config.models)} model(s)"
+            print(f"{args.path}: valid ({counts}, {len(config.aliases)} alias(es))")
             return 0
         config = _configure(args)
     except ConfigError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -56,10 +56,11 @@ class ServerConfig(BaseModel):
 
 
 class LocalModelConfig(BaseModel):
-    """A GGUF model served in-process by the engine."""
+    """A ``local`` provider: a GGUF model served in-process by the engine."""
 
     model_config = _STRICT
 
+    kind: Literal["local"] = "local"
     model: str = Field(default=DEFAULT_MODEL_ID, description="a known model name or GGUF path")
     id: str | None = Field(default=None, description="public model id (default: from the file)")
     aliases: list[str] = Field(default_factory=list)
@@ -70,23 +71,122 @@ class LocalModelConfig(BaseModel):
     sampling: SamplingDefaults | None = None
 
 
+class Timeouts(BaseModel):
+    """Bounds on one attempt against a deployment, in seconds."""
+
+    model_config = _STRICT
+
+    connect: float = Field(default=10, gt=0)
+    first_token: float = Field(default=60, gt=0, description="until the first chunk arrives")
+    idle: float = Field(default=60, gt=0, description="longest gap between two chunks")
+    total: float = Field(default=600, gt=0, description="the whole answer")
+
+
+class RemoteProviderConfig(BaseModel):
+    """An HTTP API: ``openai`` (any OpenAI-compatible server), ``anthropic`` or ``gemini``."""
+
+    model_config = _STRICT
+
+    kind: Literal["openai", "anthropic", "gemini"]
+    base_url: str
+    api_key: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_connections: int = Field(default=100, ge=1)
+    owned_by: str | None = None
+
+    @model_validator(mode="after")
+    def _http_url(self) -> RemoteProviderConfig:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, not {self.base_url!r}")
+        self.base_url = self.base_url.rstrip("/")
+        return self
+
+
+ProviderConfig = Annotated[LocalModelConfig | RemoteProviderConfig, Field(discriminator="kind")]
+
+
+class DeploymentConfig(BaseModel):
+    """One way to answer a public model: a provider and the upstream model id there."""
+
+    model_config = _STRICT
+
+    provider: str
+    model: str | None = Field(default=None, description="upstream id (default: the public name)")
+    weight: float = Field(default=1.0, gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    timeouts: Timeouts | None = Field(default=None, description="default: the provider's")
+
+
+class PublicModelConfig(BaseModel):
+    model_config = _STRICT
+
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    fallbacks: list[str] = Field(default_factory=list, description="models tried after these")
+    owned_by: str | None = None
+
+
+class RetryConfig(BaseModel):
+    model_config = _STRICT
+
+    attempts_per_deployment: int = Field(default=1, ge=1, le=10)
+    backoff_initial: float = Field(default=0.25, ge=0)
+    backoff_max: float = Field(default=8.0, ge=0)
+    retry_after_max: float = Field(default=30.0, ge=0, description="longest Retry-After honoured")
+
+
+class CooldownConfig(BaseModel):
+    model_config = _STRICT
+
+    failures: int = Field(default=3, ge=1, description="consecutive failures that trip it")
+    seconds: float = Field(default=30.0, gt=0)
+
+
+class RoutingConfig(BaseModel):
+    model_config = _STRICT
+
+    strategy: Literal["least-busy", "round-robin", "latency", "ordered"] = "least-busy"
+    max_attempts: int = Field(default=4, ge=1, le=50, description="attempts per request in all")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
+
+
+def _default_providers() -> dict[str, ProviderConfig]:
+    return {"local": LocalModelConfig()}
+
+
 class Config(BaseModel):
     model_config = _STRICT
 
     server: ServerConfig = Field(default_factory=ServerConfig)
-    models: list[LocalModelConfig] = Field(default_factory=lambda: [LocalModelConfig()])
+    providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
+    models: dict[str, PublicModelConfig] = Field(default_factory=dict)
     openai_aliases: bool = Field(
-        default=True, description="serve the usual OpenAI model names as the first model"
+        default=True, description="serve the usual OpenAI model names as the first local model"
     )
-    aliases: dict[str, str] = Field(default_factory=dict, description="alias -> model id")
+    aliases: dict[str, str] = Field(default_factory=dict, description="alias -> model name")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @model_validator(mode="after")
-    def _some_model(self) -> Config:
-        if not self.models:
-            raise ValueError("at least one model is needed")
+    def _references(self) -> Config:
+        if not self.providers:
+            raise ValueError("at least one provider is needed")
+        for name, model in self.models.items():
+            for i, deployment in enumerate(model.deployments):
+                if deployment.provider not in self.providers:
+                    known = ", ".join(sorted(self.providers))
+                    raise ValueError(
+                        f"models.{name}.deployments.{i}.provider: `{deployment.provider}` is not "
+                        f"a configured provider (known: {known})"
+                    )
         return self
 
+    @property
+    def local_providers(self) -> dict[str, LocalModelConfig]:
+        return {k: v for k, v in self.providers.items() if isinstance(v, LocalModelConfig)}
 
+
+_PROVIDER_KINDS = {"local", "openai", "anthropic", "gemini"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -110,8 +210,11 @@ def _expand_env(value: Any, where: str) -> Any:
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
+        loc = list(item["loc"])
+        if len(loc) > 2 and loc[0] == "providers" and loc[2] in _PROVIDER_KINDS:
+            del loc[2]  # the union member pydantic tried, not a field
+        field = ".".join(str(part) for part in loc) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
         lines.append(f"  {field}: {message}")

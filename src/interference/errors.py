@@ -16,6 +16,8 @@ class InterferenceError(Exception):
     status: int = 500
     type: ClassVar[str] = "server_error"
     default_code: ClassVar[str | None] = None
+    #: whether another attempt (a retry, another deployment) may succeed where this one failed
+    retryable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -24,12 +26,15 @@ class InterferenceError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
         self.headers = headers or {}
+        #: seconds the failing side asked us to wait (an upstream's ``Retry-After``)
+        self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
         """The OpenAI error object (the value of the ``error`` key)."""
@@ -94,6 +99,7 @@ class RateLimitError(InterferenceError):
     status = 429
     type = "rate_limit_exceeded"
     default_code = "rate_limit_exceeded"
+    retryable = True
 
 
 # --- errors of the serving side (5xx) -----------------------------------------------------
@@ -111,6 +117,7 @@ class ModelNotReadyError(InterferenceError):
     status = 503
     type = "server_error"
     default_code = "model_not_ready"
+    retryable = True
 
 
 class UpstreamError(InterferenceError):
@@ -119,6 +126,7 @@ class UpstreamError(InterferenceError):
     status = 502
     type = "server_error"
     default_code = "upstream_error"
+    retryable = True
 
 
 class UpstreamTimeoutError(UpstreamError):

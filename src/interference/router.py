@@ -1,61 +1,175 @@
-"""Model routing: which provider answers a model name.
+"""Routing: which deployment answers a request, and what happens when one fails.
 
-A public model id is served by a provider; an alias is another name for a public id. The
-router resolves the name a client sent (exact first, then case-insensitively) and keeps that
-name so responses can echo it.
+A public model name (or an alias of one) has deployments: a provider plus the model id there.
+For each request the router orders the model's healthy deployments by the configured strategy,
+then tries them, then the model's fallback models, up to ``routing.max_attempts`` attempts:
+
+- a failure before the first content token that another attempt may fix (refused, reset,
+  timeout, 5xx, 429, malformed answer) moves on, after a backoff with jitter when it retries the
+  same deployment, honouring ``Retry-After``; errors caused by the request itself go straight back;
+- a deployment that fails ``cooldown.failures`` times in a row is skipped for
+  ``cooldown.seconds``, then probed again by the next request (one success closes the breaker);
+- each attempt is bounded by the deployment's timeouts: time to first token, idle gap between
+  chunks, and total.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from interference.api.wire import ModelCard
-from interference.config import ConfigError
-from interference.errors import ModelNotFoundError
-from interference.providers.base import Provider, ServedModel
+from interference.api.wire import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ModelCard,
+)
+from interference.config import ConfigError, RoutingConfig, Timeouts
+from interference.errors import (
+    InterferenceError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from interference.providers.base import Provider
 
 
-@dataclass(frozen=True)
-class Route:
-    """The answer to "who serves this name?"."""
+@dataclass(eq=False)
+class Deployment:
+    """One provider + upstream model id, with its live health and load."""
 
-    requested: str  # the name the client used, echoed in responses
-    model: ServedModel
     provider: Provider
+    model: str
+    weight: float = 1.0
+    max_concurrency: int | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    in_flight: int = 0
+    consecutive_failures: int = 0
+    cooldown_until: float = 0.0
+    ttft_ewma: float | None = None
+    successes: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+    def cooling(self, now: float) -> bool:
+        return now < self.cooldown_until
+
+    def saturated(self) -> bool:
+        return self.max_concurrency is not None and self.in_flight >= self.max_concurrency
+
+    def describe(self, now: float) -> dict[str, Any]:
+        return {
+            "deployment": self.name,
+            "provider": self.provider.name,
+            "model": self.model,
+            "weight": self.weight,
+            "in_flight": self.in_flight,
+            "max_concurrency": self.max_concurrency,
+            "healthy": not self.cooling(now),
+            "cooldown_remaining_s": round(max(0.0, self.cooldown_until - now), 1),
+            "consecutive_failures": self.consecutive_failures,
+            "successes": self.successes,
+            "failures": self.failures,
+            "ttft_ms": None if self.ttft_ewma is None else round(self.ttft_ewma * 1000, 1),
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(eq=False)
+class PublicModel:
+    name: str
+    deployments: list[Deployment]
+    fallbacks: list[str] = field(default_factory=list)
+    owned_by: str = "interference"
+    created: int = 0
+    rotation: int = 0  # round-robin position
+
+
+@dataclass
+class Answer:
+    """A non-streamed completion and how it was obtained."""
+
+    completion: ChatCompletion
+    deployment: Deployment
+    attempts: int
+
+
+@dataclass
+class StreamAnswer:
+    """A stream whose first chunks have arrived; ``chunks`` yields them and the rest."""
+
+    chunks: AsyncGenerator[ChatCompletionChunk, None]
+    deployment: Deployment
+    attempts: int
+
+
+def _meaningful(chunk: ChatCompletionChunk) -> bool:
+    """Whether a chunk carries output (so a failure after it can no longer fall back)."""
+    if chunk.usage is not None:
+        return True
+    for choice in chunk.choices:
+        delta = choice.delta
+        if delta.content or delta.tool_calls or delta.refusal or choice.finish_reason:
+            return True
+    return False
 
 
 class Router:
-    def __init__(self, providers: list[Provider], aliases: dict[str, str]) -> None:
+    def __init__(
+        self,
+        models: dict[str, PublicModel],
+        aliases: dict[str, str],
+        providers: list[Provider],
+        routing: RoutingConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.models = models
         self.providers = providers
-        self._models: dict[str, tuple[ServedModel, Provider]] = {}
-        for provider in providers:
-            for served in provider.models():
-                self._models.setdefault(served.id, (served, provider))
+        self.routing = routing or RoutingConfig()
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self._aliases: dict[str, str] = {}
         for alias, target in aliases.items():
-            if target not in self._models:
+            if target not in models:
                 raise ConfigError(
                     f"aliases.{alias}: `{target}` is not a configured model "
-                    f"(known: {', '.join(sorted(self._models))})"
+                    f"(known: {', '.join(sorted(models))})"
                 )
-            if alias not in self._models:
+            if alias not in models:
                 self._aliases[alias] = target
-        self._folded = {name.lower(): name for name in [*self._aliases, *self._models]}
+        for model in models.values():
+            for name in model.fallbacks:
+                if name not in models and name not in self._aliases:
+                    raise ConfigError(f"models.{model.name}.fallbacks: `{name}` is not a model")
+        self._folded = {name.lower(): name for name in [*self._aliases, *models]}
 
-    def resolve(self, name: str) -> Route:
-        key = (
-            name
-            if name in self._models or name in self._aliases
-            else self._folded.get(name.lower())
-        )
+    # --- names ------------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> PublicModel:
+        if name in self.models:
+            return self.models[name]
+        key = name if name in self._aliases else self._folded.get(name.lower())
         if key is None:
             raise ModelNotFoundError(name)
-        served, provider = self._models[self._aliases.get(key, key)]
-        return Route(requested=name, model=served, provider=provider)
+        return self.models[self._aliases.get(key, key)]
 
     @property
     def model_ids(self) -> list[str]:
-        return list(self._models)
+        return list(self.models)
 
     @property
     def aliases(self) -> dict[str, str]:
@@ -64,15 +178,230 @@ class Router:
     def cards(self) -> list[ModelCard]:
         """Every public name (models, then aliases) as a ``Model`` object."""
         cards = [
-            ModelCard(id=served.id, created=served.created, owned_by=served.owned_by)
-            for served, _ in self._models.values()
+            ModelCard(id=m.name, created=m.created, owned_by=m.owned_by)
+            for m in self.models.values()
         ]
         for alias, target in self._aliases.items():
-            served, _ = self._models[target]
-            cards.append(ModelCard(id=alias, created=served.created, owned_by=served.owned_by))
+            model = self.models[target]
+            cards.append(ModelCard(id=alias, created=model.created, owned_by=model.owned_by))
         return cards
 
     def card(self, name: str) -> ModelCard:
-        route = self.resolve(name)
-        served = route.model
-        return ModelCard(id=name, created=served.created, owned_by=served.owned_by)
+        model = self.resolve(name)
+        return ModelCard(id=name, created=model.created, owned_by=model.owned_by)
+
+    def describe(self) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            "strategy": self.routing.strategy,
+            "providers": [p.describe() for p in self.providers],
+            "models": {
+                m.name: {
+                    "deployments": [d.describe(now) for d in m.deployments],
+                    "fallbacks": m.fallbacks,
+                }
+                for m in self.models.values()
+            },
+        }
+
+    # --- choice -----------------------------------------------------------------------------
+
+    def _order(self, model: PublicModel) -> list[Deployment]:
+        """The model's usable deployments, best first, by the configured strategy."""
+        now = self._clock()
+        usable = [d for d in model.deployments if not d.cooling(now) and not d.saturated()]
+        strategy = self.routing.strategy
+        if strategy == "ordered":
+            return usable
+        if strategy == "round-robin":
+            if not usable:
+                return usable
+            start = model.rotation % len(usable)
+            model.rotation += 1
+            return usable[start:] + usable[:start]
+        jitter = {id(d): self._rng.random() for d in usable}
+        if strategy == "latency":
+            return sorted(usable, key=lambda d: (d.ttft_ewma or 0.0, jitter[id(d)]))
+        return sorted(usable, key=lambda d: (d.in_flight / d.weight, jitter[id(d)]))
+
+    def _candidates(self, request: ChatCompletionRequest) -> list[Deployment]:
+        first = self.resolve(request.model)
+        chain = [first]
+        for name in first.fallbacks:
+            model = self.resolve(name)
+            if model not in chain:
+                chain.append(model)
+        pinned = request.provider
+        if pinned is not None and pinned not in {p.name for p in self.providers}:
+            raise InvalidRequestError(f"Unknown provider `{pinned}`.", param="provider")
+        candidates: list[Deployment] = []
+        for model in chain:
+            for deployment in self._order(model):
+                if pinned is None or deployment.provider.name == pinned:
+                    candidates.append(deployment)
+        if not candidates:
+            if pinned is not None and not any(
+                d.provider.name == pinned for m in chain for d in m.deployments
+            ):
+                raise InvalidRequestError(
+                    f"The model `{request.model}` has no deployment on provider `{pinned}`.",
+                    param="provider",
+                )
+            wait = self._cooldown_remaining(chain)
+            raise ModelNotReadyError(
+                f"Every deployment of `{request.model}` is cooling down after failures "
+                f"or at its concurrency limit; retry in {wait:.0f} s.",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
+        return candidates
+
+    def _cooldown_remaining(self, chain: list[PublicModel]) -> float:
+        now = self._clock()
+        waits = [d.cooldown_until - now for m in chain for d in m.deployments if d.cooling(now)]
+        return min(waits) if waits else 1.0
+
+    # --- health bookkeeping --------------------------------------------------------------------
+
+    def _succeeded(self, deployment: Deployment, ttft: float) -> None:
+        deployment.successes += 1
+        deployment.consecutive_failures = 0
+        deployment.cooldown_until = 0.0
+        previous = deployment.ttft_ewma
+        deployment.ttft_ewma = ttft if previous is None else 0.7 * previous + 0.3 * ttft
+
+    def _failed(self, deployment: Deployment, error: InterferenceError) -> None:
+        deployment.failures += 1
+        deployment.consecutive_failures += 1
+        deployment.last_error = error.message[:300]
+        now = self._clock()
+        cooldown = self.routing.cooldown
+        if deployment.consecutive_failures >= cooldown.failures:
+            deployment.cooldown_until = max(deployment.cooldown_until, now + cooldown.seconds)
+        if error.retry_after:
+            deployment.cooldown_until = max(deployment.cooldown_until, now + error.retry_after)
+
+    def _backoff(self, retry: int, error: InterferenceError) -> float | None:
+        """Seconds to wait before retrying the same deployment, or None to move on."""
+        policy = self.routing.retry
+        retry_after: float | None = error.retry_after
+        if retry_after is not None:
+            return retry_after if retry_after <= policy.retry_after_max else None
+        ceiling = min(policy.backoff_max, policy.backoff_initial * 2.0 ** (retry - 1))
+        return ceiling * (0.5 + 0.5 * self._rng.random())
+
+    async def _attempts(
+        self,
+        request: ChatCompletionRequest,
+        attempt: Callable[[Deployment], Awaitable[Any]],
+    ) -> tuple[Any, Deployment, int]:
+        """Run ``attempt`` over the candidates until one succeeds; return its result."""
+        attempts = 0
+        last: InterferenceError | None = None
+        for deployment in self._candidates(request):
+            for retry in range(self.routing.retry.attempts_per_deployment):
+                if attempts >= self.routing.max_attempts:
+                    break
+                if retry:
+                    assert last is not None
+                    delay = self._backoff(retry, last)
+                    if delay is None or deployment.cooling(self._clock()):
+                        break
+                    await self._sleep(delay)
+                attempts += 1
+                try:
+                    return await attempt(deployment), deployment, attempts
+                except InterferenceError as error:
+                    if not error.retryable:
+                        raise
+                    self._failed(deployment, error)
+                    last = error
+        assert last is not None
+        raise last
+
+    # --- answering ----------------------------------------------------------------------------
+
+    async def chat(self, request: ChatCompletionRequest) -> Answer:
+        async def attempt(deployment: Deployment) -> ChatCompletion:
+            started = self._clock()
+            deployment.in_flight += 1
+            try:
+                async with asyncio.timeout(deployment.timeouts.total):
+                    completion = await deployment.provider.chat(request, deployment.model)
+            except TimeoutError:
+                raise UpstreamTimeoutError(
+                    f"{deployment.name}: no answer within {deployment.timeouts.total:g} s"
+                ) from None
+            finally:
+                deployment.in_flight -= 1
+            self._succeeded(deployment, self._clock() - started)
+            return completion
+
+        completion, deployment, attempts = await self._attempts(request, attempt)
+        return Answer(completion, deployment, attempts)
+
+    async def stream(self, request: ChatCompletionRequest) -> StreamAnswer:
+        async def attempt(deployment: Deployment) -> AsyncGenerator[ChatCompletionChunk, None]:
+            started = self._clock()
+            deployment.in_flight += 1
+            upstream = deployment.provider.stream_chat(request, deployment.model)
+            head: list[ChatCompletionChunk] = []
+            try:
+                async with asyncio.timeout(deployment.timeouts.first_token):
+                    async for chunk in upstream:
+                        head.append(chunk)
+                        if _meaningful(chunk):
+                            break
+                    else:
+                        raise UpstreamError(f"{deployment.name}: the stream ended without output")
+            except TimeoutError:
+                await self._release(deployment, upstream)
+                limit = deployment.timeouts.first_token
+                raise UpstreamTimeoutError(
+                    f"{deployment.name}: no first token within {limit:g} s"
+                ) from None
+            except BaseException:
+                await self._release(deployment, upstream)
+                raise
+            self._succeeded(deployment, self._clock() - started)
+            return self._rest(deployment, upstream, head, started)
+
+        chunks, deployment, attempts = await self._attempts(request, attempt)
+        return StreamAnswer(chunks, deployment, attempts)
+
+    async def _release(
+        self, deployment: Deployment, upstream: AsyncGenerator[ChatCompletionChunk, None]
+    ) -> None:
+        deployment.in_flight -= 1
+        await upstream.aclose()
+
+    async def _rest(
+        self,
+        deployment: Deployment,
+        upstream: AsyncGenerator[ChatCompletionChunk, None],
+        head: list[ChatCompletionChunk],
+        started: float,
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        """The chunks already received, then the rest under the idle and total bounds."""
+        timeouts = deployment.timeouts
+        try:
+            for chunk in head:
+                yield chunk
+            while True:
+                left = timeouts.total - (self._clock() - started)
+                try:
+                    async with asyncio.timeout(min(timeouts.idle, max(left, 0.0))):
+                        chunk = await anext(upstream)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    which = "idle gap" if timeouts.idle <= left else "total time"
+                    raise UpstreamTimeoutError(
+                        f"{deployment.name}: the stream exceeded its {which} limit"
+                    ) from None
+                yield chunk
+        except InterferenceError as error:
+            deployment.failures += 1
+            deployment.last_error = error.message[:300]
+            raise
+        finally:
+            await self._release(deployment, upstream)

@@ -88,7 +88,9 @@ def start_server(tmp_path: Path, config_yaml: str, *extra: str, port: int = 0) -
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The default model, 4 slots, default settings otherwise."""
-    running = start_server(tmp_path_factory.mktemp("server"), "models:\n  - parallel: 4\n")
+    running = start_server(
+        tmp_path_factory.mktemp("server"), "providers:\n  local: {kind: local, parallel: 4}\n"
+    )
     yield running
     assert running.stop() == 0, running.log.read_text()[-3000:]
 
@@ -97,7 +99,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One slot with a 256-token context: for context bounds and slot reuse."""
     running = start_server(
-        tmp_path_factory.mktemp("small"), "models:\n  - parallel: 1\n    context: 256\n"
+        tmp_path_factory.mktemp("small"),
+        "providers:\n  local: {kind: local, parallel: 1, context: 256}\n",
     )
     yield running
     assert running.stop() == 0, running.log.read_text()[-3000:]

@@ -49,7 +49,8 @@ def test_context_overflow_is_400_context_length_exceeded(small_server: ServerPro
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     running = start_server(
-        tmp_path_factory.mktemp("one-slot"), "models:\n  - parallel: 1\n    context: 4096\n"
+        tmp_path_factory.mktemp("one-slot"),
+        "providers:\n  local: {kind: local, parallel: 1, context: 4096}\n",
     )
     yield running
     assert running.stop() == 0

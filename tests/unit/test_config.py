@@ -6,7 +6,7 @@ import pytest
 
 from interference.cli import _configure, _parser
 from interference.cli import main as cli_main
-from interference.config import Config, ConfigError, load_config
+from interference.config import Config, ConfigError, RemoteProviderConfig, load_config
 
 FULL = """
 server:
@@ -14,8 +14,10 @@ server:
   port: 8080
   max_body_bytes: 100000
   log_level: debug
-models:
-  - model: smollm2-135m-instruct
+providers:
+  embedded:
+    kind: local
+    model: smollm2-135m-instruct
     id: tiny
     aliases: [small]
     parallel: 2
@@ -23,9 +25,27 @@ models:
     sampling:
       temperature: ${TEMP}
       top_p: 0.8
+  cloud:
+    kind: openai
+    base_url: https://api.example.com/v1/
+    api_key: ${TEMP}
+    timeouts: {connect: 2, first_token: 5, idle: 3, total: 60}
+models:
+  gpt-4o:
+    deployments:
+      - provider: cloud
+        model: gpt-4o-2024-08-06
+        weight: 2
+        max_concurrency: 8
+      - provider: embedded
+    fallbacks: [tiny]
 openai_aliases: false
 aliases:
   chat: tiny
+routing:
+  strategy: ordered
+  max_attempts: 3
+  cooldown: {failures: 2, seconds: 10}
 """
 
 
@@ -35,10 +55,24 @@ def test_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path.write_text(FULL)
     config = load_config(path)
     assert config.server.port == 8080
-    model = config.models[0]
+    model = config.local_providers["embedded"]
     assert (model.id, model.parallel, model.context, model.aliases) == ("tiny", 2, 1024, ["small"])
     assert model.sampling is not None
     assert model.sampling.temperature == 0.4
+    cloud = config.providers["cloud"]
+    assert isinstance(cloud, RemoteProviderConfig)
+    assert cloud.base_url == "https://api.example.com/v1"
+    assert cloud.api_key == "0.4"
+    assert cloud.timeouts.first_token == 5
+    deployment = config.models["gpt-4o"].deployments[0]
+    assert (deployment.provider, deployment.model, deployment.weight) == (
+        "cloud",
+        "gpt-4o-2024-08-06",
+        2,
+    )
+    assert config.models["gpt-4o"].fallbacks == ["tiny"]
+    assert config.routing.strategy == "ordered"
+    assert config.routing.cooldown.failures == 2
     assert config.openai_aliases is False
     assert config.aliases == {"chat": "tiny"}
 
@@ -48,9 +82,27 @@ def test_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("server:\n  port: high\n", ["server.port", "integer"]),
         ("server:\n  prot: 1\n", ["server.prot", "unknown field"]),
-        ("models:\n  - parallel: 0\n", ["models.0.parallel", "greater than or equal to 1"]),
-        ("models:\n  - sampling: {temperature: 5}\n", ["models.0.sampling.temperature"]),
-        ("models: []\n", ["at least one model"]),
+        (
+            "providers:\n  l: {kind: local, parallel: 0}\n",
+            ["providers.l.parallel", "greater than or equal to 1"],
+        ),
+        (
+            "providers:\n  l: {kind: local, sampling: {temperature: 5}}\n",
+            ["providers.l.sampling.temperature"],
+        ),
+        ("providers: {}\n", ["at least one provider"]),
+        ("providers:\n  x: {kind: opnai, base_url: 'http://h'}\n", ["providers.x", "'openai'"]),
+        (
+            "providers:\n  x: {kind: openai, base_url: 'ftp://h'}\n",
+            ["providers.x", "http:// or https://"],
+        ),
+        ("providers:\n  x: {kind: openai}\n", ["providers.x.base_url", "required"]),
+        (
+            "models:\n  m: {deployments: [{provider: nope}]}\n",
+            ["models.m.deployments.0.provider", "`nope`"],
+        ),
+        ("models:\n  m: {deployments: []}\n", ["models.m.deployments"]),
+        ("routing:\n  strategy: fastest\n", ["routing.strategy", "least-busy"]),
         ("- a\n- b\n", ["top level must be a mapping"]),
         ("server: [\n", ["not valid YAML"]),
         (
@@ -95,14 +147,17 @@ def test_command_line_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Mon
     config = _configure(args)
     assert config.server.port == 9999
     assert config.server.log_level == "warning"
-    assert config.models[0].parallel == 3
-    assert config.models[0].id == "tiny"
+    assert config.local_providers["embedded"].parallel == 3
+    assert config.local_providers["embedded"].id == "tiny"
+    assert "cloud" in config.providers
 
 
 def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INTERFERENCE_CONFIG", raising=False)
     config = _configure(_parser().parse_args(["serve", "--model", "/some/file.gguf"]))
-    assert config == Config.model_validate({"models": [{"model": "/some/file.gguf"}]})
+    assert config == Config.model_validate(
+        {"providers": {"local": {"kind": "local", "model": "/some/file.gguf"}}}
+    )
     assert (config.server.host, config.server.port) == ("127.0.0.1", 1337)
 
 

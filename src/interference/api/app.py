@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -12,33 +12,65 @@ from starlette.applications import Starlette
 
 from interference.api.errors import EXCEPTION_HANDLERS
 from interference.api.routes import AppState, routes
-from interference.config import OPENAI_ALIASES, Config
-from interference.engine import resolve_model
-from interference.providers import LocalProvider, Provider
-from interference.router import Router
+from interference.config import (
+    OPENAI_ALIASES,
+    Config,
+    LocalModelConfig,
+    RemoteProviderConfig,
+    Timeouts,
+)
+from interference.providers import Provider, build_provider
+from interference.router import Deployment, PublicModel, Router
 
-logger = logging.getLogger(__name__)
+#: a local generation may legitimately run long (no max_tokens: until its context is full)
+LOCAL_TIMEOUTS = Timeouts(first_token=300, idle=120, total=3600)
 
 
-def build_providers(config: Config) -> list[Provider]:
-    """The providers a configuration declares (model files are resolved now, loaded later)."""
-    providers: list[Provider] = []
-    for i, model in enumerate(config.models):
-        model_file = resolve_model(model.model)
-        name = f"local:{model.id or model_file.id}"
-        providers.append(LocalProvider(name, model_file, model))
-        logger.debug("model %d: %s from %s", i, name, model_file.path)
-    return providers
+def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, PublicModel]:
+    """Public models: every model a provider serves by itself, then the configured ones."""
+    by_name = {p.name: p for p in providers}
+    now = int(time.time())
+    models: dict[str, PublicModel] = {}
+    for provider in providers:
+        for served in provider.models():
+            deployment = Deployment(provider, served.id, timeouts=LOCAL_TIMEOUTS)
+            models[served.id] = PublicModel(
+                served.id, [deployment], [], served.owned_by, served.created
+            )
+    for name, declared in config.models.items():
+        deployments = []
+        owned_by = declared.owned_by
+        for item in declared.deployments:
+            provider = by_name[item.provider]
+            provider_config = config.providers.get(item.provider)
+            own = provider.models()
+            timeouts: Timeouts
+            if own:  # a provider of one model (local) serves it whatever the id says
+                upstream = own[0].id
+                timeouts = item.timeouts or LOCAL_TIMEOUTS
+            else:
+                upstream = item.model or name
+                remote = (
+                    provider_config if isinstance(provider_config, RemoteProviderConfig) else None
+                )
+                timeouts = item.timeouts or (remote.timeouts if remote else Timeouts())
+            owned_by = owned_by or getattr(provider_config, "owned_by", None) or provider.kind
+            deployments.append(
+                Deployment(provider, upstream, item.weight, item.max_concurrency, timeouts)
+            )
+        models[name] = PublicModel(name, deployments, declared.fallbacks, owned_by or "", now)
+    return models
 
 
 def build_aliases(config: Config, providers: Sequence[Provider]) -> dict[str, str]:
     aliases: dict[str, str] = {}
-    first = providers[0].models()[0].id if providers else None
-    if config.openai_aliases and first is not None:
-        aliases.update(dict.fromkeys(OPENAI_ALIASES, first))
-    for model, provider in zip(config.models, providers, strict=False):
-        served = provider.models()[0].id
-        aliases.update(dict.fromkeys(model.aliases, served))
+    served = [m.id for p in providers for m in p.models()]
+    if config.openai_aliases and served:
+        aliases.update(dict.fromkeys(OPENAI_ALIASES, served[0]))
+    for provider in providers:
+        provider_config = config.providers.get(provider.name)
+        if isinstance(provider_config, LocalModelConfig) and provider.models():
+            aliases.update(dict.fromkeys(provider_config.aliases, provider.models()[0].id))
     aliases.update(config.aliases)
     return aliases
 
@@ -49,8 +81,15 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
     ``providers`` replaces the ones the configuration declares (tests pass fakes here).
     Providers are started by the app's lifespan and closed when it ends.
     """
-    provider_list = list(providers) if providers is not None else build_providers(config)
-    router = Router(provider_list, build_aliases(config, provider_list))
+    if providers is None:
+        providers = [build_provider(name, entry) for name, entry in config.providers.items()]
+    provider_list = list(providers)
+    router = Router(
+        build_models(config, provider_list),
+        build_aliases(config, provider_list),
+        provider_list,
+        config.routing,
+    )
     state = AppState(config=config, router=router, providers=provider_list)
 
     @contextlib.asynccontextmanager

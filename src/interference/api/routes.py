@@ -30,7 +30,6 @@ from interference.errors import (
     RequestTooLargeError,
     ServerError,
     UnsupportedMediaTypeError,
-    UpstreamError,
 )
 
 if TYPE_CHECKING:
@@ -104,68 +103,67 @@ async def chat_completions(request: Request) -> Response:
         chat = ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    route = state.router.resolve(chat.model)
+    model = state.router.resolve(chat.model)  # 404 before any work
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     started = time.perf_counter()
-    provider = route.provider
 
     if not chat.stream:
-        completion = await provider.chat(chat, route.model.id)
-        _stamp(completion, cid, created, route.requested)
+        answer = await state.router.chat(chat)
+        completion = answer.completion
+        _stamp(completion, cid, created, chat.model)
         usage = completion.usage
         logger.info(
-            "chat model=%s provider=%s stream=false status=200 prompt_tokens=%s "
+            "chat model=%s deployment=%s attempts=%d stream=false status=200 prompt_tokens=%s "
             "completion_tokens=%s ms=%.0f",
-            route.model.id,
-            provider.name,
+            model.name,
+            answer.deployment.name,
+            answer.attempts,
             usage.prompt_tokens if usage else "-",
             usage.completion_tokens if usage else "-",
             (time.perf_counter() - started) * 1000,
         )
-        return json_response(completion.to_json())
+        return Response(
+            completion.to_json(),
+            media_type="application/json",
+            headers=_answer_headers(answer.deployment.name, answer.attempts),
+        )
 
-    stream = provider.stream_chat(chat, route.model.id)
-    try:
-        # Pull the first chunk before answering, so that an error that happens before
-        # generation starts (context overflow, engine refusal) is a real HTTP status.
-        first = await anext(stream)
-    except StopAsyncIteration:
-        raise UpstreamError("The provider returned an empty stream.") from None
-    except BaseException:
-        await stream.aclose()
-        raise
+    # The router returns once the first output has arrived, so that a failure before it
+    # (refused, timed out, context overflow) can fall back or be a real HTTP status.
+    streamed = await state.router.stream(chat)
+    ttft = (time.perf_counter() - started) * 1000
+    deployment = streamed.deployment.name
+    chunks = streamed.chunks
 
     async def relay() -> AsyncGenerator[bytes, None]:
-        chunk: ChatCompletionChunk | None = first
-        ttft = (time.perf_counter() - started) * 1000
         status = "ok"
         completion_tokens: int | str = "-"
         try:
-            while chunk is not None:
+            async for chunk in chunks:
                 if chunk.usage is not None:
                     completion_tokens = chunk.usage.completion_tokens
                     if not chat.include_usage:
                         _unset(chunk, "usage")
                 if chunk.choices or chat.include_usage:
-                    _stamp(chunk, cid, created, route.requested)
+                    _stamp(chunk, cid, created, chat.model)
                     yield event(chunk.to_json())
-                chunk = await anext(stream, None)
         except InterferenceError as exc:
             status = f"error:{exc.code}"
-            logger.warning("stream from %s failed after start: %s", provider.name, exc.message)
+            logger.warning("stream from %s failed after start: %s", deployment, exc.message)
             yield event(error_body(exc))
         except Exception:
             status = "error:internal"
-            logger.exception("stream from %s failed after start", provider.name)
+            logger.exception("stream from %s failed after start", deployment)
             yield event(error_body(ServerError("The stream ended because of a server error.")))
         finally:
-            await stream.aclose()
+            await chunks.aclose()
             logger.info(
-                "chat model=%s provider=%s stream=true status=%s completion_tokens=%s "
-                "ttft_ms=%.0f ms=%.0f",
-                route.model.id,
-                provider.name,
+                "chat model=%s deployment=%s attempts=%d stream=true status=%s "
+                "completion_tokens=%s ttft_ms=%.0f ms=%.0f",
+                model.name,
+                deployment,
+                streamed.attempts,
                 status,
                 completion_tokens,
                 ttft,
@@ -173,7 +171,16 @@ async def chat_completions(request: Request) -> Response:
             )
         yield DONE
 
-    return EventStreamResponse(relay())
+    return EventStreamResponse(relay(), headers=_answer_headers(deployment, streamed.attempts))
+
+
+def _answer_headers(deployment: str, attempts: int) -> dict[str, str]:
+    return {"x-interference-deployment": deployment, "x-interference-attempts": str(attempts)}
+
+
+async def providers_status(request: Request) -> Response:
+    """Operators' view: providers, deployments, health and cooldowns."""
+    return json_response(orjson.dumps(_state(request).router.describe()))
 
 
 async def list_models(request: Request) -> Response:
@@ -221,6 +228,7 @@ def routes() -> list[BaseRoute]:
         Route("/", landing, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
+        Route("/v1/providers", providers_status, methods=["GET"]),
     ]
     for prefix in ("/v1", ""):  # the legacy 0.x client is often pointed at the bare host
         out += [

@@ -30,11 +30,14 @@ def event(data: bytes) -> bytes:
 class EventStreamResponse(Response):
     """An ASGI response streaming ``events`` (already framed), cancelled on disconnect."""
 
-    def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None
+    ) -> None:
         self.events = events
         self.status_code = 200
         self.background = None
-        self.raw_headers = list(HEADERS)
+        extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        self.raw_headers = [*HEADERS, *extra]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as tasks:

@@ -13,7 +13,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _REQUEST = ConfigDict(strict=True, extra="ignore", frozen=False)
-_RESPONSE = ConfigDict(extra="ignore")
+# Upstream responses keep fields we do not model (``service_tier``, ``annotations``...): a
+# gateway passes them on.
+_RESPONSE = ConfigDict(extra="allow")
 
 # --- request: message content parts ---------------------------------------------------------
 
@@ -164,7 +166,8 @@ class ChatCompletionRequest(BaseModel):
     sampling defaults.
     """
 
-    model_config = _REQUEST
+    # Unknown fields are kept (not validated) so that pass-through providers forward them.
+    model_config = ConfigDict(strict=True, extra="allow")
 
     model: Annotated[str, Field(min_length=1)]
     messages: Annotated[list[Message], Field(min_length=1)]
@@ -196,6 +199,16 @@ class ChatCompletionRequest(BaseModel):
     dry_multiplier: Annotated[float, Field(ge=0, le=10)] | None = None
     dry_base: Annotated[float, Field(ge=1, le=10)] | None = None
     dry_allowed_length: Annotated[int, Field(ge=0)] | None = None
+    # interference's own: pin a configured provider by name
+    provider: Annotated[str, Field(min_length=1)] | None = None
+
+    def known_fields(self) -> dict[str, Any]:
+        """The validated fields that are set (unknown extras left out)."""
+        return self.model_dump(exclude_none=True, include=set(type(self).model_fields))
+
+    def upstream_fields(self) -> dict[str, Any]:
+        """Every field a pass-through upstream should see (ours, like ``provider``, left out)."""
+        return self.model_dump(exclude_none=True, exclude={"provider"})
 
     @field_validator("logit_bias")
     @classmethod

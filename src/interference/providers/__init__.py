@@ -1,9 +1,34 @@
 """Providers: the things that answer requests. One module per provider kind."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from interference.config import LocalModelConfig, RemoteProviderConfig
+from interference.engine import resolve_model
 from interference.providers.base import Provider, ServedModel, collect_chunks
 from interference.providers.local import LocalProvider
+from interference.providers.openai import OpenAIProvider
 
-#: provider kinds by the name a configuration file uses
-PROVIDER_KINDS: dict[str, type[Provider]] = {LocalProvider.kind: LocalProvider}
+#: remote provider kinds by the name a configuration file uses
+REMOTE_KINDS: dict[str, Callable[[str, RemoteProviderConfig], Provider]] = {
+    OpenAIProvider.kind: OpenAIProvider,
+}
 
-__all__ = ["PROVIDER_KINDS", "LocalProvider", "Provider", "ServedModel", "collect_chunks"]
+
+def build_provider(name: str, config: LocalModelConfig | RemoteProviderConfig) -> Provider:
+    """The provider a configuration entry declares (a local model file is resolved, not loaded)."""
+    if isinstance(config, LocalModelConfig):
+        return LocalProvider(name, resolve_model(config.model), config)
+    return REMOTE_KINDS[config.kind](name, config)
+
+
+__all__ = [
+    "REMOTE_KINDS",
+    "LocalProvider",
+    "OpenAIProvider",
+    "Provider",
+    "ServedModel",
+    "build_provider",
+    "collect_chunks",
+]

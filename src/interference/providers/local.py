@@ -27,6 +27,7 @@ _NOT_FORWARDED = {
     "max_tokens",
     "max_completion_tokens",
     "seed",
+    "provider",
 }
 _RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
 
@@ -91,7 +92,7 @@ class LocalProvider(Provider):
             if dumped["role"] == "developer":  # chat templates know `system`
                 dumped["role"] = "system"
             messages.append(dumped)
-        payload = request.model_dump(exclude_none=True, exclude=_NOT_FORWARDED)
+        payload = {k: v for k, v in request.known_fields().items() if k not in _NOT_FORWARDED}
         payload["messages"] = messages
         if isinstance(request.stop, str):
             payload["stop"] = [request.stop]

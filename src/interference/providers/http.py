@@ -1,0 +1,150 @@
+"""What every HTTP provider shares: a pooled client, SSE parsing, and error mapping.
+
+Upstream failures become :mod:`interference.errors` exceptions whose ``retryable`` flag tells the
+router whether another attempt may succeed: refusals, resets, timeouts, 5xx, 429 and 401/403 (a
+deployment's own credentials) are retryable; 400, 404, 413 and 422 are the request's own fault and
+go back to the client as they are.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx
+import orjson
+
+from interference.config import RemoteProviderConfig
+from interference.errors import (
+    InterferenceError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    RequestTooLargeError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+
+
+def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> httpx.AsyncClient:
+    """One pooled keep-alive client per provider.
+
+    Only the connect timeout is httpx's: time to first token, idle gaps and the total are
+    enforced by the router for every provider kind alike.
+    """
+    limits = httpx.Limits(
+        max_connections=config.max_connections,
+        max_keepalive_connections=config.max_connections,
+        keepalive_expiry=30,
+    )
+    timeout = httpx.Timeout(None, connect=config.timeouts.connect, pool=config.timeouts.connect)
+    return httpx.AsyncClient(
+        base_url=config.base_url,
+        headers={**headers, **config.headers},
+        limits=limits,
+        timeout=timeout,
+        trust_env=False,  # never route through a proxy from the environment
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _upstream_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip() or "no detail"
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return "no detail"
+
+
+def error_from_status(
+    provider: str, status: int, body: bytes, headers: httpx.Headers | None = None
+) -> InterferenceError:
+    """The exception for an upstream's non-2xx answer."""
+    detail = _upstream_message(body)
+    message = f"{provider}: upstream answered {status}: {detail}"
+    if status in (400, 422):
+        return InvalidRequestError(message)
+    if status == 404:
+        return NotFoundError(message, code="model_not_found")
+    if status == 413:
+        return RequestTooLargeError(message)
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after") if headers else None)
+        return RateLimitError(message, retry_after=retry_after)
+    if status in (401, 403):
+        return UpstreamError(message, code="upstream_auth_error")
+    if status in (408, 504):
+        return UpstreamTimeoutError(message)
+    return UpstreamError(message)
+
+
+def error_from_exception(provider: str, exc: Exception) -> InterferenceError:
+    """The exception for a transport failure (refused, reset, timed out, broken stream)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeoutError(f"{provider}: {type(exc).__name__} talking to the upstream")
+    if isinstance(exc, httpx.ConnectError):
+        return UpstreamError(f"{provider}: cannot connect to the upstream ({exc})")
+    if isinstance(exc, httpx.HTTPError):
+        return UpstreamError(f"{provider}: the upstream connection failed ({type(exc).__name__})")
+    if isinstance(exc, (orjson.JSONDecodeError, ValueError, KeyError, TypeError)):
+        return UpstreamError(f"{provider}: malformed upstream response ({type(exc).__name__})")
+    return UpstreamError(f"{provider}: upstream failure ({type(exc).__name__})")
+
+
+async def check_status(provider: str, response: httpx.Response) -> None:
+    """Raise the mapped error unless the (streamed) response is a 2xx."""
+    if response.is_success:
+        return
+    body = await response.aread()
+    raise error_from_status(provider, response.status_code, body, response.headers)
+
+
+async def sse_data(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The ``data`` payloads of a server-sent event stream, one per event."""
+    data: list[bytes] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield b"\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value.removeprefix(" ").encode())
+    if data:
+        yield b"\n".join(data)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """Parse a JSON object, raising ``ValueError`` for anything else."""
+    data = orjson.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data

@@ -1,0 +1,103 @@
+"""The ``openai`` provider: any OpenAI-compatible base URL.
+
+OpenAI, Groq, OpenRouter, DeepSeek, Mistral, Together, Fireworks, vLLM, llama.cpp's
+llama-server, Ollama's ``/v1``, LM Studio or another interference. The request goes upstream as
+the client sent it (unknown fields included) with the deployment's model id; streamed chunks are
+passed on one by one as they arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+
+from interference.api.wire import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from interference.config import RemoteProviderConfig
+from interference.errors import InterferenceError, UpstreamError
+from interference.providers.base import Provider, ServedModel
+from interference.providers.http import (
+    check_status,
+    error_from_exception,
+    json_object,
+    make_client,
+    sse_data,
+)
+
+_JSON = {"content-type": "application/json", "accept": "application/json"}
+
+
+class OpenAIProvider(Provider):
+    kind: ClassVar[str] = "openai"
+    supports_n: ClassVar[bool] = True
+
+    def __init__(self, name: str, config: RemoteProviderConfig) -> None:
+        super().__init__(name)
+        self.config = config
+        self._client: httpx.AsyncClient | None = None
+
+    def models(self) -> list[ServedModel]:
+        return []
+
+    async def start(self) -> None:
+        auth = {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+        self._client = make_client(self.config, auth)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise UpstreamError(f"{self.name}: provider is not started")
+        return self._client
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "base_url": self.config.base_url}
+
+    def _body(self, request: ChatCompletionRequest, model: str, stream: bool) -> bytes:
+        body = request.upstream_fields()
+        body["model"] = model
+        body["stream"] = stream
+        if stream:
+            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+        else:
+            body.pop("stream_options", None)
+        return orjson.dumps(body)
+
+    async def stream_chat(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        body = self._body(request, model, stream=True)
+        try:
+            async with self.client.stream(
+                "POST", "/chat/completions", content=body, headers=_JSON
+            ) as response:
+                await check_status(self.name, response)
+                async for data in sse_data(response):
+                    if data == b"[DONE]":
+                        return
+                    event = json_object(data)
+                    if "error" in event:
+                        raise UpstreamError(f"{self.name}: {event['error']}")
+                    yield ChatCompletionChunk.model_validate(event)
+            raise UpstreamError(f"{self.name}: the upstream stream ended without [DONE]")
+        except InterferenceError:
+            raise
+        except Exception as exc:
+            raise error_from_exception(self.name, exc) from exc
+
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
+        body = self._body(request, model, stream=False)
+        try:
+            response = await self.client.post("/chat/completions", content=body, headers=_JSON)
+            await check_status(self.name, response)
+            return ChatCompletion.model_validate(json_object(response.content))
+        except InterferenceError:
+            raise
+        except Exception as exc:
+            raise error_from_exception(self.name, exc) from exc

@@ -1,0 +1,119 @@
+"""A fake OpenAI-compatible upstream (``/v1/chat/completions``) that can misbehave on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.upstream import FakeUpstream
+
+
+def openai_upstream(name: str = "fake", words: int = 5) -> FakeUpstream:
+    upstream: FakeUpstream
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        body = {
+            "id": f"chatcmpl-{name}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": extra.pop("model", "upstream-model"),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    async def completions(request: Request) -> Response:
+        body = await request.json()
+        upstream.observed.requests.append(body)
+        upstream.observed.headers.append(dict(request.headers))
+        faults = upstream.faults
+        if faults.hang_before_first_byte:
+            await asyncio.sleep(faults.hang_before_first_byte)
+        if faults.status is not None:
+            headers = {"retry-after": faults.retry_after} if faults.retry_after else {}
+            error = {
+                "error": {"message": f"{name} says {faults.status}", "type": "x", "code": None}
+            }
+            return JSONResponse(error, status_code=faults.status, headers=headers)
+        text = [f"Hello from {name}"] + [f" w{i}" for i in range(words - 1)]
+        if not body.get("stream"):
+            if faults.malformed:
+                return Response(b'{"id": "x", "choices": [', media_type="application/json")
+            return JSONResponse(
+                {
+                    "id": f"chatcmpl-{name}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {
+                                "role": "assistant",
+                                "content": "".join(text),
+                                "refusal": None,
+                            },
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 3,
+                        "completion_tokens": words,
+                        "total_tokens": 3 + words,
+                    },
+                    "service_tier": "default",
+                }
+            )
+
+        async def events() -> AsyncIterator[bytes]:
+            finished = False
+            try:
+                yield chunk({"role": "assistant", "content": ""}, model=body["model"])
+                for i, piece in enumerate(text):
+                    if faults.cut_after_chunks is not None and i == faults.cut_after_chunks:
+                        raise ConnectionAbortedError("cut on purpose")
+                    if faults.hang_after_chunks is not None and i == faults.hang_after_chunks:
+                        await asyncio.sleep(faults.hang_seconds)
+                    if faults.malformed:
+                        yield b"data: {not json\n\n"
+                    if faults.chunk_delay:
+                        await asyncio.sleep(faults.chunk_delay)
+                    yield chunk({"content": piece}, model=body["model"])
+                yield chunk({}, "stop", model=body["model"])
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = {
+                        "prompt_tokens": 3,
+                        "completion_tokens": words,
+                        "total_tokens": 3 + words,
+                    }
+                    payload = {
+                        "id": f"chatcmpl-{name}",
+                        "object": "chat.completion.chunk",
+                        "created": 1,
+                        "model": body["model"],
+                        "choices": [],
+                        "usage": usage,
+                    }
+                    yield f"data: {json.dumps(payload)}\n\n".encode()
+                yield b"data: [DONE]\n\n"
+                finished = True
+            finally:
+                if finished:
+                    upstream.observed.completed_streams += 1
+                else:
+                    upstream.observed.disconnects += 1
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    upstream = FakeUpstream(app)
+    return upstream

@@ -36,7 +36,12 @@ def openai_upstream(name: str = "fake", words: int = 5) -> FakeUpstream:
         upstream.observed.headers.append(dict(request.headers))
         faults = upstream.faults
         if faults.hang_before_first_byte:
-            await asyncio.sleep(faults.hang_before_first_byte)
+            deadline = time.monotonic() + faults.hang_before_first_byte
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    upstream.observed.disconnects += 1
+                    return Response(status_code=499)
+                await asyncio.sleep(0.02)
         if faults.status is not None:
             headers = {"retry-after": faults.retry_after} if faults.retry_after else {}
             error = {

@@ -162,6 +162,11 @@ def test_each_fault_falls_back_to_the_healthy_deployment(
     bound = TIMEOUTS["first_token"] if stream else TIMEOUTS["total"]
     if case == "hang before first byte":
         assert bound <= elapsed < bound + 1.5  # the timeout fired at its bound
+        for _ in range(50):  # and the abandoned upstream request was closed
+            if bad.observed.disconnects:
+                break
+            time.sleep(0.02)
+        assert bad.observed.disconnects == 1
     else:
         assert elapsed < 1.0
 

@@ -7,12 +7,14 @@ from collections.abc import Callable
 from interference.config import LocalModelConfig, RemoteProviderConfig
 from interference.engine import resolve_model
 from interference.providers.base import Provider, ServedModel, collect_chunks
+from interference.providers.gemini import GeminiProvider
 from interference.providers.local import LocalProvider
 from interference.providers.openai import OpenAIProvider
 
 #: remote provider kinds by the name a configuration file uses
 REMOTE_KINDS: dict[str, Callable[[str, RemoteProviderConfig], Provider]] = {
     OpenAIProvider.kind: OpenAIProvider,
+    GeminiProvider.kind: GeminiProvider,
 }
 
 
@@ -25,6 +27,7 @@ def build_provider(name: str, config: LocalModelConfig | RemoteProviderConfig) -
 
 __all__ = [
     "REMOTE_KINDS",
+    "GeminiProvider",
     "LocalProvider",
     "OpenAIProvider",
     "Provider",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from interference.config import LocalModelConfig, RemoteProviderConfig
 from interference.engine import resolve_model
+from interference.providers.anthropic import AnthropicProvider
 from interference.providers.base import Provider, ServedModel, collect_chunks
 from interference.providers.gemini import GeminiProvider
 from interference.providers.local import LocalProvider
@@ -15,6 +16,7 @@ from interference.providers.openai import OpenAIProvider
 REMOTE_KINDS: dict[str, Callable[[str, RemoteProviderConfig], Provider]] = {
     OpenAIProvider.kind: OpenAIProvider,
     GeminiProvider.kind: GeminiProvider,
+    AnthropicProvider.kind: AnthropicProvider,
 }
 
 
@@ -27,6 +29,7 @@ def build_provider(name: str, config: LocalModelConfig | RemoteProviderConfig) -
 
 __all__ = [
     "REMOTE_KINDS",
+    "AnthropicProvider",
     "GeminiProvider",
     "LocalProvider",
     "OpenAIProvider",

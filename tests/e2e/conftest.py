@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +85,28 @@ def start_server(tmp_path: Path, config_yaml: str, *extra: str, port: int = 0) -
 
     threading.Thread(target=process.stdout.read, daemon=True).start()
     return ServerProcess(process, url, log, startup)
+
+
+def stream_then_disconnect(
+    url: str, body: dict[str, object], until: bytes, count: int = 1
+) -> bytes:
+    """POST a streamed request over a raw socket, read until ``until`` was seen ``count`` times,
+    then close the connection the way a client that goes away does."""
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps({**body, "stream": True}).encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        received = b""
+        while received.count(until) < count:
+            data = sock.recv(65536)
+            if not data:
+                raise AssertionError(f"the stream ended early: {received[-300:]!r}")
+            received += data
+    return received
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +10,7 @@ import httpx
 import pytest
 
 from interference.engine import resolve_model
-from tests.e2e.conftest import ServerProcess, start_server
+from tests.e2e.conftest import ServerProcess, start_server, stream_then_disconnect
 from tests.spec import validate
 
 pytestmark = pytest.mark.e2e
@@ -70,28 +68,15 @@ def _first_token_seconds(url: str) -> float:
 
 def test_client_disconnect_frees_the_slot(one_slot: ServerProcess) -> None:
     """With one slot, a second request waits for the first; a disconnect must end the first."""
-    host, port = one_slot.url.removeprefix("http://").split(":")
-    request = json.dumps(
-        {
-            "model": "gpt-4",
-            "messages": [{"role": "user", "content": "Write a very long story."}],
-            "logit_bias": NO_EOS,  # would run to the 4096-token context, tens of seconds
-            "stream": True,
-        }
-    ).encode()
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(request)}\r\n\r\n".encode()
-            + request
-        )
-        received = b""
-        while received.count(b"data: ") < 5:
-            received += sock.recv(65536)
+    long_story = {
+        "model": "gpt-4",
+        "messages": [{"role": "user", "content": "Write a very long story."}],
+        "logit_bias": NO_EOS,  # would run to the 4096-token context, tens of seconds
+    }
+    stream_then_disconnect(one_slot.url, long_story, until=b"data: ", count=5)
     # the connection is closed: the slot must be free again within about a second
     assert _first_token_seconds(one_slot.url) < 3.0
-    log = one_slot.log.read_text()
-    assert "stream=true status=ok" in log or "stream=true" in log
+    assert "status=client_closed" in one_slot.log.read_text()
 
 
 def test_any_gguf_path_is_served_under_its_file_name(tmp_path: Path) -> None:

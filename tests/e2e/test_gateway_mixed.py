@@ -6,7 +6,6 @@ The real server runs in a subprocess; the upstreams are the suite's HTTP fakes o
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess, start_server
+from tests.e2e.conftest import ServerProcess, start_server, stream_then_disconnect
 from tests.integration.openai_fake import openai_upstream
 from tests.unit.test_anthropic_provider import FakeAnthropic
 from tests.upstream import FakeUpstream
@@ -170,17 +169,8 @@ def test_client_disconnect_closes_the_upstream_request(
     gateway: ServerProcess, oai: FakeUpstream
 ) -> None:
     oai.faults.chunk_delay = 0.3
-    host, port = gateway.url.removeprefix("http://").split(":")
-    body = json.dumps({"model": "gpt-4o", "messages": HI, "stream": True}).encode()
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        received = b""
-        while b"Hello from oai" not in received:
-            received += sock.recv(65536)
+    body = {"model": "gpt-4o", "messages": HI}
+    stream_then_disconnect(gateway.url, body, until=b"Hello from oai")
     deadline = time.monotonic() + 3
     while not oai.observed.disconnects and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -205,7 +205,7 @@ def test_cooldown_skips_then_recovers(upstreams: list[FakeUpstream]) -> None:
 
 
 def test_a_failure_after_streaming_began_ends_with_an_error_event(
-    upstreams: list[FakeUpstream],
+    upstreams: list[FakeUpstream], caplog: pytest.LogCaptureFixture
 ) -> None:
     bad, good = upstreams
     bad.faults.hang_after_chunks = 2
@@ -220,6 +220,9 @@ def test_a_failure_after_streaming_began_ends_with_an_error_event(
     validate(events[-1], "ErrorResponse")
     assert "idle gap" in events[-1]["error"]["message"]
     assert TIMEOUTS["idle"] <= elapsed < TIMEOUTS["idle"] + 1.5
+    failures = [r.getMessage() for r in caplog.records if "failed after start" in r.getMessage()]
+    assert failures
+    assert "up0/upstream-model" in failures[0]
 
 
 def test_cut_stream_after_content_is_an_error_event(upstreams: list[FakeUpstream]) -> None:

@@ -137,7 +137,7 @@ async def chat_completions(request: Request) -> Response:
     chunks = streamed.chunks
 
     async def relay() -> AsyncGenerator[bytes, None]:
-        status = "ok"
+        status = "client_closed"  # unless the stream gets to its end
         completion_tokens: int | str = "-"
         try:
             async for chunk in chunks:
@@ -148,6 +148,7 @@ async def chat_completions(request: Request) -> Response:
                 if chunk.choices or chat.include_usage:
                     _stamp(chunk, cid, created, chat.model)
                     yield event(chunk.to_json())
+            status = "ok"
         except InterferenceError as exc:
             status = f"error:{exc.code}"
             logger.warning("stream from %s failed after start: %s", deployment, exc.message)

@@ -26,7 +26,6 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
-import httpx
 import orjson
 
 from interference.api.wire import (
@@ -62,12 +61,11 @@ from interference.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from interference.providers.base import Provider, ServedModel
 from interference.providers.http import (
+    HTTPProvider,
     check_status,
     error_from_exception,
     json_object,
-    make_client,
     sse_data,
 )
 
@@ -380,39 +378,20 @@ class _StreamTranslator:
         return []  # ping, content_block_stop, and event types added later
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HTTPProvider):
     """Anthropic's Messages API (or a compatible proxy) at ``config.base_url``."""
 
     kind: ClassVar[str] = "anthropic"
 
     def __init__(self, name: str, config: RemoteProviderConfig) -> None:
-        super().__init__(name)
-        self.config = config
+        super().__init__(name, config)
         self._path = "/messages" if config.base_url.endswith("/v1") else "/v1/messages"
-        self._client: httpx.AsyncClient | None = None
 
-    def models(self) -> list[ServedModel]:
-        return []
-
-    async def start(self) -> None:
+    def auth_headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if self.config.api_key:
             headers["x-api-key"] = self.config.api_key
-        self._client = make_client(self.config, headers)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise UpstreamError(f"{self.name}: provider is not started")
-        return self._client
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "base_url": self.config.base_url}
+        return headers
 
     async def stream_chat(
         self, request: ChatCompletionRequest, model: str

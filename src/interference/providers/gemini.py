@@ -25,7 +25,6 @@ from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import httpx
 import orjson
 
 from interference.api.wire import (
@@ -52,13 +51,12 @@ from interference.api.wire import (
 )
 from interference.config import RemoteProviderConfig
 from interference.errors import InterferenceError, InvalidRequestError, UpstreamError
-from interference.providers.base import Provider, ServedModel
 from interference.providers.http import (
+    HTTPProvider,
     check_status,
     error_from_exception,
     error_from_status,
     json_object,
-    make_client,
     sse_data,
 )
 
@@ -323,38 +321,18 @@ def _event_error(provider: str, data: bytes, event: dict[str, Any]) -> Interfere
     return UpstreamError(f"{provider}: the upstream sent an error: {str(error)[:200]}")
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(HTTPProvider):
     kind: ClassVar[str] = "gemini"
     #: ``n`` is sent as ``candidateCount``
     supports_n: ClassVar[bool] = True
 
     def __init__(self, name: str, config: RemoteProviderConfig) -> None:
-        super().__init__(name)
-        self.config = config
-        self._client: httpx.AsyncClient | None = None
+        super().__init__(name, config)
         # a base URL that already names the API version is used as it is
         self._prefix = "" if config.base_url.endswith(("/v1beta", "/v1")) else "/v1beta"
 
-    def models(self) -> list[ServedModel]:
-        return []
-
-    async def start(self) -> None:
-        key = {"x-goog-api-key": self.config.api_key} if self.config.api_key else {}
-        self._client = make_client(self.config, key)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise UpstreamError(f"{self.name}: provider is not started")
-        return self._client
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "base_url": self.config.base_url}
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-goog-api-key": self.config.api_key} if self.config.api_key else {}
 
     def _path(self, model: str, method: str) -> str:
         return f"{self._prefix}/models/{quote(model.removeprefix('models/'), safe='')}:{method}"

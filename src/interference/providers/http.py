@@ -26,6 +26,7 @@ from interference.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from interference.providers.base import Provider, ServedModel
 
 
 def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> httpx.AsyncClient:
@@ -148,3 +149,36 @@ def json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")
     return data
+
+
+class HTTPProvider(Provider):
+    """Base of the providers that talk to an HTTP API through one pooled client."""
+
+    def __init__(self, name: str, config: RemoteProviderConfig) -> None:
+        super().__init__(name)
+        self.config = config
+        self._client: httpx.AsyncClient | None = None
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers carrying the credentials (the key never goes into a URL)."""
+        return {}
+
+    def models(self) -> list[ServedModel]:
+        return []  # public models come from the configuration
+
+    async def start(self) -> None:
+        self._client = make_client(self.config, self.auth_headers())
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise UpstreamError(f"{self.name}: provider is not started")
+        return self._client
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "base_url": self.config.base_url}

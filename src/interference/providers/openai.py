@@ -9,55 +9,29 @@ passed on one by one as they arrive.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import httpx
 import orjson
 
 from interference.api.wire import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from interference.config import RemoteProviderConfig
 from interference.errors import InterferenceError, UpstreamError
-from interference.providers.base import Provider, ServedModel
 from interference.providers.http import (
+    HTTPProvider,
     check_status,
     error_from_exception,
     json_object,
-    make_client,
     sse_data,
 )
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HTTPProvider):
     kind: ClassVar[str] = "openai"
     supports_n: ClassVar[bool] = True
 
-    def __init__(self, name: str, config: RemoteProviderConfig) -> None:
-        super().__init__(name)
-        self.config = config
-        self._client: httpx.AsyncClient | None = None
-
-    def models(self) -> list[ServedModel]:
-        return []
-
-    async def start(self) -> None:
-        auth = {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        self._client = make_client(self.config, auth)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise UpstreamError(f"{self.name}: provider is not started")
-        return self._client
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "base_url": self.config.base_url}
+    def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
 
     def _body(self, request: ChatCompletionRequest, model: str, stream: bool) -> bytes:
         body = request.upstream_fields()

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import ServerProcess, start_server, stream_then_disconnect
+from tests.integration.anthropic_fake import FakeAnthropic
 from tests.integration.openai_fake import openai_upstream
-from tests.unit.test_anthropic_provider import FakeAnthropic
 from tests.upstream import FakeUpstream
 
 pytestmark = pytest.mark.e2e

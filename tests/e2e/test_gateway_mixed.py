@@ -1,4 +1,4 @@
-"""One endpoint in front of the embedded model, an OpenAI-compatible and an Anthropic upstream.
+"""One endpoint before the embedded model and OpenAI-compatible, Anthropic, Gemini upstreams.
 
 The real server runs in a subprocess; the upstreams are the suite's HTTP fakes on 127.0.0.1.
 """
@@ -15,6 +15,7 @@ import pytest
 
 from tests.e2e.conftest import ServerProcess, start_server, stream_then_disconnect
 from tests.integration.anthropic_fake import FakeAnthropic
+from tests.integration.gemini_fake import FakeGemini
 from tests.integration.openai_fake import openai_upstream
 from tests.upstream import FakeUpstream
 
@@ -35,6 +36,11 @@ providers:
     base_url: {claude}
     api_key: test-anthropic-key
     timeouts: {{connect: 1, first_token: 2, idle: 2, total: 10}}
+  gem:
+    kind: gemini
+    base_url: {gemini}
+    api_key: test-gemini-key
+    timeouts: {{connect: 1, first_token: 2, idle: 2, total: 10}}
 models:
   gpt-4o:
     deployments: [{{provider: oai, model: upstream-model}}]
@@ -45,6 +51,9 @@ models:
     deployments:
       - {{provider: claude, model: claude-test}}
       - {{provider: oai, model: upstream-model}}
+  gemini-flash:
+    deployments: [{{provider: gem, model: gemini-test}}]
+    fallbacks: [claude]
 routing:
   strategy: ordered
   cooldown: {{failures: 100, seconds: 1}}
@@ -66,19 +75,34 @@ def claude() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture(scope="module")
+def gemini() -> Iterator[FakeGemini]:
+    fake = FakeGemini()
+    with FakeUpstream(fake.app()) as upstream:
+        fake.upstream = upstream
+        yield fake
+
+
+@pytest.fixture(scope="module")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory, oai: FakeUpstream, claude: FakeAnthropic
+    tmp_path_factory: pytest.TempPathFactory,
+    oai: FakeUpstream,
+    claude: FakeAnthropic,
+    gemini: FakeGemini,
 ) -> Iterator[ServerProcess]:
-    config = CONFIG.format(oai=oai.url, claude=claude.upstream.url)
+    assert gemini.upstream is not None
+    config = CONFIG.format(oai=oai.url, claude=claude.upstream.url, gemini=gemini.upstream.url)
     running = start_server(tmp_path_factory.mktemp("mixed"), config)
     yield running
     assert running.stop() == 0
 
 
 @pytest.fixture(autouse=True)
-def _reset(oai: FakeUpstream, claude: FakeAnthropic) -> None:
+def _reset(oai: FakeUpstream, claude: FakeAnthropic, gemini: FakeGemini) -> None:
     oai.reset()
     claude.reset()
+    gemini.reset()
+    assert gemini.upstream is not None
+    gemini.upstream.reset()
 
 
 def post(gateway: ServerProcess, **body: object) -> httpx.Response:
@@ -113,8 +137,27 @@ def test_three_providers_through_one_endpoint(gateway: ServerProcess) -> None:
         if chunk.choices
     )
     assert claude_stream == completion.choices[0].message.content
+    gemini_stream = "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in client.chat.completions.create(
+            model="gemini-flash",
+            messages=HI,
+            stream=True,  # type: ignore[arg-type]
+        )
+        if chunk.choices
+    )
+    assert gemini_stream == "Hello world"
     ids = [m.id for m in client.models.list()]
-    assert {"smollm2-135m-instruct", "gpt-4o", "claude", "either", "gpt-3.5-turbo"} <= set(ids)
+    expected = {"smollm2-135m-instruct", "gpt-4o", "claude", "either", "gemini-flash"}
+    assert expected | {"gpt-3.5-turbo"} <= set(ids)
+
+
+def test_gemini_failure_falls_back_to_anthropic(gateway: ServerProcess, gemini: FakeGemini) -> None:
+    assert gemini.upstream is not None
+    gemini.upstream.faults.status = 503
+    response = post(gateway, model="gemini-flash")
+    assert response.status_code == 200
+    assert response.headers["x-interference-deployment"] == "claude/claude-test"
 
 
 @pytest.mark.parametrize("status", [500, 429, 401])
@@ -180,8 +223,9 @@ def test_client_disconnect_closes_the_upstream_request(
 
 def test_operator_view(gateway: ServerProcess) -> None:
     status = httpx.get(f"{gateway.url}/v1/providers").json()
-    assert [p["name"] for p in status["providers"]] == ["local", "oai", "claude"]
+    assert [p["name"] for p in status["providers"]] == ["local", "oai", "claude", "gem"]
     assert "test-openai-key" not in json.dumps(status)
     log = Path(gateway.log).read_text()
     assert "test-openai-key" not in log
     assert "test-anthropic-key" not in log
+    assert "test-gemini-key" not in log

@@ -289,3 +289,21 @@ def test_closing_the_stream_closes_the_upstream_request(upstreams: list[FakeUpst
     asyncio.run(scenario())
     assert upstream.observed.disconnects == 1
     assert upstream.observed.completed_streams == 0
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "This model's maximum context length is 8192 tokens.",
+        "prompt is too long: 210000 tokens > 200000 maximum",
+        "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+    ],
+)
+def test_an_upstream_context_overflow_is_context_length_exceeded(message: str) -> None:
+    from interference.providers.http import error_from_status
+
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
+    error = error_from_status("up", 400, body)
+    assert error.code == "context_length_exceeded"
+    assert error.status == 400
+    assert not error.retryable

@@ -9,6 +9,7 @@ go back to the client as they are.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 
 from interference.config import RemoteProviderConfig
 from interference.errors import (
+    ContextLengthExceededError,
     InterferenceError,
     InvalidRequestError,
     NotFoundError,
@@ -66,6 +68,14 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+# How OpenAI, Anthropic, Gemini and llama.cpp-style servers say a prompt does not fit.
+_CONTEXT_OVERFLOW = re.compile(
+    r"context_length_exceeded|maximum context length|prompt is too long|exceeds the "
+    r"(?:available )?context|input token count .* exceeds",
+    re.IGNORECASE,
+)
+
+
 def _upstream_message(body: bytes) -> str:
     try:
         data = orjson.loads(body)
@@ -88,6 +98,8 @@ def error_from_status(
     """The exception for an upstream's non-2xx answer."""
     detail = _upstream_message(body)
     message = f"{provider}: upstream answered {status}: {detail}"
+    if status == 400 and _CONTEXT_OVERFLOW.search(detail + body[:2000].decode("utf-8", "replace")):
+        return ContextLengthExceededError(message, param="messages")
     if status in (400, 422):
         return InvalidRequestError(message)
     if status == 404:

@@ -65,6 +65,9 @@ class LocalModelConfig(BaseModel):
     id: str | None = Field(default=None, description="public model id (default: from the file)")
     aliases: list[str] = Field(default_factory=list)
     parallel: int = Field(default=4, ge=1, le=64, description="slots decoded together")
+    max_queue: int = Field(
+        default=16, ge=0, description="requests that may wait for a slot; past it: 429"
+    )
     context: int = Field(default=4096, ge=128, description="tokens of context per slot")
     threads: int | None = Field(default=None, ge=1)
     prompt_cache_mib: int = Field(default=256, ge=0)

@@ -34,6 +34,7 @@ from interference.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     ModelNotReadyError,
+    RateLimitError,
     UpstreamError,
     UpstreamTimeoutError,
 )
@@ -247,10 +248,17 @@ class Router:
                     f"The model `{request.model}` has no deployment on provider `{pinned}`.",
                     param="provider",
                 )
+            now = self._clock()
+            if any(d.saturated() and not d.cooling(now) for m in chain for d in m.deployments):
+                raise RateLimitError(
+                    f"`{request.model}` is at capacity: every slot and queue place is taken. "
+                    "Retry shortly.",
+                    headers={"retry-after": "1"},
+                )
             wait = self._cooldown_remaining(chain)
             raise ModelNotReadyError(
-                f"Every deployment of `{request.model}` is cooling down after failures "
-                f"or at its concurrency limit; retry in {wait:.0f} s.",
+                f"Every deployment of `{request.model}` is cooling down after failures; "
+                f"retry in {wait:.0f} s.",
                 headers={"retry-after": str(max(1, round(wait)))},
             )
         return candidates

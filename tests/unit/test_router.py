@@ -326,6 +326,19 @@ def test_max_concurrency_skips_a_full_deployment() -> None:
     assert answer_text(router)[1] == "b/up"
 
 
+def test_every_deployment_full_is_429_with_retry_after() -> None:
+    a = Deployment(Scripted("a"), "up", max_concurrency=2)
+    router = router_for([a])
+    a.in_flight = 2
+    with pytest.raises(RateLimitError) as info:
+        answer_text(router)
+    assert info.value.status == 429
+    assert info.value.headers["retry-after"] == "1"
+    assert a.failures == 0  # being busy is not a failure: no cooldown
+    a.in_flight = 1
+    assert answer_text(router)[1] == "a/up"
+
+
 def test_in_flight_returns_to_zero() -> None:
     a = Deployment(Scripted("a", [UpstreamError("x"), "ok"]), "up")
     router = router_for([a], routing=RoutingConfig(cooldown=CooldownConfig(failures=5)))

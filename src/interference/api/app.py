@@ -33,7 +33,10 @@ def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, Pub
     models: dict[str, PublicModel] = {}
     for provider in providers:
         for served in provider.models():
-            deployment = Deployment(provider, served.id, timeouts=LOCAL_TIMEOUTS)
+            capacity = getattr(provider, "capacity", None)
+            deployment = Deployment(
+                provider, served.id, max_concurrency=capacity, timeouts=LOCAL_TIMEOUTS
+            )
             models[served.id] = PublicModel(
                 served.id, [deployment], [], served.owned_by, served.created
             )
@@ -45,9 +48,11 @@ def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, Pub
             provider_config = config.providers.get(item.provider)
             own = provider.models()
             timeouts: Timeouts
+            limit = item.max_concurrency
             if own:  # a provider of one model (local) serves it whatever the id says
                 upstream = own[0].id
                 timeouts = item.timeouts or LOCAL_TIMEOUTS
+                limit = limit or getattr(provider, "capacity", None)
             else:
                 upstream = item.model or name
                 remote = (
@@ -55,9 +60,7 @@ def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, Pub
                 )
                 timeouts = item.timeouts or (remote.timeouts if remote else Timeouts())
             owned_by = owned_by or getattr(provider_config, "owned_by", None) or provider.kind
-            deployments.append(
-                Deployment(provider, upstream, item.weight, item.max_concurrency, timeouts)
-            )
+            deployments.append(Deployment(provider, upstream, item.weight, limit, timeouts))
         models[name] = PublicModel(name, deployments, declared.fallbacks, owned_by or "", now)
     return models
 

@@ -51,6 +51,8 @@ class LocalProvider(Provider):
             )
         )
         self._created = int(model_file.path.stat().st_mtime)
+        #: requests decoded or waiting at once; the router answers 429 past it
+        self.capacity = config.parallel + config.max_queue
 
     @property
     def ready(self) -> bool:
@@ -117,13 +119,21 @@ class LocalProvider(Provider):
                 delta = choice.delta
                 if delta.role is not None and delta.content is None:
                     delta.content = ""  # OpenAI's first chunk: role and empty content
+                _complete_logprobs(choice.logprobs)
             yield chunk
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         data = await self.engine.complete_chat(self.engine_payload(request))
         completion = ChatCompletion.model_validate(data)
         for choice in completion.choices:
+            _complete_logprobs(choice.logprobs)
             if choice.finish_reason is None:
                 choice.finish_reason = "stop"
         completion.created = completion.created or int(time.time())
         return completion
+
+
+def _complete_logprobs(logprobs: dict[str, Any] | None) -> None:
+    """OpenAI's logprobs object always has ``refusal`` (null here); llama.cpp leaves it out."""
+    if logprobs is not None:
+        logprobs.setdefault("refusal", None)

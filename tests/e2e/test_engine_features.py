@@ -198,3 +198,79 @@ def test_a_follow_up_turn_reuses_the_cached_prefix(server: ServerProcess) -> Non
     assert details is not None
     assert details.cached_tokens is not None
     assert details.cached_tokens >= first.usage.prompt_tokens - 2
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+def test_tool_call_round_trip(server: ServerProcess, stream: bool) -> None:
+    client = server.client()
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    options: dict[str, Any] = {
+        "model": "gpt-4o",
+        "tools": [WEATHER_TOOL],
+        "parallel_tool_calls": False,
+        "max_tokens": 100,
+    }
+    if stream:
+        calls: dict[int, dict[str, str]] = {}
+        finish = None
+        for chunk in client.chat.completions.create(
+            messages=messages, tool_choice="required", stream=True, **options
+        ):
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            finish = choice.finish_reason or finish
+            for delta in choice.delta.tool_calls or []:
+                slot = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+                slot["id"] += delta.id or ""
+                if delta.function is not None:
+                    slot["name"] += delta.function.name or ""
+                    slot["arguments"] += delta.function.arguments or ""
+        assert finish == "tool_calls"
+        assert len(calls) == 1
+        call_id, name, arguments = calls[0]["id"], calls[0]["name"], calls[0]["arguments"]
+    else:
+        first = client.chat.completions.create(messages=messages, tool_choice="required", **options)
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message.content is None
+        assert choice.message.tool_calls is not None
+        assert len(choice.message.tool_calls) == 1
+        tool_call = choice.message.tool_calls[0]
+        call_id = tool_call.id
+        name, arguments = tool_call.function.name, tool_call.function.arguments  # type: ignore[union-attr]
+    assert name == "get_weather"
+    assert isinstance(json.loads(arguments)["city"], str)
+    messages += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": '{"temp_c": 18, "sky": "cloudy"}'},
+    ]
+    final = client.chat.completions.create(messages=messages, tool_choice="none", **options)
+    assert final.choices[0].message.content
+    assert final.choices[0].message.tool_calls is None
+    assert final.choices[0].finish_reason in ("stop", "length")

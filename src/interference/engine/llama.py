@@ -81,6 +81,8 @@ class LlamaEngine:
         # keeps anyone from generating through it around the gateway.
         self._internal_key = secrets.token_urlsafe(24)
         self.internal_url: str | None = None
+        #: whether the model's chat template has a native tool-call format
+        self.supports_tools = False
 
     @property
     def ready(self) -> bool:
@@ -121,6 +123,24 @@ class LlamaEngine:
                 raise ServerError(f"cannot load model {self.settings.path.name}: {exc}") from exc
             self.internal_url = str(self._server.listening_address)
             logger.debug("engine for %s listening at %s", self.settings.path, self.internal_url)
+            self.supports_tools = bool(self._template_caps().get("supports_tools"))
+
+    def _template_caps(self) -> dict[str, Any]:
+        """What the model's chat template can do, from the engine's ``/props``."""
+        import httpx
+
+        try:
+            response = httpx.get(
+                f"{self.internal_url}/props",
+                headers={"authorization": f"Bearer {self._internal_key}"},
+                timeout=10,
+                trust_env=False,
+            )
+            caps = response.json().get("chat_template_caps", {})
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.warning("cannot read the chat template's capabilities: %s", exc)
+            return {}
+        return caps if isinstance(caps, dict) else {}
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.load)

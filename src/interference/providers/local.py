@@ -15,6 +15,7 @@ from interference.api.wire import (
 from interference.config import LocalModelConfig
 from interference.engine import EngineSettings, LlamaEngine, ModelFile
 from interference.errors import InvalidRequestError
+from interference.providers import local_tools
 from interference.providers.base import Provider, ServedModel
 
 # Request fields that are ours to handle, never forwarded to the engine as they are.
@@ -107,12 +108,28 @@ class LocalProvider(Provider):
             payload.setdefault(key, value)
         # Always ask for usage: the gateway accounts for tokens even when the client does not.
         payload["stream_options"] = {"include_usage": True}
+        if request.tool_choice == "none":
+            for key in ("tools", "tool_choice", "parallel_tool_calls"):
+                payload.pop(key, None)
+        elif self.emulates_tools(request):
+            local_tools.apply(request, payload)
         return payload
+
+    def emulates_tools(self, request: ChatCompletionRequest) -> bool:
+        """Whether tools are answered by grammar here (the template has no tool format)."""
+        return local_tools.wants_tools(request) and not self.engine.supports_tools
 
     async def stream_chat(
         self, request: ChatCompletionRequest, model: str
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         payload = self.engine_payload(request)
+        chunks = self._chunks(payload)
+        if self.emulates_tools(request):
+            chunks = local_tools.translate_stream(chunks)
+        async for chunk in chunks:
+            yield chunk
+
+    async def _chunks(self, payload: dict[str, Any]) -> AsyncGenerator[ChatCompletionChunk, None]:
         async for data in self.engine.stream_chat(payload):
             chunk = ChatCompletionChunk.model_validate(data)
             for choice in chunk.choices:
@@ -130,6 +147,8 @@ class LocalProvider(Provider):
             if choice.finish_reason is None:
                 choice.finish_reason = "stop"
         completion.created = completion.created or int(time.time())
+        if self.emulates_tools(request):
+            local_tools.translate_completion(completion)
         return completion
 
 

@@ -20,14 +20,10 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeAlias, TypeVar
 
-from interference.api.wire import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ModelCard,
-)
+from interference.api.wire import ChatCompletion, ChatCompletionRequest, ModelCard
+from interference.api.wire_more import CompletionChoice, CompletionRequest, EmbeddingRequest
 from interference.config import ConfigError, RoutingConfig, Timeouts
 from interference.errors import (
     InterferenceError,
@@ -39,6 +35,10 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.providers.base import Provider
+
+T = TypeVar("T")
+#: the requests the router can route: each names a ``model`` and may pin a ``provider``
+Routable: TypeAlias = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 
 @dataclass(eq=False)
@@ -97,30 +97,36 @@ class PublicModel:
 
 
 @dataclass
-class Answer:
-    """A non-streamed completion and how it was obtained."""
+class Answer(Generic[T]):
+    """A non-streamed result and how it was obtained."""
 
-    completion: ChatCompletion
+    result: T
     deployment: Deployment
     attempts: int
 
 
 @dataclass
-class StreamAnswer:
-    """A stream whose first chunks have arrived; ``chunks`` yields them and the rest."""
+class StreamAnswer(Generic[T]):
+    """A stream whose first output has arrived; ``chunks`` yields it and the rest."""
 
-    chunks: AsyncGenerator[ChatCompletionChunk, None]
+    chunks: AsyncGenerator[T, None]
     deployment: Deployment
     attempts: int
 
 
-def _meaningful(chunk: ChatCompletionChunk) -> bool:
+def _meaningful(chunk: Any) -> bool:
     """Whether a chunk carries output (so a failure after it can no longer fall back)."""
     if chunk.usage is not None:
         return True
     for choice in chunk.choices:
+        if choice.finish_reason:
+            return True
+        if isinstance(choice, CompletionChoice):
+            if choice.text:
+                return True
+            continue
         delta = choice.delta
-        if delta.content or delta.tool_calls or delta.refusal or choice.finish_reason:
+        if delta.content or delta.tool_calls or delta.refusal:
             return True
     return False
 
@@ -225,7 +231,7 @@ class Router:
             return sorted(usable, key=lambda d: (d.ttft_ewma or 0.0, jitter[id(d)]))
         return sorted(usable, key=lambda d: (d.in_flight / d.weight, jitter[id(d)]))
 
-    def _candidates(self, request: ChatCompletionRequest) -> list[Deployment]:
+    def _candidates(self, request: Routable) -> list[Deployment]:
         first = self.resolve(request.model)
         chain = [first]
         for name in first.fallbacks:
@@ -299,7 +305,7 @@ class Router:
 
     async def _attempts(
         self,
-        request: ChatCompletionRequest,
+        request: Routable,
         attempt: Callable[[Deployment], Awaitable[Any]],
     ) -> tuple[Any, Deployment, int]:
         """Run ``attempt`` over the candidates until one succeeds; return its result."""
@@ -328,13 +334,19 @@ class Router:
 
     # --- answering ----------------------------------------------------------------------------
 
-    async def chat(self, request: ChatCompletionRequest) -> Answer:
-        async def attempt(deployment: Deployment) -> ChatCompletion:
+    async def call(
+        self,
+        request: Routable,
+        operation: Callable[[Deployment], Awaitable[T]],
+    ) -> Answer[T]:
+        """Run a non-streamed ``operation`` on the best deployment, failing over."""
+
+        async def attempt(deployment: Deployment) -> T:
             started = self._clock()
             deployment.in_flight += 1
             try:
                 async with asyncio.timeout(deployment.timeouts.total):
-                    completion = await deployment.provider.chat(request, deployment.model)
+                    result = await operation(deployment)
             except TimeoutError:
                 raise UpstreamTimeoutError(
                     f"{deployment.name}: no answer within {deployment.timeouts.total:g} s"
@@ -342,17 +354,35 @@ class Router:
             finally:
                 deployment.in_flight -= 1
             self._succeeded(deployment, self._clock() - started)
-            return completion
+            return result
 
-        completion, deployment, attempts = await self._attempts(request, attempt)
-        return Answer(completion, deployment, attempts)
+        result, deployment, attempts = await self._attempts(request, attempt)
+        return Answer(result, deployment, attempts)
 
-    async def stream(self, request: ChatCompletionRequest) -> StreamAnswer:
-        async def attempt(deployment: Deployment) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def chat(self, request: ChatCompletionRequest) -> Answer[ChatCompletion]:
+        return await self.call(request, lambda d: d.provider.chat(request, d.model))
+
+    async def stream(
+        self,
+        request: Routable,
+        open_stream: Callable[[Deployment], AsyncGenerator[T, None]] | None = None,
+    ) -> StreamAnswer[T]:
+        """Open a stream on the best deployment, failing over until output arrives.
+
+        ``open_stream`` defaults to the provider's chat stream.
+        """
+
+        def default(deployment: Deployment) -> AsyncGenerator[Any, None]:
+            assert isinstance(request, ChatCompletionRequest)
+            return deployment.provider.stream_chat(request, deployment.model)
+
+        opener: Callable[[Deployment], AsyncGenerator[Any, None]] = open_stream or default
+
+        async def attempt(deployment: Deployment) -> AsyncGenerator[T, None]:
             started = self._clock()
             deployment.in_flight += 1
-            upstream = deployment.provider.stream_chat(request, deployment.model)
-            head: list[ChatCompletionChunk] = []
+            upstream = opener(deployment)
+            head: list[Any] = []
             try:
                 async with asyncio.timeout(deployment.timeouts.first_token):
                     async for chunk in upstream:
@@ -376,19 +406,17 @@ class Router:
         chunks, deployment, attempts = await self._attempts(request, attempt)
         return StreamAnswer(chunks, deployment, attempts)
 
-    async def _release(
-        self, deployment: Deployment, upstream: AsyncGenerator[ChatCompletionChunk, None]
-    ) -> None:
+    async def _release(self, deployment: Deployment, upstream: AsyncGenerator[Any, None]) -> None:
         deployment.in_flight -= 1
         await upstream.aclose()
 
     async def _rest(
         self,
         deployment: Deployment,
-        upstream: AsyncGenerator[ChatCompletionChunk, None],
-        head: list[ChatCompletionChunk],
+        upstream: AsyncGenerator[T, None],
+        head: list[T],
         started: float,
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+    ) -> AsyncGenerator[T, None]:
         """The chunks already received, then the rest under the idle and total bounds."""
         timeouts = deployment.timeouts
         try:

@@ -214,7 +214,7 @@ def test_non_stream_falls_back_too() -> None:
         [Deployment(bad, "up"), Deployment(good, "up")], routing=RoutingConfig(strategy="ordered")
     )
     answer = asyncio.run(router.chat(request()))
-    assert answer.completion.choices[0].message.content == "from good"
+    assert answer.result.choices[0].message.content == "from good"
     assert (answer.deployment.name, answer.attempts) == ("good/up", 2)
 
 

@@ -35,7 +35,7 @@ from interference.errors import (
 if TYPE_CHECKING:
     from interference.config import Config
     from interference.providers.base import Provider
-    from interference.router import Router
+    from interference.router import Router, StreamAnswer
 
 logger = logging.getLogger("interference.requests")
 
@@ -110,7 +110,7 @@ async def chat_completions(request: Request) -> Response:
 
     if not chat.stream:
         answer = await state.router.chat(chat)
-        completion = answer.completion
+        completion = answer.result
         _stamp(completion, cid, created, chat.model)
         usage = completion.usage
         logger.info(
@@ -131,7 +131,7 @@ async def chat_completions(request: Request) -> Response:
 
     # The router returns once the first output has arrived, so that a failure before it
     # (refused, timed out, context overflow) can fall back or be a real HTTP status.
-    streamed = await state.router.stream(chat)
+    streamed: StreamAnswer[ChatCompletionChunk] = await state.router.stream(chat)
     ttft = (time.perf_counter() - started) * 1000
     deployment = streamed.deployment.name
     chunks = streamed.chunks

@@ -46,6 +46,7 @@ class EngineSettings:
     context: int = 4096  # tokens per slot
     threads: int | None = None
     prompt_cache_mib: int = 256
+    embeddings: bool = True  # also serve /v1/embeddings (mean pooling)
     verbose: bool = False
 
 
@@ -105,6 +106,9 @@ class LlamaEngine:
         params.endpoint_metrics = True
         params.verbosity = 1 if s.verbose else -1
         params.warmup = True
+        if s.embeddings:
+            params.embedding = True
+            params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
         threads = s.threads or os.cpu_count() or 1
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
@@ -160,12 +164,43 @@ class LlamaEngine:
 
     async def complete_chat(self, payload: dict[str, Any]) -> dict[str, Any]:
         """A non-streamed chat completion: the engine's response object."""
+        return await self._complete("handle_chat_completions", payload)
+
+    async def complete_text(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed legacy text completion."""
+        return await self._complete("handle_completions", payload)
+
+    def stream_chat(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """Stream chat completion chunks as the engine generates them."""
+        return self._stream("handle_chat_completions", payload)
+
+    def stream_text(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        """Stream legacy text completion chunks."""
+        return self._stream("handle_completions", payload)
+
+    async def embed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Embeddings of the payload's ``input`` (OpenAI's response object)."""
+        if not self.settings.embeddings:
+            raise InvalidRequestError(
+                f"Embeddings are disabled for {self.settings.path.name}.", code="unsupported"
+            )
+        server = self._require_server()
+        body = orjson.dumps(payload).decode()
+        raw = await asyncio.get_running_loop().run_in_executor(
+            self._executor, server.handle_embeddings, body
+        )
+        data: dict[str, Any] = orjson.loads(raw)
+        if "error" in data:
+            raise engine_error(data["error"])
+        return data
+
+    async def _complete(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         server = self._require_server()
         body = orjson.dumps({**payload, "stream": False})
         result: list[bytes] = []
 
         def call() -> None:
-            server.handle_chat_completions(body, result.append)
+            getattr(server, method)(body, result.append)
 
         await asyncio.get_running_loop().run_in_executor(self._executor, call)
         if not result:
@@ -175,11 +210,11 @@ class LlamaEngine:
             raise engine_error(data["error"])
         return data
 
-    async def stream_chat(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """Stream chat completion chunks as the engine generates them.
-
-        Closing the iterator (client gone, error) makes the engine stop at its next token.
-        """
+    async def _stream(
+        self, method: str, payload: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Chunks as the engine generates them; closing the iterator (client gone, error)
+        makes the engine stop at its next token."""
         server = self._require_server()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -196,7 +231,7 @@ class LlamaEngine:
             return False
 
         def call() -> None:
-            server.handle_chat_completions(body, on_chunk)
+            getattr(server, method)(body, on_chunk)
 
         self._active.add(stop)
         future = loop.run_in_executor(self._executor, call)

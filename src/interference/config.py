@@ -71,6 +71,7 @@ class LocalModelConfig(BaseModel):
     context: int = Field(default=4096, ge=128, description="tokens of context per slot")
     threads: int | None = Field(default=None, ge=1)
     prompt_cache_mib: int = Field(default=256, ge=0)
+    embeddings: bool = Field(default=True, description="serve /v1/embeddings from this model")
     sampling: SamplingDefaults | None = None
 
 

@@ -116,12 +116,14 @@ def test_json_object_mode(http: httpx.Client) -> None:
         "/v1/chat/completions",
         json={
             "model": "gpt-4",
-            "messages": [{"role": "user", "content": "Describe a cat as JSON."}],
+            "messages": [{"role": "user", "content": "Give a cat's name and age as JSON."}],
             "response_format": {"type": "json_object"},
-            "max_tokens": 120,
+            "max_tokens": 400,
+            "seed": 7,
         },
     ).json()
     validate(body, "CreateChatCompletionResponse")
+    assert body["choices"][0]["finish_reason"] == "stop"  # the grammar closed the object
     assert isinstance(json.loads(body["choices"][0]["message"]["content"]), dict)
 
 
@@ -143,8 +145,10 @@ def test_json_schema_output_validates(server: ServerProcess) -> None:
             "type": "json_schema",
             "json_schema": {"name": "person", "schema": schema, "strict": True},
         },
-        max_tokens=150,
+        max_tokens=400,
+        seed=7,
     )
+    assert completion.choices[0].finish_reason == "stop"
     content = completion.choices[0].message.content
     assert content is not None
     jsonschema.validate(json.loads(content), schema)

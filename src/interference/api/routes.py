@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,7 @@ from interference.api.wire import (
     ChatCompletionRequest,
     ModelList,
 )
+from interference.api.wire_more import Completion, CompletionRequest, EmbeddingRequest
 from interference.errors import (
     InterferenceError,
     RequestTooLargeError,
@@ -35,9 +36,10 @@ from interference.errors import (
 if TYPE_CHECKING:
     from interference.config import Config
     from interference.providers.base import Provider
-    from interference.router import Router, StreamAnswer
+    from interference.router import Deployment, Router, StreamAnswer
 
 logger = logging.getLogger("interference.requests")
+M = TypeVar("M", bound=BaseModel)
 
 _JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 
@@ -88,7 +90,9 @@ def _unset(model: BaseModel, *names: str) -> None:
         model.model_fields_set.discard(name)
 
 
-def _stamp(obj: ChatCompletion | ChatCompletionChunk, cid: str, created: int, model: str) -> None:
+def _stamp(
+    obj: ChatCompletion | ChatCompletionChunk | Completion, cid: str, created: int, model: str
+) -> None:
     """Give an upstream object our id, timestamp and the model name the client asked for."""
     obj.id = cid
     obj.created = created
@@ -96,26 +100,39 @@ def _stamp(obj: ChatCompletion | ChatCompletionChunk, cid: str, created: int, mo
     _unset(obj, "system_fingerprint")
 
 
-async def chat_completions(request: Request) -> Response:
-    state = _state(request)
-    body = await read_json_body(request, state.config.server.max_body_bytes)
+async def _parse(request: Request, model: type[M]) -> M:
+    body = await read_json_body(request, _state(request).config.server.max_body_bytes)
     try:
-        chat = ChatCompletionRequest.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    model = state.router.resolve(chat.model)  # 404 before any work
-    cid = f"chatcmpl-{uuid.uuid4().hex}"
+
+
+async def _generate(
+    request: Request,
+    parsed: ChatCompletionRequest | CompletionRequest,
+    *,
+    kind: str,
+    id_prefix: str,
+    call: Callable[[Deployment], Awaitable[Any]],
+    open_stream: Callable[[Deployment], AsyncGenerator[Any, None]],
+) -> Response:
+    """Answer a chat or text completion request, streamed or not, through the router."""
+    state = _state(request)
+    model = state.router.resolve(parsed.model)  # 404 before any work
+    cid = f"{id_prefix}-{uuid.uuid4().hex}"
     created = int(time.time())
     started = time.perf_counter()
 
-    if not chat.stream:
-        answer = await state.router.chat(chat)
-        completion = answer.result
-        _stamp(completion, cid, created, chat.model)
-        usage = completion.usage
+    if not parsed.stream:
+        answer = await state.router.call(parsed, call)
+        result = answer.result
+        _stamp(result, cid, created, parsed.model)
+        usage = result.usage
         logger.info(
-            "chat model=%s deployment=%s attempts=%d stream=false status=200 prompt_tokens=%s "
+            "%s model=%s deployment=%s attempts=%d stream=false status=200 prompt_tokens=%s "
             "completion_tokens=%s ms=%.0f",
+            kind,
             model.name,
             answer.deployment.name,
             answer.attempts,
@@ -124,14 +141,14 @@ async def chat_completions(request: Request) -> Response:
             (time.perf_counter() - started) * 1000,
         )
         return Response(
-            completion.to_json(),
+            result.to_json(),
             media_type="application/json",
             headers=_answer_headers(answer.deployment.name, answer.attempts),
         )
 
     # The router returns once the first output has arrived, so that a failure before it
     # (refused, timed out, context overflow) can fall back or be a real HTTP status.
-    streamed: StreamAnswer[ChatCompletionChunk] = await state.router.stream(chat)
+    streamed: StreamAnswer[Any] = await state.router.stream(parsed, open_stream)
     ttft = (time.perf_counter() - started) * 1000
     deployment = streamed.deployment.name
     chunks = streamed.chunks
@@ -143,10 +160,10 @@ async def chat_completions(request: Request) -> Response:
             async for chunk in chunks:
                 if chunk.usage is not None:
                     completion_tokens = chunk.usage.completion_tokens
-                    if not chat.include_usage:
+                    if not parsed.include_usage:
                         _unset(chunk, "usage")
-                if chunk.choices or chat.include_usage:
-                    _stamp(chunk, cid, created, chat.model)
+                if chunk.choices or parsed.include_usage:
+                    _stamp(chunk, cid, created, parsed.model)
                     yield event(chunk.to_json())
             status = "ok"
         except InterferenceError as exc:
@@ -160,8 +177,9 @@ async def chat_completions(request: Request) -> Response:
         finally:
             await chunks.aclose()
             logger.info(
-                "chat model=%s deployment=%s attempts=%d stream=true status=%s "
+                "%s model=%s deployment=%s attempts=%d stream=true status=%s "
                 "completion_tokens=%s ttft_ms=%.0f ms=%.0f",
+                kind,
                 model.name,
                 deployment,
                 streamed.attempts,
@@ -173,6 +191,53 @@ async def chat_completions(request: Request) -> Response:
         yield DONE
 
     return EventStreamResponse(relay(), headers=_answer_headers(deployment, streamed.attempts))
+
+
+async def chat_completions(request: Request) -> Response:
+    chat = await _parse(request, ChatCompletionRequest)
+    return await _generate(
+        request,
+        chat,
+        kind="chat",
+        id_prefix="chatcmpl",
+        call=lambda d: d.provider.chat(chat, d.model),
+        open_stream=lambda d: d.provider.stream_chat(chat, d.model),
+    )
+
+
+async def completions(request: Request) -> Response:
+    text = await _parse(request, CompletionRequest)
+    return await _generate(
+        request,
+        text,
+        kind="completion",
+        id_prefix="cmpl",
+        call=lambda d: d.provider.complete_text(text, d.model),
+        open_stream=lambda d: d.provider.stream_text(text, d.model),
+    )
+
+
+async def embeddings(request: Request) -> Response:
+    state = _state(request)
+    parsed = await _parse(request, EmbeddingRequest)
+    model = state.router.resolve(parsed.model)
+    started = time.perf_counter()
+    answer = await state.router.call(parsed, lambda d: d.provider.embed(parsed, d.model))
+    result = answer.result
+    result.model = parsed.model
+    logger.info(
+        "embeddings model=%s deployment=%s attempts=%d status=200 prompt_tokens=%d ms=%.0f",
+        model.name,
+        answer.deployment.name,
+        answer.attempts,
+        result.usage.prompt_tokens,
+        (time.perf_counter() - started) * 1000,
+    )
+    return Response(
+        result.to_json(),
+        media_type="application/json",
+        headers=_answer_headers(answer.deployment.name, answer.attempts),
+    )
 
 
 def _answer_headers(deployment: str, attempts: int) -> dict[str, str]:
@@ -234,6 +299,8 @@ def routes() -> list[BaseRoute]:
     for prefix in ("/v1", ""):  # the legacy 0.x client is often pointed at the bare host
         out += [
             Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]),
+            Route(f"{prefix}/completions", completions, methods=["POST"]),
+            Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", list_models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
         ]

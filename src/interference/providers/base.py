@@ -23,7 +23,13 @@ from interference.api.wire import (
     ResponseToolCall,
     Usage,
 )
-from interference.errors import UpstreamError
+from interference.api.wire_more import (
+    Completion,
+    CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+)
+from interference.errors import InvalidRequestError, UpstreamError
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,25 @@ class Provider(ABC):
             return await collect_chunks(stream)
         finally:
             await stream.aclose()
+
+    def _unsupported(self, what: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"The provider `{self.name}` ({self.kind}) does not serve {what}.", code="unsupported"
+        )
+
+    async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
+        """A legacy text completion (``/v1/completions``)."""
+        raise self._unsupported("text completions")
+
+    def stream_text(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncGenerator[Completion, None]:
+        """A streamed legacy text completion."""
+        raise self._unsupported("text completions")
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
+        """Embeddings (``/v1/embeddings``)."""
+        raise self._unsupported("embeddings")
 
     def describe(self) -> dict[str, Any]:
         """Operator-facing state (for health and status pages)."""

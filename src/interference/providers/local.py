@@ -12,6 +12,12 @@ from interference.api.wire import (
     ChatCompletionRequest,
     UserMessage,
 )
+from interference.api.wire_more import (
+    Completion,
+    CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+)
 from interference.config import LocalModelConfig
 from interference.engine import EngineSettings, LlamaEngine, ModelFile
 from interference.errors import InvalidRequestError
@@ -49,6 +55,7 @@ class LocalProvider(Provider):
                 context=config.context,
                 threads=config.threads,
                 prompt_cache_mib=config.prompt_cache_mib,
+                embeddings=config.embeddings,
             )
         )
         self._created = int(model_file.path.stat().st_mtime)
@@ -138,6 +145,53 @@ class LocalProvider(Provider):
                     delta.content = ""  # OpenAI's first chunk: role and empty content
                 _complete_logprobs(choice.logprobs)
             yield chunk
+
+    def text_payload(self, request: CompletionRequest) -> dict[str, Any]:
+        """The engine request of a legacy text completion, with the sampling defaults."""
+        for name in ("echo", "suffix"):
+            if getattr(request, name):
+                raise InvalidRequestError(
+                    f"`{name}` is not supported by the local model `{self.model_id}`.",
+                    param=name,
+                    code="unsupported",
+                )
+        if request.best_of is not None and request.best_of > 1:
+            raise InvalidRequestError(
+                "`best_of` above 1 is not supported; use `n`.", param="best_of", code="unsupported"
+            )
+        payload = request.model_dump(
+            exclude_none=True,
+            include=set(type(request).model_fields) - {"model", "provider", "user", "best_of"},
+        )
+        if isinstance(request.stop, str):
+            payload["stop"] = [request.stop]
+        if request.seed is not None:
+            seed = request.seed % 2**32
+            payload["seed"] = seed if seed != _RANDOM_SEED else seed - 1
+        for key, value in self.sampling.values().items():
+            payload.setdefault(key, value)
+        payload["stream_options"] = {"include_usage": True}
+        return payload
+
+    async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
+        data = await self.engine.complete_text(self.text_payload(request))
+        return Completion.model_validate(data)
+
+    async def stream_text(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncGenerator[Completion, None]:
+        async for data in self.engine.stream_text(self.text_payload(request)):
+            yield Completion.model_validate(data)
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
+        if request.dimensions is not None:
+            raise InvalidRequestError(
+                f"`dimensions` is not supported by the local model `{self.model_id}`.",
+                param="dimensions",
+                code="unsupported",
+            )
+        payload = request.model_dump(exclude_none=True, include={"input", "encoding_format"})
+        return EmbeddingList.model_validate(await self.engine.embed(payload))
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         data = await self.engine.complete_chat(self.engine_payload(request))

@@ -8,12 +8,18 @@ passed on one by one as they arrive.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import ClassVar
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
 from interference.api.wire import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from interference.api.wire_more import (
+    Completion,
+    CompletionRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+)
 from interference.errors import InterferenceError, UpstreamError
 from interference.providers.http import (
     HTTPProvider,
@@ -24,6 +30,8 @@ from interference.providers.http import (
 )
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
+T = TypeVar("T")
+Forwarded = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 
 class OpenAIProvider(HTTPProvider):
@@ -33,9 +41,11 @@ class OpenAIProvider(HTTPProvider):
     def auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
 
-    def _body(self, request: ChatCompletionRequest, model: str, stream: bool) -> bytes:
+    def _body(self, request: Forwarded, model: str, stream: bool | None) -> bytes:
         body = request.upstream_fields()
         body["model"] = model
+        if stream is None:  # embeddings: no stream field at all
+            return orjson.dumps(body)
         body["stream"] = stream
         if stream:
             body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
@@ -43,14 +53,11 @@ class OpenAIProvider(HTTPProvider):
             body.pop("stream_options", None)
         return orjson.dumps(body)
 
-    async def stream_chat(
-        self, request: ChatCompletionRequest, model: str
-    ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = self._body(request, model, stream=True)
+    async def _stream(
+        self, path: str, body: bytes, parse: Callable[[dict[str, Any]], T]
+    ) -> AsyncGenerator[T, None]:
         try:
-            async with self.client.stream(
-                "POST", "/chat/completions", content=body, headers=_JSON
-            ) as response:
+            async with self.client.stream("POST", path, content=body, headers=_JSON) as response:
                 await check_status(self.name, response)
                 async for data in sse_data(response):
                     if data == b"[DONE]":
@@ -58,20 +65,43 @@ class OpenAIProvider(HTTPProvider):
                     event = json_object(data)
                     if "error" in event:
                         raise UpstreamError(f"{self.name}: {event['error']}")
-                    yield ChatCompletionChunk.model_validate(event)
+                    yield parse(event)
             raise UpstreamError(f"{self.name}: the upstream stream ended without [DONE]")
         except InterferenceError:
             raise
         except Exception as exc:
             raise error_from_exception(self.name, exc) from exc
 
-    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
-        body = self._body(request, model, stream=False)
+    async def _post(self, path: str, body: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
         try:
-            response = await self.client.post("/chat/completions", content=body, headers=_JSON)
+            response = await self.client.post(path, content=body, headers=_JSON)
             await check_status(self.name, response)
-            return ChatCompletion.model_validate(json_object(response.content))
+            return parse(json_object(response.content))
         except InterferenceError:
             raise
         except Exception as exc:
             raise error_from_exception(self.name, exc) from exc
+
+    def stream_chat(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        body = self._body(request, model, stream=True)
+        return self._stream("/chat/completions", body, ChatCompletionChunk.model_validate)
+
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
+        body = self._body(request, model, stream=False)
+        return await self._post("/chat/completions", body, ChatCompletion.model_validate)
+
+    def stream_text(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncGenerator[Completion, None]:
+        body = self._body(request, model, stream=True)
+        return self._stream("/completions", body, Completion.model_validate)
+
+    async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
+        body = self._body(request, model, stream=False)
+        return await self._post("/completions", body, Completion.model_validate)
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
+        body = self._body(request, model, stream=None)
+        return await self._post("/embeddings", body, EmbeddingList.model_validate)

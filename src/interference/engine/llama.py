@@ -11,11 +11,13 @@ that went away frees its slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import threading
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,9 @@ class LlamaEngine:
         workers = max(32, settings.parallel * 8)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
         self._active: set[threading.Event] = set()
+        #: engine calls running now, and when the last one started (for idle unloading)
+        self.in_flight = 0
+        self.last_used = time.monotonic()
         # The engine opens its own HTTP listener on a random loopback port; a random key
         # keeps anyone from generating through it around the gateway.
         self._internal_key = secrets.token_urlsafe(24)
@@ -157,6 +162,31 @@ class LlamaEngine:
         server, self._server = self._server, None
         del server
 
+    async def unload(self) -> bool:
+        """Free the model if no call is running (it loads again on the next start)."""
+        if self._server is None or self.in_flight:
+            return False
+        server, self._server = self._server, None
+        self.internal_url = None
+
+        def free() -> None:
+            nonlocal server
+            server = None  # the last reference: ~Server stops the engine's loop
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, free)
+        return True
+
+    @contextlib.contextmanager
+    def _use(self) -> Iterator[Any]:
+        server = self._require_server()
+        self.in_flight += 1
+        self.last_used = time.monotonic()
+        try:
+            yield server
+        finally:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+
     def _require_server(self) -> Any:
         if self._server is None:
             raise ModelNotReadyError(f"the model {self.settings.path.name} is not loaded yet")
@@ -184,25 +214,25 @@ class LlamaEngine:
             raise InvalidRequestError(
                 f"Embeddings are disabled for {self.settings.path.name}.", code="unsupported"
             )
-        server = self._require_server()
         body = orjson.dumps(payload).decode()
-        raw = await asyncio.get_running_loop().run_in_executor(
-            self._executor, server.handle_embeddings, body
-        )
+        with self._use() as server:
+            raw = await asyncio.get_running_loop().run_in_executor(
+                self._executor, server.handle_embeddings, body
+            )
         data: dict[str, Any] = orjson.loads(raw)
         if "error" in data:
             raise engine_error(data["error"])
         return data
 
     async def _complete(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
-        server = self._require_server()
         body = orjson.dumps({**payload, "stream": False})
         result: list[bytes] = []
+        with self._use() as server:
 
-        def call() -> None:
-            getattr(server, method)(body, result.append)
+            def call() -> None:
+                getattr(server, method)(body, result.append)
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            await asyncio.get_running_loop().run_in_executor(self._executor, call)
         if not result:
             raise ServerError("the engine returned no response")
         data: dict[str, Any] = orjson.loads(result[-1])
@@ -234,8 +264,16 @@ class LlamaEngine:
             getattr(server, method)(body, on_chunk)
 
         self._active.add(stop)
+        self.in_flight += 1  # until the engine thread is done, not just this consumer
+        self.last_used = time.monotonic()
         future = loop.run_in_executor(self._executor, call)
-        future.add_done_callback(lambda _: queue.put_nowait(_END))
+
+        def done(_: object) -> None:
+            self.in_flight -= 1
+            self.last_used = time.monotonic()
+            queue.put_nowait(_END)
+
+        future.add_done_callback(done)
         try:
             while True:
                 item = await queue.get()

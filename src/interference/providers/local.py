@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
@@ -10,6 +12,8 @@ from interference.api.wire import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    ChunkChoice,
+    Delta,
     UserMessage,
 )
 from interference.api.wire_more import (
@@ -36,7 +40,8 @@ _NOT_FORWARDED = {
     "seed",
     "provider",
 }
-_RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
+_RANDOM_SEED = 0xFFFFFFFF
+logger = logging.getLogger(__name__)  # llama.cpp's "pick a random seed"
 
 
 class LocalProvider(Provider):
@@ -59,26 +64,58 @@ class LocalProvider(Provider):
             )
         )
         self._created = int(model_file.path.stat().st_mtime)
+        self.config = config
+        self._load_lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
         #: requests decoded or waiting at once; the router answers 429 past it
         self.capacity = config.parallel + config.max_queue
 
     @property
     def ready(self) -> bool:
-        return self.engine.ready
+        """Able to answer: loaded, or loaded on demand by the first request."""
+        return self.engine.ready or self.config.load == "first-use"
 
     def models(self) -> list[ServedModel]:
         return [ServedModel(self.model_id, self.model_file.owned_by, self._created)]
 
     async def start(self) -> None:
-        await self.engine.start()
+        if self.config.load == "start":
+            await self.engine.start()
+        if self.config.idle_unload_s is not None:
+            self._watcher = asyncio.create_task(self._unload_when_idle(self.config.idle_unload_s))
 
     async def aclose(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         self.engine.close()
+
+    async def ensure_loaded(self) -> None:
+        """Load the model now if it is not (first use, or after an idle unload)."""
+        if not self.engine.ready:
+            async with self._load_lock:
+                if not self.engine.ready:
+                    started = time.perf_counter()
+                    await self.engine.start()
+                    logger.info("loaded %s in %.1f s", self.model_id, time.perf_counter() - started)
+
+    async def _unload_when_idle(self, idle: float) -> None:
+        while True:
+            await asyncio.sleep(min(idle / 4, 5.0))
+            engine = self.engine
+            if engine.ready and not engine.in_flight and time.monotonic() - engine.last_used > idle:
+                async with self._load_lock:
+                    if await engine.unload():
+                        logger.info(
+                            "unloaded %s after %.0f s without requests", self.model_id, idle
+                        )
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         settings = self.engine.settings
         info.update(
+            loaded=self.engine.ready,
+            load=self.config.load,
+            idle_unload_s=self.config.idle_unload_s,
             model=self.model_id,
             path=str(self.model_file.path),
             parallel=settings.parallel,
@@ -129,6 +166,7 @@ class LocalProvider(Provider):
     async def stream_chat(
         self, request: ChatCompletionRequest, model: str
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        await self.ensure_loaded()  # first: whether tools are native is known once loaded
         payload = self.engine_payload(request)
         chunks = self._chunks(payload)
         if self.emulates_tools(request):
@@ -137,12 +175,22 @@ class LocalProvider(Provider):
             yield chunk
 
     async def _chunks(self, payload: dict[str, Any]) -> AsyncGenerator[ChatCompletionChunk, None]:
+        opened: set[int] = set()  # choices whose role chunk went out
         async for data in self.engine.stream_chat(payload):
             chunk = ChatCompletionChunk.model_validate(data)
             for choice in chunk.choices:
                 delta = choice.delta
                 if delta.role is not None and delta.content is None:
                     delta.content = ""  # OpenAI's first chunk: role and empty content
+                elif delta.role is None and choice.index not in opened:
+                    # with n > 1 the engine now and then skips a choice's role chunk
+                    opening = ChunkChoice(
+                        index=choice.index, delta=Delta(role="assistant", content="")
+                    )
+                    yield ChatCompletionChunk(
+                        id=chunk.id, created=chunk.created, model=chunk.model, choices=[opening]
+                    )
+                opened.add(choice.index)
                 _complete_logprobs(choice.logprobs)
             yield chunk
 
@@ -174,13 +222,17 @@ class LocalProvider(Provider):
         return payload
 
     async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
-        data = await self.engine.complete_text(self.text_payload(request))
+        payload = self.text_payload(request)
+        await self.ensure_loaded()
+        data = await self.engine.complete_text(payload)
         return Completion.model_validate(data)
 
     async def stream_text(
         self, request: CompletionRequest, model: str
     ) -> AsyncGenerator[Completion, None]:
-        async for data in self.engine.stream_text(self.text_payload(request)):
+        payload = self.text_payload(request)
+        await self.ensure_loaded()
+        async for data in self.engine.stream_text(payload):
             yield Completion.model_validate(data)
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
@@ -191,9 +243,11 @@ class LocalProvider(Provider):
                 code="unsupported",
             )
         payload = request.model_dump(exclude_none=True, include={"input", "encoding_format"})
+        await self.ensure_loaded()
         return EmbeddingList.model_validate(await self.engine.embed(payload))
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
+        await self.ensure_loaded()
         data = await self.engine.complete_chat(self.engine_payload(request))
         completion = ChatCompletion.model_validate(data)
         for choice in completion.choices:

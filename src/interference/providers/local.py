@@ -141,17 +141,9 @@ class LocalProvider(Provider):
             messages.append(dumped)
         payload = {k: v for k, v in request.known_fields().items() if k not in _NOT_FORWARDED}
         payload["messages"] = messages
-        if isinstance(request.stop, str):
-            payload["stop"] = [request.stop]
         if request.token_limit is not None:
             payload["max_tokens"] = request.token_limit
-        if request.seed is not None:
-            seed = request.seed % 2**32
-            payload["seed"] = seed if seed != _RANDOM_SEED else seed - 1
-        for key, value in self.sampling.values().items():
-            payload.setdefault(key, value)
-        # Always ask for usage: the gateway accounts for tokens even when the client does not.
-        payload["stream_options"] = {"include_usage": True}
+        self._complete_payload(payload, request.stop, request.seed)
         if request.tool_choice == "none":
             for key in ("tools", "tool_choice", "parallel_tool_calls"):
                 payload.pop(key, None)
@@ -211,15 +203,23 @@ class LocalProvider(Provider):
             exclude_none=True,
             include=set(type(request).model_fields) - {"model", "provider", "user", "best_of"},
         )
-        if isinstance(request.stop, str):
-            payload["stop"] = [request.stop]
-        if request.seed is not None:
-            seed = request.seed % 2**32
-            payload["seed"] = seed if seed != _RANDOM_SEED else seed - 1
+        self._complete_payload(payload, request.stop, request.seed)
+        return payload
+
+    def _complete_payload(
+        self, payload: dict[str, Any], stop: str | list[str] | None, seed: int | None
+    ) -> None:
+        """What every engine request gets: stop as a list, the seed in llama.cpp's range,
+        the model's sampling defaults for what the client left out, and usage."""
+        if isinstance(stop, str):
+            payload["stop"] = [stop]
+        if seed is not None:
+            folded = seed % 2**32
+            payload["seed"] = folded if folded != _RANDOM_SEED else folded - 1
         for key, value in self.sampling.values().items():
             payload.setdefault(key, value)
+        # Always ask for usage: the gateway accounts for tokens even when the client does not.
         payload["stream_options"] = {"include_usage": True}
-        return payload
 
     async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
         payload = self.text_payload(request)

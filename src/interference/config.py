@@ -211,7 +211,7 @@ def _expand_env(value: Any, where: str) -> Any:
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [_expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
@@ -237,9 +237,11 @@ def config_from_dict(data: Any, source: str = "configuration") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     try:
-        return Config.model_validate(_expand_env(data, source))
+        return Config.model_validate(_expand_env(data, ""))
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_config(path: str | Path) -> Config:

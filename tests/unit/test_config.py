@@ -170,3 +170,19 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad.write_text("server:\n  port: -1\n")
     assert cli_main(["config", "check", str(bad)]) == 2
     assert "server.port" in capsys.readouterr().err
+
+
+def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = re.findall(r"```yaml\n(.*?)```", readme, re.S)[0]
+    for name in ("OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.setenv(name, "test")
+    import yaml
+
+    from interference.config import config_from_dict
+
+    config = config_from_dict(yaml.safe_load(example), "README.md")
+    assert set(config.providers) == {"local", "openai", "groq", "ollama", "claude", "gemini"}
+    assert config.models["gpt-4o"].fallbacks == ["smollm2-135m-instruct"]

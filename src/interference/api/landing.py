@@ -39,7 +39,8 @@ Point any OpenAI client at this server.</p>
 client = OpenAI(base_url="{base}/v1", api_key="none")
 print(client.chat.completions.create(model="{example}",
       messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)</pre>
-<p>Endpoints: <code>POST /v1/chat/completions</code>, <code>GET /v1/models</code>,
+<p>Endpoints: <code>POST /v1/chat/completions</code>, <code>POST /v1/completions</code>,
+<code>POST /v1/embeddings</code>, <code>GET /v1/models</code>, <code>GET /v1/providers</code>,
 <code>GET /health</code>.</p>
 </body></html>
 """

@@ -284,7 +284,14 @@ async def landing(request: Request) -> Response:
         "base_url": f"{base}/v1",
         "models": state.router.model_ids,
         "aliases": state.router.aliases,
-        "endpoints": ["POST /v1/chat/completions", "GET /v1/models", "GET /health"],
+        "endpoints": [
+            "POST /v1/chat/completions",
+            "POST /v1/completions",
+            "POST /v1/embeddings",
+            "GET /v1/models",
+            "GET /v1/providers",
+            "GET /health",
+        ],
     }
     return json_response(orjson.dumps(body, option=orjson.OPT_INDENT_2))
 

@@ -381,7 +381,11 @@ class Router:
         async def attempt(deployment: Deployment) -> AsyncGenerator[T, None]:
             started = self._clock()
             deployment.in_flight += 1
-            upstream = opener(deployment)
+            try:
+                upstream = opener(deployment)  # a provider may refuse at once
+            except BaseException:
+                deployment.in_flight -= 1
+                raise
             head: list[Any] = []
             try:
                 async with asyncio.timeout(deployment.timeouts.first_token):

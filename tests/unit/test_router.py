@@ -408,3 +408,18 @@ def test_total_timeout_bounds_a_slow_stream() -> None:
 
     with pytest.raises(UpstreamTimeoutError, match="total time"):
         asyncio.run(run())
+
+
+def test_a_provider_that_refuses_a_stream_at_once_leaves_no_request_in_flight() -> None:
+    from interference.api.wire_more import CompletionRequest
+
+    deployment = Deployment(Scripted("a"), "up")  # Scripted serves no text completions
+    router = router_for([deployment])
+    text = CompletionRequest.model_validate({"model": "m", "prompt": "hi"})
+
+    async def run() -> None:
+        await router.stream(text, lambda d: d.provider.stream_text(text, d.model))
+
+    with pytest.raises(InvalidRequestError, match="does not serve text completions"):
+        asyncio.run(run())
+    assert deployment.in_flight == 0

@@ -33,9 +33,8 @@ def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, Pub
     models: dict[str, PublicModel] = {}
     for provider in providers:
         for served in provider.models():
-            capacity = getattr(provider, "capacity", None)
             deployment = Deployment(
-                provider, served.id, max_concurrency=capacity, timeouts=LOCAL_TIMEOUTS
+                provider, served.id, max_concurrency=provider.capacity, timeouts=LOCAL_TIMEOUTS
             )
             models[served.id] = PublicModel(
                 served.id, [deployment], [], served.owned_by, served.created
@@ -52,7 +51,7 @@ def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, Pub
             if own:  # a provider of one model (local) serves it whatever the id says
                 upstream = own[0].id
                 timeouts = item.timeouts or LOCAL_TIMEOUTS
-                limit = limit or getattr(provider, "capacity", None)
+                limit = limit or provider.capacity
             else:
                 upstream = item.model or name
                 remote = (

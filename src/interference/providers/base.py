@@ -51,6 +51,8 @@ class Provider(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: requests it takes at once (answering or waiting); past it the router answers 429
+        self.capacity: int | None = None
 
     @property
     def ready(self) -> bool:

@@ -40,8 +40,8 @@ _NOT_FORWARDED = {
     "seed",
     "provider",
 }
-_RANDOM_SEED = 0xFFFFFFFF
-logger = logging.getLogger(__name__)  # llama.cpp's "pick a random seed"
+_RANDOM_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed"
+logger = logging.getLogger(__name__)
 
 
 class LocalProvider(Provider):
@@ -67,7 +67,6 @@ class LocalProvider(Provider):
         self.config = config
         self._load_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
-        #: requests decoded or waiting at once; the router answers 429 past it
         self.capacity = config.parallel + config.max_queue
 
     @property
@@ -254,7 +253,6 @@ class LocalProvider(Provider):
             _complete_logprobs(choice.logprobs)
             if choice.finish_reason is None:
                 choice.finish_reason = "stop"
-        completion.created = completion.created or int(time.time())
         if self.emulates_tools(request):
             local_tools.translate_completion(completion)
         return completion

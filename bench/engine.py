@@ -6,7 +6,7 @@ to first token (p50, p95), first against llama.cpp's own HTTP server (xllamacpp'
 process of its own with the same model and settings), then against ``interference serve``, one
 after the other so that they never share the CPU, and prints their ratio.
 
-    .venv/bin/python bench/engine.py [--tokens 128] [--rounds 2] [--json out.json]
+    .venv/bin/python bench/engine.py [--weights q8_0] [--tokens 128] [--rounds 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from interference.engine.sampling import SMOLLM2_135M
+from interference.engine.weights import WEIGHT_FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARALLEL = 8
@@ -38,8 +39,9 @@ KEY = "bench-key"
 ENGINE_SERVER = f"""
 import signal, sys, time, xllamacpp
 from interference.engine import resolve_model
+from interference.engine.weights import prepare_weights
 p = xllamacpp.CommonParams()
-p.model.path = str(resolve_model("smollm2-135m-instruct").path)
+p.model.path = str(prepare_weights(resolve_model("smollm2-135m-instruct").path, sys.argv[1]))
 p.n_parallel = {PARALLEL}
 p.n_ctx = {PARALLEL * CONTEXT}
 p.kv_unified = False
@@ -65,9 +67,9 @@ class Figures:
 
 
 @contextmanager
-def engine_server() -> Iterator[str]:
+def engine_server(weights: str) -> Iterator[str]:
     process = subprocess.Popen(
-        [sys.executable, "-c", ENGINE_SERVER], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", ENGINE_SERVER, weights], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
@@ -78,11 +80,11 @@ def engine_server() -> Iterator[str]:
 
 
 @contextmanager
-def interference_server() -> Iterator[str]:
+def interference_server(weights: str) -> Iterator[str]:
     config = ROOT / "bench" / ".engine-bench.yaml"
     config.write_text(
         f"providers:\n  local: {{kind: local, parallel: {PARALLEL}, context: {CONTEXT}, "
-        "max_queue: 8}\n"
+        f"max_queue: 8, weights: {weights}}}\n"
     )
     process = subprocess.Popen(
         [
@@ -180,14 +182,18 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--weights", default="q8_0", choices=WEIGHT_FORMATS)
     args = parser.parse_args()
     figures: list[Figures] = []
     for target, server in (("engine", engine_server), ("interference", interference_server)):
-        with server() as url:
+        with server(args.weights) as url:
             for streams in (1, 4, 8):
                 print(f"measuring {target} with {streams} streams", file=sys.stderr, flush=True)
                 figures.append(asyncio.run(measure(target, url, streams, args.tokens, args.rounds)))
-    print(f"{os.cpu_count()} CPU cores, {args.tokens} tokens per stream, {args.rounds} rounds")
+    print(
+        f"{os.cpu_count()} CPU cores, weights {args.weights}, {args.tokens} tokens per stream, "
+        f"{args.rounds} rounds"
+    )
     print(
         f"{'streams':>7} {'target':<13}{'agg tok/s':>10}{'tok/s/stream':>13}"
         f"{'TTFT p50 ms':>12}{'TTFT p95 ms':>12}"

@@ -53,6 +53,8 @@ from typing import Any
 
 from interference.engine.catalog import resolve_model
 from interference.engine.llama import EngineSettings, LlamaEngine
+from interference.engine.sampling import TOP_K_FIRST
+from interference.engine.weights import WEIGHT_FORMATS, prepare_weights
 from interference.errors import InterferenceError
 
 CONCURRENCY = 4  # the engine's slots
@@ -68,7 +70,7 @@ PROMPTS: tuple[str, ...] = (
     "How do I boil an egg? Give three short steps.",
 )
 
-Settings = dict[str, float | int]
+Settings = dict[str, float | int | list[str]]
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ def make_candidates(current: Settings) -> list[Candidate]:
         Candidate("t0.3 rp1.15 dry0.8", BASE),
         Candidate("t0.3 rp1.15 dry0.8 rln256", {**BASE, "repeat_last_n": 256}),
         Candidate("t0.6 rp1.1 dry0.8", {**BASE, "temperature": 0.6, "repeat_penalty": 1.1}),
+        Candidate(
+            "t0.3 rp1.15 dry0.8 rln256 topk1",  # the same, top_k applied before the penalties
+            {**BASE, "repeat_last_n": 256, "samplers": list(TOP_K_FIRST)},
+        ),
     ]
     for index, candidate in enumerate(grid):
         if candidate.settings == current:
@@ -258,6 +264,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=400, help="cap of every request")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 1 prompt")
+    parser.add_argument("--only", default="", help="comma-separated candidate names to run")
+    parser.add_argument("--weights", default="q8_0", choices=WEIGHT_FORMATS)
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.max_tokens < 1:
         parser.error("--seeds and --max-tokens must be positive")
@@ -266,7 +274,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def bench(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
-    candidates = make_candidates(dict(model.sampling.values()))
+    current = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in model.sampling.values().items()
+    }
+    candidates = make_candidates(current)
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        candidates = [
+            c for c in candidates if c.name in wanted or (c.current and "current" in wanted)
+        ]
     prompts = PROMPTS
     seeds: int = args.seeds
     if args.quick:
@@ -277,13 +293,15 @@ async def bench(args: argparse.Namespace) -> int:
 
     runs = len(candidates) * len(prompts) * seeds
     print(
-        f"model {model.id} ({model.path.name}); {len(candidates)} candidates x "
+        f"model {model.id} ({model.path.name}, weights {args.weights}); "
+        f"{len(candidates)} candidates x "
         f"{len(prompts)} prompts x {seeds} seeds = {runs} requests, max_tokens {args.max_tokens}, "
         f"{os.cpu_count()} CPU cores",
         flush=True,
     )
     started = time.perf_counter()
-    engine = LlamaEngine(EngineSettings(path=model.path, parallel=CONCURRENCY, context=2048))
+    path = prepare_weights(model.path, args.weights)
+    engine = LlamaEngine(EngineSettings(path=path, parallel=CONCURRENCY, context=2048))
     results: list[Result] = []
     try:
         await engine.start()

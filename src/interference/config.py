@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from interference.engine.catalog import DEFAULT_MODEL_ID
 from interference.engine.sampling import SamplingDefaults
+from interference.engine.weights import WeightFormat
 
 #: OpenAI model names that, by default, are aliases of the first configured model, so that
 #: scripts written for OpenAI work unchanged.
@@ -77,6 +78,13 @@ class LocalModelConfig(BaseModel):
     )
     idle_unload_s: float | None = Field(
         default=None, gt=0, description="free the model after this long without requests"
+    )
+    weights: WeightFormat = Field(
+        default="q8_0",
+        description="convert Q4_1 weights once into this format before loading (or 'shipped')",
+    )
+    weights_cache: str | None = Field(
+        default=None, description="folder for converted weights (default: the user's cache)"
     )
     sampling: SamplingDefaults | None = None
 

@@ -21,6 +21,16 @@ from openai import OpenAI
 READY = re.compile(r"ready in [0-9.]+ s at (http://\S+)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Servers keep converted weights in one folder of this test session, not the user's cache
+    (the first server converts the default model to Q8_0, the others reuse it)."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
+
+
 @dataclass
 class ServerProcess:
     process: subprocess.Popen[str]

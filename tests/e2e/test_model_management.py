@@ -57,7 +57,9 @@ def models_command(server: ServerProcess, config: Path) -> str:
     ).stdout
 
 
-def test_first_use_load_and_idle_unload(lazy: ServerProcess, tmp_path: Path) -> None:
+def test_first_use_load_and_idle_unload(
+    lazy: ServerProcess, tmp_path: Path, weights_cache: Path
+) -> None:
     config = tmp_path / "lazy.yaml"
     config.write_text(CONFIG)
     health = httpx.get(f"{lazy.url}/health", timeout=10).json()
@@ -72,7 +74,12 @@ def test_first_use_load_and_idle_unload(lazy: ServerProcess, tmp_path: Path) -> 
     assert local_state(lazy)["loaded"] is True
     output = models_command(lazy, config)
     assert "smollm2-135m-instruct" in output
-    assert "load: first-use, unloaded after 1 s idle; loaded" in output
+    assert "load: first-use, unloaded after 1 s idle; weights: q8_0; loaded" in output
+    state = local_state(lazy)
+    assert state["weights"] == "q8_0"
+    loaded_file = Path(state["loaded_file"])  # the Q8_0 copy, converted once into the cache
+    assert loaded_file.parent == weights_cache / "interference" / "models"
+    assert loaded_file.name.startswith("SmolLM2-135M-Instruct.Q4_1.q8_0-")
 
     wait_for(lazy, loaded=False, seconds=6)  # freed after 1 s without requests
     again = lazy.client().chat.completions.create(

@@ -90,6 +90,14 @@ def test_full_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "providers:\n  l: {kind: local, sampling: {temperature: 5}}\n",
             ["providers.l.sampling.temperature"],
         ),
+        (
+            "providers:\n  l: {kind: local, weights: q2_k}\n",
+            ["providers.l.weights", "'q8_0'"],
+        ),
+        (
+            "providers:\n  l: {kind: local, sampling: {samplers: [top_k, magic]}}\n",
+            ["providers.l.sampling.samplers.1"],
+        ),
         ("providers: {}\n", ["at least one provider"]),
         ("providers:\n  x: {kind: opnai, base_url: 'http://h'}\n", ["providers.x", "'openai'"]),
         (
@@ -159,6 +167,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
         {"providers": {"local": {"kind": "local", "model": "/some/file.gguf"}}}
     )
     assert (config.server.host, config.server.port) == ("127.0.0.1", 1337)
+    assert config.providers["local"].weights == "q8_0"  # type: ignore[union-attr]
 
 
 def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

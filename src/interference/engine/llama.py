@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from interference.engine.weights import WeightFormat, prepare_weights
 from interference.errors import (
     ContextLengthExceededError,
     InterferenceError,
@@ -50,6 +51,8 @@ class EngineSettings:
     prompt_cache_mib: int = 256
     embeddings: bool = True  # also serve /v1/embeddings (mean pooling)
     verbose: bool = False
+    weights: WeightFormat = "shipped"  # convert Q4_1 tensors once before loading (weights.py)
+    weights_cache: Path | None = None  # where conversions are kept (default: the user cache)
 
 
 def engine_error(error: dict[str, Any]) -> InterferenceError:
@@ -89,17 +92,19 @@ class LlamaEngine:
         self.internal_url: str | None = None
         #: whether the model's chat template has a native tool-call format
         self.supports_tools = False
+        #: the file actually loaded (a converted copy when ``weights`` asks for one)
+        self.loaded_path: Path | None = None
 
     @property
     def ready(self) -> bool:
         return self._server is not None
 
-    def _params(self) -> Any:
+    def _params(self, path: Path) -> Any:
         import xllamacpp
 
         s = self.settings
         params = xllamacpp.CommonParams()
-        params.model.path = str(s.path)
+        params.model.path = str(path)
         params.n_parallel = s.parallel
         params.n_ctx = s.context * s.parallel
         params.kv_unified = False  # each slot owns `context` tokens: a predictable bound
@@ -120,16 +125,20 @@ class LlamaEngine:
         return params
 
     def load(self) -> None:
-        """Load the model (blocking; about a second for a 100 MB model)."""
+        """Load the model (blocking; about a second for a 100 MB model, plus a few seconds
+        the first time a weight conversion is asked for)."""
         with self._load_lock:
             if self._server is not None:
                 return
             import xllamacpp
 
+            s = self.settings
+            path = prepare_weights(s.path, s.weights, s.weights_cache)
             try:
-                self._server = xllamacpp.Server(self._params())
+                self._server = xllamacpp.Server(self._params(path))
             except Exception as exc:  # xllamacpp raises RuntimeError with no detail
                 raise ServerError(f"cannot load model {self.settings.path.name}: {exc}") from exc
+            self.loaded_path = path
             self.internal_url = str(self._server.listening_address)
             logger.debug("engine for %s listening at %s", self.settings.path, self.internal_url)
             self.supports_tools = bool(self._template_caps().get("supports_tools"))

@@ -46,8 +46,6 @@ class Provider(ABC):
 
     #: the ``kind`` name used in configuration files
     kind: ClassVar[str]
-    #: whether ``n > 1`` is answered (a provider that cannot refuses it with a 400)
-    supports_n: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name

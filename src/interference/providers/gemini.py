@@ -324,7 +324,6 @@ def _event_error(provider: str, data: bytes, event: dict[str, Any]) -> Interfere
 class GeminiProvider(HTTPProvider):
     kind: ClassVar[str] = "gemini"
     #: ``n`` is sent as ``candidateCount``
-    supports_n: ClassVar[bool] = True
 
     def __init__(self, name: str, config: RemoteProviderConfig) -> None:
         super().__init__(name, config)

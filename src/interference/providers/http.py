@@ -8,13 +8,14 @@ go back to the client as they are.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from interference.config import RemoteProviderConfig
@@ -29,26 +30,16 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.providers.base import Provider, ServedModel
+from interference.providers.transport import UpstreamClient, UpstreamResponse
 
 
-def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> httpx.AsyncClient:
-    """One pooled keep-alive client per provider.
-
-    Only the connect timeout is httpx's: time to first token, idle gaps and the total are
-    enforced by the router for every provider kind alike.
-    """
-    limits = httpx.Limits(
+def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> UpstreamClient:
+    """One pooled keep-alive client per provider."""
+    return UpstreamClient(
+        config.base_url,
+        {**headers, **config.headers},
         max_connections=config.max_connections,
-        max_keepalive_connections=config.max_connections,
-        keepalive_expiry=30,
-    )
-    timeout = httpx.Timeout(None, connect=config.timeouts.connect, pool=config.timeouts.connect)
-    return httpx.AsyncClient(
-        base_url=config.base_url,
-        headers={**headers, **config.headers},
-        limits=limits,
-        timeout=timeout,
-        trust_env=False,  # never route through a proxy from the environment
+        connect_timeout=config.timeouts.connect,
     )
 
 
@@ -93,7 +84,7 @@ def _upstream_message(body: bytes) -> str:
 
 
 def error_from_status(
-    provider: str, status: int, body: bytes, headers: httpx.Headers | None = None
+    provider: str, status: int, body: bytes, headers: Mapping[str, str] | None = None
 ) -> InterferenceError:
     """The exception for an upstream's non-2xx answer."""
     detail = _upstream_message(body)
@@ -118,18 +109,18 @@ def error_from_status(
 
 def error_from_exception(provider: str, exc: Exception) -> InterferenceError:
     """The exception for a transport failure (refused, reset, timed out, broken stream)."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamTimeoutError(f"{provider}: {type(exc).__name__} talking to the upstream")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamError(f"{provider}: cannot connect to the upstream ({exc})")
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
         return UpstreamError(f"{provider}: the upstream connection failed ({type(exc).__name__})")
     if isinstance(exc, (orjson.JSONDecodeError, ValueError, KeyError, TypeError)):
         return UpstreamError(f"{provider}: malformed upstream response ({type(exc).__name__})")
     return UpstreamError(f"{provider}: upstream failure ({type(exc).__name__})")
 
 
-async def check_status(provider: str, response: httpx.Response) -> None:
+async def check_status(provider: str, response: UpstreamResponse) -> None:
     """Raise the mapped error unless the (streamed) response is a 2xx."""
     if response.is_success:
         return
@@ -137,7 +128,7 @@ async def check_status(provider: str, response: httpx.Response) -> None:
     raise error_from_status(provider, response.status_code, body, response.headers)
 
 
-async def sse_data(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+async def sse_data(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:
     """The ``data`` payloads of a server-sent event stream, one per event."""
     data: list[bytes] = []
     async for line in response.aiter_lines():
@@ -146,11 +137,11 @@ async def sse_data(response: httpx.Response) -> AsyncGenerator[bytes, None]:
                 yield b"\n".join(data)
                 data = []
             continue
-        if line.startswith(":"):
+        if line.startswith(b":"):
             continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value.removeprefix(" ").encode())
+        field, _, value = line.partition(b":")
+        if field == b"data":
+            data.append(value.removeprefix(b" "))
     if data:
         yield b"\n".join(data)
 
@@ -169,7 +160,7 @@ class HTTPProvider(Provider):
     def __init__(self, name: str, config: RemoteProviderConfig) -> None:
         super().__init__(name)
         self.config = config
-        self._client: httpx.AsyncClient | None = None
+        self._client: UpstreamClient | None = None
 
     def auth_headers(self) -> dict[str, str]:
         """Headers carrying the credentials (the key never goes into a URL)."""
@@ -187,7 +178,7 @@ class HTTPProvider(Provider):
             self._client = None
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> UpstreamClient:
         if self._client is None:
             raise UpstreamError(f"{self.name}: provider is not started")
         return self._client

@@ -60,6 +60,7 @@ class OpenAIProvider(HTTPProvider):
                 await check_status(self.name, response)
                 async for data in sse_data(response):
                     if data == b"[DONE]":
+                        await response.drain()  # keeps the connection for the next request
                         return
                     event = json_object(data)
                     if "error" in event:

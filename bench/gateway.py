@@ -1,0 +1,536 @@
+"""What the interference gateway adds to each call: interference vs the upstream vs a bare proxy.
+
+Starts, each in a process of its own and all on 127.0.0.1: a fake OpenAI-compatible upstream
+(bench/fake_upstream.py, far cheaper per request than any gateway), the bare pass-through
+reference (bench/passthrough.py: FastAPI + aiohttp, no routing, no validation) and
+``interference serve`` with a configuration that has no local model, only that upstream. Then,
+for non-stream and stream (50-chunk) chat completions at concurrency 1, 16 and 64, it drives each
+target in turn with the closed-loop load generator (bench/loadgen.py): ``direct`` (the upstream
+itself), ``passthrough`` and ``interference``, a warm-up first, then a fixed number of requests
+bounded in time. A last check streams from a slow upstream (20 chunks, 20 ms apart) through each
+target to show whether the chunks are relayed as they come or held back.
+
+    make bench [ARGS="--quick"]          # = .venv/bin/python bench/gateway.py
+    .venv/bin/python bench/gateway.py [--requests 12000] [--json bench/results/gateway-latest.json]
+
+Prints a table and writes the figures as JSON (with the git commit, the date and the CPU count)
+so that runs can be compared across commits. Every process it starts is stopped (by PID) at the
+end, on errors and on Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import loadgen
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+HOST = "127.0.0.1"
+MODEL = "bench-model"
+SLOW_MODEL = "bench-slow"
+TARGETS = ("direct", "passthrough", "interference")
+LISTENING = re.compile(r"listening on (http://\S+)")
+READY = re.compile(r"ready in ([0-9.]+) s at (http://\S+)")
+STREAM_CHUNKS = 50
+SLOW_CHUNKS, SLOW_DELAY_MS = 20, 20.0
+
+
+@dataclass
+class Process:
+    """A process this script started; its stdout and stderr go to ``log``."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    launched: float  # time.perf_counter() just before the launch
+    url: str = ""
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def check_alive(self) -> None:
+        if self.popen.poll() is not None:
+            code = self.popen.returncode
+            raise BenchError(f"{self.name} exited with status {code}:\n{self.tail()}")
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Processes:
+    """Every process started, so that all of them are stopped whatever happens."""
+
+    log_dir: Path
+    started: list[Process] = field(default_factory=list)
+
+    def launch(self, name: str, argv: list[str]) -> Process:
+        log = self.log_dir / f"{name}.log"
+        with log.open("wb") as out:
+            launched = time.perf_counter()
+            popen = subprocess.Popen(
+                argv,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches this script only; it stops them
+            )
+        process = Process(name, popen, log, launched)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            if process.popen.poll() is None:
+                process.popen.terminate()
+        for process in reversed(self.started):
+            try:
+                process.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait(timeout=15)
+
+
+class BenchError(Exception):
+    """A target could not be started or did not answer."""
+
+
+def wait_for_line(process: Process, pattern: re.Pattern[str], timeout_s: float) -> re.Match[str]:
+    """Wait until the process's log has a line matching ``pattern`` (polled every 10 ms)."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        match = pattern.search(process.log.read_text(errors="replace"))
+        if match:
+            return match
+        process.check_alive()
+        time.sleep(0.01)
+    raise BenchError(f"{process.name} did not print {pattern.pattern!r}:\n{process.tail()}")
+
+
+def chat_once(port: int, model: str, timeout_s: float = 2.0) -> bool:
+    """One non-stream chat completion; whether it came back good."""
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+    try:
+        connection.request(
+            "POST", "/v1/chat/completions", body, {"content-type": "application/json"}
+        )
+        response = connection.getresponse()
+        data = response.read()
+        return response.status == 200 and json.loads(data).get("object") == "chat.completion"
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    finally:
+        connection.close()
+
+
+def wait_until_answering(process: Process, model: str, timeout_s: float) -> float:
+    """Seconds from the process's launch to its first good chat completion (polled ~10 ms)."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        if chat_once(process.port, model):
+            return time.perf_counter() - process.launched
+        process.check_alive()
+        time.sleep(0.01)
+    raise BenchError(f"{process.name} gave no good chat completion in {timeout_s} s")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def interference_config(upstream: str, slow_upstream: str) -> str:
+    """A configuration with no local model: two models, one per fake upstream."""
+    return (
+        "providers:\n"
+        f'  up: {{kind: openai, base_url: "{upstream}/v1"}}\n'
+        f'  up-slow: {{kind: openai, base_url: "{slow_upstream}/v1"}}\n'
+        "models:\n"
+        f"  {MODEL}:\n"
+        f"    deployments: [{{provider: up, model: {MODEL}}}]\n"
+        f"  {SLOW_MODEL}:\n"
+        f"    deployments: [{{provider: up-slow, model: {MODEL}}}]\n"
+        "openai_aliases: false\n"
+    )
+
+
+@dataclass
+class Stack:
+    """The running targets: their ports, start-up times and processes."""
+
+    ports: dict[str, int]  # target -> port, for the main scenarios
+    slow_ports: dict[str, int]  # target -> port, for the buffering check
+    startup_s: dict[str, float]
+    interference_banner_s: float  # what interference itself says its start took
+    processes: dict[str, Process]
+
+
+def start_stack(processes: Processes, timeout_s: float) -> Stack:
+    python = sys.executable
+    upstream = processes.launch(
+        "upstream", [python, str(BENCH / "fake_upstream.py"), "--chunks", str(STREAM_CHUNKS)]
+    )
+    slow_argv = ["--chunks", str(SLOW_CHUNKS), "--delay-ms", str(SLOW_DELAY_MS)]
+    slow = processes.launch("upstream-slow", [python, str(BENCH / "fake_upstream.py"), *slow_argv])
+    for process in (upstream, slow):
+        process.url = wait_for_line(process, LISTENING, timeout_s).group(1)
+    config = processes.log_dir / "interference.yaml"
+    config.write_text(interference_config(upstream.url, slow.url))
+
+    def passthrough(name: str, to: Process) -> Process:
+        argv = [python, str(BENCH / "passthrough.py"), "--port", "0", "--upstream", to.url]
+        return processes.launch(name, argv)
+
+    # One at a time, so that each start-up has the CPU to itself.
+    startup: dict[str, float] = {}
+    proxy = passthrough("passthrough", upstream)
+    proxy.url = wait_for_line(proxy, LISTENING, timeout_s).group(1)
+    startup["passthrough"] = wait_until_answering(proxy, MODEL, timeout_s)
+    serve = ["serve", "--port", "0", "--config", str(config), "--log-level", "warning"]
+    gateway = processes.launch("interference", [python, "-m", "interference", *serve])
+    ready = wait_for_line(gateway, READY, timeout_s)
+    gateway.url = ready.group(2)
+    startup["interference"] = wait_until_answering(gateway, MODEL, timeout_s)
+    slow_proxy = passthrough("passthrough-slow", slow)
+    slow_proxy.url = wait_for_line(slow_proxy, LISTENING, timeout_s).group(1)
+    wait_until_answering(slow_proxy, MODEL, timeout_s)
+    return Stack(
+        ports={"direct": upstream.port, "passthrough": proxy.port, "interference": gateway.port},
+        slow_ports={
+            "direct": slow.port,
+            "passthrough": slow_proxy.port,
+            "interference": gateway.port,
+        },
+        startup_s=startup,
+        interference_banner_s=float(ready.group(1)),
+        processes={"passthrough": proxy, "interference": gateway},
+    )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    stream: bool
+    concurrency: int
+    requests: int
+
+    @property
+    def name(self) -> str:
+        return f"{'stream' if self.stream else 'non-stream'} c={self.concurrency}"
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    found = []
+    for stream in (False, True):
+        for concurrency in args.concurrency:
+            if stream:
+                count = args.stream_requests_c1 if concurrency == 1 else args.stream_requests
+            else:
+                count = args.requests_c1 if concurrency == 1 else args.requests
+            found.append(Scenario(stream, concurrency, count))
+    return found
+
+
+def measure(port: int, scenario: Scenario, args: argparse.Namespace) -> loadgen.LoadResult:
+    """A warm-up, then the measured run, against one target."""
+    request = loadgen.chat_request(HOST, port, MODEL, scenario.stream)
+    options = {"concurrency": scenario.concurrency, "stream": scenario.stream}
+    warmup = max(scenario.concurrency * 2, int(scenario.requests * args.warmup))
+    loadgen.run(HOST, port, request, total=warmup, time_limit_s=args.time_limit, **options)
+    return loadgen.run(
+        HOST, port, request, total=scenario.requests, time_limit_s=args.time_limit, **options
+    )
+
+
+def run_scenarios(stack: Stack, args: argparse.Namespace) -> list[dict[str, Any]]:
+    report = []
+    for scenario in scenarios(args):
+        results = {}
+        for target in TARGETS:
+            print(f"  {scenario.name:<15} {target:<12} ...", end="", flush=True)
+            result = measure(stack.ports[target], scenario, args)
+            print(f" {result.rps:8.0f} req/s  p50 {result.latency_p50_ms:7.2f} ms", flush=True)
+            results[target] = result
+        direct = results["direct"].latency_p50_ms
+        targets = {
+            target: {**result.summary(), "added_p50_ms": result.latency_p50_ms - direct}
+            for target, result in results.items()
+        }
+        report.append(
+            {
+                "scenario": scenario.name,
+                "stream": scenario.stream,
+                "concurrency": scenario.concurrency,
+                "requests": scenario.requests,
+                "targets": targets,
+                "throughput_ratio_interference_vs_passthrough": (
+                    results["interference"].rps / results["passthrough"].rps
+                    if results["passthrough"].rps
+                    else math.nan
+                ),
+            }
+        )
+    return report
+
+
+def content_arrivals(sample: loadgen.Sample) -> list[float]:
+    """Arrival times of the events that carry text, then of ``[DONE]``.
+
+    Role-only, finish and usage events are left out: a gateway may merge or drop them without
+    holding anything back, and they would shift the comparison by one event.
+    """
+    arrivals = []
+    for at, event in zip(sample.events, sample.event_data, strict=True):
+        data = event.partition(b"data:")[2].strip()
+        if data == b"[DONE]":
+            arrivals.append(at)
+            continue
+        choices = json.loads(data).get("choices") or [{}]
+        if choices[0].get("delta", {}).get("content"):
+            arrivals.append(at)
+    return arrivals
+
+
+def buffering_check(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Stream from the slow upstream through each target; compare event arrivals with direct."""
+    mean_arrivals: dict[str, list[float]] = {}
+    worst: dict[str, list[float]] = {}
+    report: dict[str, Any] = {
+        "chunks": SLOW_CHUNKS,
+        "delay_ms": SLOW_DELAY_MS,
+        "requests": args.buffer_requests,
+        "targets": {},
+    }
+    for target in TARGETS:
+        port = stack.slow_ports[target]
+        model = SLOW_MODEL if target == "interference" else MODEL
+        request = loadgen.chat_request(HOST, port, model, stream=True)
+        result = loadgen.run(
+            HOST,
+            port,
+            request,
+            total=args.buffer_requests,
+            concurrency=1,
+            stream=True,
+            time_limit_s=args.time_limit,
+            keep_events=True,
+        )
+        runs = [content_arrivals(sample) for sample in result.samples]
+        counts = {len(run) for run in runs}
+        entry: dict[str, Any] = {"errors": result.errors, "events": sorted(counts)}
+        report["targets"][target] = entry
+        if result.errors or len(counts) != 1:
+            continue
+        columns = list(zip(*runs, strict=True))
+        mean_arrivals[target] = [sum(col) / len(col) for col in columns]
+        worst[target] = [max(col) for col in columns]
+    direct = mean_arrivals.get("direct")
+    for target in TARGETS:
+        mine = mean_arrivals.get(target)
+        if direct is None or mine is None or len(mine) != len(direct):
+            continue
+        extra = [(a - b) * 1000 for a, b in zip(mine, direct, strict=True)]
+        worst_extra = [(a - b) * 1000 for a, b in zip(worst[target], direct, strict=True)]
+        report["targets"][target].update(
+            mean_extra_ms=sum(extra) / len(extra),
+            max_extra_ms=max(extra),
+            worst_single_extra_ms=max(worst_extra),
+            relayed_as_they_come=max(worst_extra) < SLOW_DELAY_MS,
+        )
+    return report
+
+
+def git(*argv: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip()
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, recursively (for strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The readable form of a report."""
+    head = (
+        f"{'scenario':<15} {'target':<12} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'+p50 ms':>8} {'TTFT p50':>8} {'TTFT p95':>8} {'err':>4} {'int/pt':>6}"
+    )
+    lines = [
+        f"{report['cpu_count']} CPUs, {report['date']}, commit {report['git_commit'][:12]}"
+        + (" (dirty)" if report["git_dirty"] else ""),
+        head,
+        "-" * len(head),
+    ]
+    for scenario in report["scenarios"]:
+        for target, r in scenario["targets"].items():
+            ratio = scenario["throughput_ratio_interference_vs_passthrough"]
+            lines.append(
+                f"{scenario['scenario'] if target == 'direct' else '':<15} {target:<12} "
+                f"{r['rps']:>8.0f} {_ms(r['latency_p50_ms']):>8} {_ms(r['latency_p95_ms']):>8} "
+                f"{_ms(r['latency_p99_ms']):>8} {_ms(r['added_p50_ms']):>8} "
+                f"{_ms(r['ttft_p50_ms']):>8} {_ms(r['ttft_p95_ms']):>8} {r['errors']:>4} "
+                f"{f'{ratio:.2f}' if target == 'interference' else '':>6}"
+            )
+    buffering = report["buffering"]
+    lines += [
+        "",
+        f"buffering: {buffering['chunks']} chunks {buffering['delay_ms']:g} ms apart, "
+        f"{buffering['requests']} streams at c=1; extra arrival delay of each text event vs direct",
+    ]
+    for target, b in buffering["targets"].items():
+        if "mean_extra_ms" in b:
+            lines.append(
+                f"  {target:<12} mean {b['mean_extra_ms']:6.2f} ms  max {b['max_extra_ms']:6.2f} ms"
+                f"  worst single {b['worst_single_extra_ms']:6.2f} ms  "
+                f"relayed as they come: {'yes' if b['relayed_as_they_come'] else 'NO'}"
+            )
+        else:
+            lines.append(f"  {target:<12} not comparable: {b}")
+    startup, rss = report["startup_s"], report["rss_mb"]
+    lines += [
+        "",
+        f"start-up, launch to first good completion: interference {startup['interference']:.2f} s"
+        f" (its banner: {report['interference_banner_s']:.1f} s), "
+        f"passthrough {startup['passthrough']:.2f} s",
+        f"RSS after start-up: interference {rss['interference']['start']:.0f} MB, "
+        f"passthrough {rss['passthrough']['start']:.0f} MB; after the runs: interference "
+        f"{rss['interference']['end']:.0f} MB, passthrough {rss['passthrough']['end']:.0f} MB",
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=12000, help="non-stream, c > 1")
+    parser.add_argument("--requests-c1", type=int, default=1500, help="non-stream, c = 1")
+    parser.add_argument("--stream-requests", type=int, default=3000, help="stream, c > 1")
+    parser.add_argument("--stream-requests-c1", type=int, default=800, help="stream, c = 1")
+    parser.add_argument("--buffer-requests", type=int, default=10, help="slow streams per target")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 16, 64], help="levels to run"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=0.1, help="warm-up requests, as a share of the run"
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=60.0, help="seconds per run (warm-up or measured)"
+    )
+    parser.add_argument("--startup-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: a tenth of every request count"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=BENCH / "results" / "gateway-latest.json", help="output"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        for name in ("requests", "requests_c1", "stream_requests", "stream_requests_c1"):
+            setattr(args, name, max(10, getattr(args, name) // 10))
+        args.buffer_requests = min(args.buffer_requests, 3)
+    return args
+
+
+@contextlib.contextmanager
+def started_processes() -> Iterator[Processes]:
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as log_dir:
+        processes = Processes(Path(log_dir))
+        try:
+            yield processes
+        except BenchError:
+            raise
+        except BaseException:
+            for process in processes.started:
+                if process.popen.poll() is not None:
+                    print(f"--- {process.name} exited early:\n{process.tail()}", file=sys.stderr)
+            raise
+        finally:
+            processes.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.perf_counter()
+    with started_processes() as processes:
+        print("starting the upstreams, the pass-through and interference ...", flush=True)
+        stack = start_stack(processes, args.startup_timeout)
+        rss_start = {name: rss_mb(p.popen.pid) for name, p in stack.processes.items()}
+        scenario_report = run_scenarios(stack, args)
+        print("  buffering check ...", flush=True)
+        buffering = buffering_check(stack, args)
+        rss_end = {name: rss_mb(p.popen.pid) for name, p in stack.processes.items()}
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "cpu_count": os.cpu_count(),
+        "machine": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "startup_s": stack.startup_s,
+        "interference_banner_s": stack.interference_banner_s,
+        "rss_mb": {
+            name: {"start": rss_start[name], "end": rss_end[name]} for name in stack.processes
+        },
+        "scenarios": scenario_report,
+        "buffering": buffering,
+        "wall_s": time.perf_counter() - began,
+    }
+    print()
+    print(table(report))
+    print(f"\ntotal {report['wall_s']:.0f} s; figures in {args.json}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(finite(report), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"gateway bench: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted; every started process was stopped", file=sys.stderr)
+        sys.exit(130)

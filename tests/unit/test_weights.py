@@ -105,13 +105,21 @@ def test_a_changed_source_gets_a_new_conversion(tmp_path: Path) -> None:
     assert second.is_file()
 
 
-def test_shipped_and_files_without_q4_1_are_loaded_as_they_are(tmp_path: Path) -> None:
+def test_shipped_and_files_without_q4_1_are_loaded_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source, plain, cache = tmp_path / "tiny.gguf", tmp_path / "plain.gguf", tmp_path / "cache"
     make_gguf(source)
     make_gguf(plain, with_q4_1=False)
     assert prepare_weights(source, "shipped", cache) == source
     assert prepare_weights(plain, "q8_0", cache) == plain
-    assert not cache.exists() or not list(cache.iterdir())
+    assert not list(cache.glob("*.gguf"))  # no copy made, only the note that none is needed
+
+    def no_second_look(_: Path) -> bool:
+        raise AssertionError("the file's tensors were read again")
+
+    monkeypatch.setattr(weights, "has_q4_1", no_second_look)
+    assert prepare_weights(plain, "q8_0", cache) == plain
 
 
 def test_an_unwritable_cache_falls_back_to_the_shipped_file(

@@ -111,8 +111,13 @@ def prepare_weights(source: Path, fmt: WeightFormat, cache_dir: Path | None = No
     target = cache_path(source, fmt, cache_dir or default_cache_dir())
     if target.is_file():
         return target
+    nothing_to_convert = target.with_suffix(".none")  # remembered: no header parse per start
+    if nothing_to_convert.is_file():
+        return source
     try:
         if not has_q4_1(source):
+            nothing_to_convert.parent.mkdir(parents=True, exist_ok=True)
+            nothing_to_convert.touch()
             return source
         started = time.perf_counter()
         count = convert(source, target, fmt)

@@ -8,7 +8,6 @@ go back to the client as they are.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import re
 import time
@@ -109,7 +108,7 @@ def error_from_status(
 
 def error_from_exception(provider: str, exc: Exception) -> InterferenceError:
     """The exception for a transport failure (refused, reset, timed out, broken stream)."""
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamTimeoutError(f"{provider}: {type(exc).__name__} talking to the upstream")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamError(f"{provider}: cannot connect to the upstream ({exc})")

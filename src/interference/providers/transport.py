@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
 
@@ -86,7 +85,6 @@ class UpstreamClient:
                 total=None, connect=connect_timeout, sock_connect=connect_timeout
             ),
             trust_env=False,
-            auto_decompress=True,
         )
 
     def _url(self, path: str) -> str:
@@ -118,8 +116,9 @@ class UpstreamClient:
     ) -> AsyncIterator[UpstreamResponse]:
         """Send a request and hand over the answer with its body unread; closing the
         context closes the connection of an unfinished answer (the upstream sees it)."""
-        kwargs: dict[str, Any] = {"data": content, "headers": headers, "params": params}
-        async with self._session.request(method, self._url(path), **kwargs) as response:
+        async with self._session.request(
+            method, self._url(path), data=content, headers=headers, params=params
+        ) as response:
             yield UpstreamResponse(response)
 
     async def aclose(self) -> None:

@@ -22,8 +22,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar
 
+from interference.api.chunks import Batch
 from interference.api.wire import ChatCompletion, ChatCompletionRequest, ModelCard
-from interference.api.wire_more import CompletionChoice, CompletionRequest, EmbeddingRequest
+from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.config import ConfigError, RoutingConfig, Timeouts
 from interference.errors import (
     InterferenceError,
@@ -106,29 +107,78 @@ class Answer(Generic[T]):
 
 
 @dataclass
-class StreamAnswer(Generic[T]):
-    """A stream whose first output has arrived; ``chunks`` yields it and the rest."""
+class StreamAnswer:
+    """A stream whose first output has arrived; ``chunks`` yields its batch and the rest."""
 
-    chunks: AsyncGenerator[T, None]
+    chunks: AsyncGenerator[Batch, None]
     deployment: Deployment
     attempts: int
 
 
-def _meaningful(chunk: Any) -> bool:
-    """Whether a chunk carries output (so a failure after it can no longer fall back)."""
-    if chunk.usage is not None:
-        return True
-    for choice in chunk.choices:
-        if choice.finish_reason:
-            return True
-        if isinstance(choice, CompletionChoice):
-            if choice.text:
-                return True
-            continue
-        delta = choice.delta
-        if delta.content or delta.tool_calls or delta.refusal:
-            return True
-    return False
+def _meaningful(batch: Batch) -> bool:
+    """Whether a batch carries output (so a failure after it can no longer fall back)."""
+    return any(chunk.has_output() for chunk in batch)
+
+
+class StreamBounds:
+    """The idle-gap and total-time bounds on the waits for a stream's chunks, with one timer.
+
+    An ``asyncio.timeout`` around each wait costs a timer (a heap push and pop) per chunk; this
+    keeps a single timer that is moved on only when it fires while the stream is still inside
+    its bounds, so a steady stream pays one clock read per wait. When a bound is crossed the
+    waiting task is cancelled and :meth:`next` raises ``TimeoutError`` (a cancellation from
+    elsewhere passes through as it is).
+    """
+
+    def __init__(self, idle: float, total_left: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._idle = idle
+        self._deadline = self._loop.time() + total_left
+        self._since = 0.0  # when the current wait began
+        self._waiting = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._cancelling = -1  # the task's cancel count before we cancelled it; -1: not fired
+        self.crossed = ""  # which bound: "idle gap" or "total time"
+
+    async def next(self, upstream: AsyncGenerator[T, None]) -> T:
+        now = self._loop.time()
+        if now >= self._deadline:
+            self.crossed = "total time"
+            raise TimeoutError
+        self._since = now
+        if self._timer is None:
+            self._timer = self._loop.call_at(min(now + self._idle, self._deadline), self._check)
+        self._waiting = True
+        try:
+            return await anext(upstream)
+        except asyncio.CancelledError:
+            if self._cancelling >= 0 and self._task.uncancel() <= self._cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            return  # the next wait sets a new timer
+        now = self._loop.time()
+        idle_end = self._since + self._idle
+        due = min(idle_end, self._deadline)
+        if now < due:
+            self._timer = self._loop.call_at(due, self._check)
+            return
+        self.crossed = "idle gap" if idle_end <= self._deadline else "total time"
+        self._cancelling = self._task.cancelling()
+        self._task.cancel()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Router:
@@ -365,20 +415,20 @@ class Router:
     async def stream(
         self,
         request: Routable,
-        open_stream: Callable[[Deployment], AsyncGenerator[T, None]] | None = None,
-    ) -> StreamAnswer[T]:
+        open_stream: Callable[[Deployment], AsyncGenerator[Batch, None]] | None = None,
+    ) -> StreamAnswer:
         """Open a stream on the best deployment, failing over until output arrives.
 
         ``open_stream`` defaults to the provider's chat stream.
         """
 
-        def default(deployment: Deployment) -> AsyncGenerator[Any, None]:
+        def default(deployment: Deployment) -> AsyncGenerator[Batch, None]:
             assert isinstance(request, ChatCompletionRequest)
-            return deployment.provider.stream_chat(request, deployment.model)
+            return deployment.provider.chat_batches(request, deployment.model)
 
-        opener: Callable[[Deployment], AsyncGenerator[Any, None]] = open_stream or default
+        opener = open_stream or default
 
-        async def attempt(deployment: Deployment) -> AsyncGenerator[T, None]:
+        async def attempt(deployment: Deployment) -> AsyncGenerator[Batch, None]:
             started = self._clock()
             deployment.in_flight += 1
             try:
@@ -386,12 +436,12 @@ class Router:
             except BaseException:
                 deployment.in_flight -= 1
                 raise
-            head: list[Any] = []
+            head: list[Batch] = []
             try:
                 async with asyncio.timeout(deployment.timeouts.first_token):
-                    async for chunk in upstream:
-                        head.append(chunk)
-                        if _meaningful(chunk):
+                    async for batch in upstream:
+                        head.append(batch)
+                        if _meaningful(batch):
                             break
                     else:
                         raise UpstreamError(f"{deployment.name}: the stream ended without output")
@@ -417,31 +467,32 @@ class Router:
     async def _rest(
         self,
         deployment: Deployment,
-        upstream: AsyncGenerator[T, None],
-        head: list[T],
+        upstream: AsyncGenerator[Batch, None],
+        head: list[Batch],
         started: float,
-    ) -> AsyncGenerator[T, None]:
-        """The chunks already received, then the rest under the idle and total bounds."""
+    ) -> AsyncGenerator[Batch, None]:
+        """The batches already received, then the rest under the idle and total bounds."""
         timeouts = deployment.timeouts
+        bounds: StreamBounds | None = None
         try:
-            for chunk in head:
-                yield chunk
+            for batch in head:
+                yield batch
+            bounds = StreamBounds(timeouts.idle, timeouts.total - (self._clock() - started))
             while True:
-                left = timeouts.total - (self._clock() - started)
                 try:
-                    async with asyncio.timeout(min(timeouts.idle, max(left, 0.0))):
-                        chunk = await anext(upstream)
+                    batch = await bounds.next(upstream)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    which = "idle gap" if timeouts.idle <= left else "total time"
                     raise UpstreamTimeoutError(
-                        f"{deployment.name}: the stream exceeded its {which} limit"
+                        f"{deployment.name}: the stream exceeded its {bounds.crossed} limit"
                     ) from None
-                yield chunk
+                yield batch
         except InterferenceError as error:
             deployment.failures += 1
             deployment.last_error = error.message[:300]
             raise
         finally:
+            if bounds is not None:
+                bounds.close()
             await self._release(deployment, upstream)

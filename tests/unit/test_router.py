@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar
 
 import pytest
 
+from interference.api.chunks import Batch
 from interference.api.wire import ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta
 from interference.config import ConfigError, CooldownConfig, RetryConfig, RoutingConfig, Timeouts
 from interference.errors import (
@@ -121,10 +122,17 @@ def router_for(
     )
 
 
+async def each_chunk(batches: AsyncIterator[Batch]) -> AsyncIterator[Any]:
+    """The chunks of a routed stream, one by one."""
+    async for batch in batches:
+        for chunk in batch:
+            yield chunk
+
+
 def answer_text(router: Router, req: ChatCompletionRequest | None = None) -> tuple[str, str, int]:
     async def run() -> tuple[str, str, int]:
         streamed = await router.stream(req or request())
-        completion = await collect_chunks(streamed.chunks)
+        completion = await collect_chunks(each_chunk(streamed.chunks))
         return (
             completion.choices[0].message.content or "",
             streamed.deployment.name,
@@ -387,7 +395,7 @@ def test_idle_timeout_ends_a_started_stream_with_an_error() -> None:
 
     async def run() -> None:
         streamed = await router.stream(request())
-        async for chunk in streamed.chunks:
+        async for chunk in each_chunk(streamed.chunks):
             seen.append(chunk.choices[0].delta.content or "")
 
     with pytest.raises(UpstreamTimeoutError, match="idle gap"):
@@ -418,7 +426,7 @@ def test_a_provider_that_refuses_a_stream_at_once_leaves_no_request_in_flight() 
     text = CompletionRequest.model_validate({"model": "m", "prompt": "hi"})
 
     async def run() -> None:
-        await router.stream(text, lambda d: d.provider.stream_text(text, d.model))
+        await router.stream(text, lambda d: d.provider.text_batches(text, d.model))
 
     with pytest.raises(InvalidRequestError, match="does not serve text completions"):
         asyncio.run(run())

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -16,16 +16,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from interference import __version__
+from interference.api.chunks import Batch, Reply
 from interference.api.errors import error_body, from_validation_error
 from interference.api.landing import landing_html
 from interference.api.sse import DONE, EventStreamResponse, event
 from interference.api.wire import (
-    ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     ModelList,
 )
-from interference.api.wire_more import Completion, CompletionRequest, EmbeddingRequest
+from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.errors import (
     InterferenceError,
     RequestTooLargeError,
@@ -84,22 +83,6 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _unset(model: BaseModel, *names: str) -> None:
-    """Leave fields off the wire (``exclude_unset``) that an upstream had set."""
-    for name in names:
-        model.model_fields_set.discard(name)
-
-
-def _stamp(
-    obj: ChatCompletion | ChatCompletionChunk | Completion, cid: str, created: int, model: str
-) -> None:
-    """Give an upstream object our id, timestamp and the model name the client asked for."""
-    obj.id = cid
-    obj.created = created
-    obj.model = model
-    _unset(obj, "system_fingerprint")
-
-
 async def _parse(request: Request, model: type[M]) -> M:
     body = await read_json_body(request, _state(request).config.server.max_body_bytes)
     try:
@@ -114,8 +97,8 @@ async def _generate(
     *,
     kind: str,
     id_prefix: str,
-    call: Callable[[Deployment], Awaitable[Any]],
-    open_stream: Callable[[Deployment], AsyncGenerator[Any, None]],
+    call: Callable[[Deployment], Awaitable[Reply]],
+    open_stream: Callable[[Deployment], AsyncGenerator[Batch, None]],
 ) -> Response:
     """Answer a chat or text completion request, streamed or not, through the router."""
     state = _state(request)
@@ -127,8 +110,8 @@ async def _generate(
     if not parsed.stream:
         answer = await state.router.call(parsed, call)
         result = answer.result
-        _stamp(result, cid, created, parsed.model)
-        usage = result.usage
+        result.stamp(cid, created, parsed.model)
+        usage = result.token_counts()
         logger.info(
             "%s model=%s deployment=%s attempts=%d stream=false status=200 prompt_tokens=%s "
             "completion_tokens=%s ms=%.0f",
@@ -136,8 +119,8 @@ async def _generate(
             model.name,
             answer.deployment.name,
             answer.attempts,
-            usage.prompt_tokens if usage else "-",
-            usage.completion_tokens if usage else "-",
+            usage[0] if usage else "-",
+            usage[1] if usage else "-",
             (time.perf_counter() - started) * 1000,
         )
         return Response(
@@ -148,7 +131,7 @@ async def _generate(
 
     # The router returns once the first output has arrived, so that a failure before it
     # (refused, timed out, context overflow) can fall back or be a real HTTP status.
-    streamed: StreamAnswer[Any] = await state.router.stream(parsed, open_stream)
+    streamed: StreamAnswer = await state.router.stream(parsed, open_stream)
     ttft = (time.perf_counter() - started) * 1000
     deployment = streamed.deployment.name
     chunks = streamed.chunks
@@ -156,15 +139,21 @@ async def _generate(
     async def relay() -> AsyncGenerator[bytes, None]:
         status = "client_closed"  # unless the stream gets to its end
         completion_tokens: int | str = "-"
+        include_usage = parsed.include_usage
         try:
-            async for chunk in chunks:
-                if chunk.usage is not None:
-                    completion_tokens = chunk.usage.completion_tokens
-                    if not parsed.include_usage:
-                        _unset(chunk, "usage")
-                if chunk.choices or parsed.include_usage:
-                    _stamp(chunk, cid, created, parsed.model)
-                    yield event(chunk.to_json())
+            async for batch in chunks:  # the chunks that arrived together leave in one write
+                events: list[bytes] = []
+                for chunk in batch:
+                    tokens = chunk.completion_tokens()
+                    if tokens is not None:
+                        completion_tokens = tokens
+                        if not include_usage:
+                            chunk.drop_usage()
+                    if include_usage or chunk.has_choices():
+                        chunk.stamp(cid, created, parsed.model)
+                        events.append(event(chunk.to_json()))
+                if events:
+                    yield b"".join(events)
             status = "ok"
         except InterferenceError as exc:
             status = f"error:{exc.code}"
@@ -200,8 +189,8 @@ async def chat_completions(request: Request) -> Response:
         chat,
         kind="chat",
         id_prefix="chatcmpl",
-        call=lambda d: d.provider.chat(chat, d.model),
-        open_stream=lambda d: d.provider.stream_chat(chat, d.model),
+        call=lambda d: d.provider.chat_reply(chat, d.model),
+        open_stream=lambda d: d.provider.chat_batches(chat, d.model),
     )
 
 
@@ -212,8 +201,8 @@ async def completions(request: Request) -> Response:
         text,
         kind="completion",
         id_prefix="cmpl",
-        call=lambda d: d.provider.complete_text(text, d.model),
-        open_stream=lambda d: d.provider.stream_text(text, d.model),
+        call=lambda d: d.provider.text_reply(text, d.model),
+        open_stream=lambda d: d.provider.text_batches(text, d.model),
     )
 
 

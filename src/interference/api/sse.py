@@ -7,9 +7,9 @@ client goes away, the event iterator is cancelled, which stops generation upstre
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, Callable
 
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -40,26 +40,40 @@ class EventStreamResponse(Response):
         self.raw_headers = [*HEADERS, *extra]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tasks:
+        # A watcher task waits for the client's disconnect and then cancels this task, which
+        # ends the stream at whatever it awaits (upstream or the socket) and closes ``events``.
+        # (Plain asyncio: an anyio task group cost 8 % of the CPU of a streaming benchmark.)
+        task = asyncio.current_task()
+        assert task is not None
+        hung_up = False
+        streaming = True
 
-            async def watch_disconnect() -> None:
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        tasks.cancel_scope.cancel()
-                        return
+        def hang_up() -> None:
+            nonlocal hung_up
+            if streaming:  # past the stream the task is not ours to cancel
+                hung_up = True
+                task.cancel()
 
-            tasks.start_soon(watch_disconnect)
-            try:
-                await send(
-                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                )
-                async for chunk in self.events:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except OSError:
-                pass  # the client went away while we wrote
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.events.aclose()
-            tasks.cancel_scope.cancel()
+        watcher = asyncio.create_task(_wait_for_disconnect(receive, hang_up))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.events:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client went away while we wrote
+        except asyncio.CancelledError:
+            if not hung_up or task.uncancel() > 0:
+                raise  # cancelled from elsewhere (shutdown): let it through
+        finally:
+            streaming = False
+            watcher.cancel()
+            await self.events.aclose()
+
+
+async def _wait_for_disconnect(receive: Receive, hang_up: Callable[[], None]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            hang_up()
+            return

@@ -8,7 +8,7 @@ was set, so nullable-but-required fields (``finish_reason: null``) are set expli
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -254,6 +254,40 @@ class WireModel(BaseModel):
         return self.model_dump(exclude_unset=True)
 
 
+class AnswerMethods:
+    """What completions and chunks share: the :class:`~interference.api.chunks.Reply` and
+    :class:`~interference.api.chunks.StreamChunk` protocols (a plain mixin, no fields)."""
+
+    if TYPE_CHECKING:
+        id: str
+        created: int
+        model: str
+        usage: Usage | None
+        choices: list[Any]
+
+        @property
+        def model_fields_set(self) -> set[str]: ...
+
+    def stamp(self, cid: str, created: int, model: str) -> None:
+        self.id = cid
+        self.created = created
+        self.model = model
+        self.model_fields_set.discard("system_fingerprint")  # the upstream's, not ours
+
+    def token_counts(self) -> tuple[int, int] | None:
+        usage = self.usage
+        return None if usage is None else (usage.prompt_tokens, usage.completion_tokens)
+
+    def completion_tokens(self) -> int | None:
+        return None if self.usage is None else self.usage.completion_tokens
+
+    def drop_usage(self) -> None:
+        self.model_fields_set.discard("usage")
+
+    def has_choices(self) -> bool:
+        return bool(self.choices)
+
+
 class PromptTokensDetails(WireModel):
     cached_tokens: int = 0
 
@@ -303,7 +337,7 @@ class Choice(WireModel):
     logprobs: dict[str, Any] | None = None
 
 
-class ChatCompletion(WireModel):
+class ChatCompletion(WireModel, AnswerMethods):
     """``CreateChatCompletionResponse``."""
 
     _always = ("object",)
@@ -333,7 +367,7 @@ class ChunkChoice(WireModel):
     logprobs: dict[str, Any] | None = None
 
 
-class ChatCompletionChunk(WireModel):
+class ChatCompletionChunk(WireModel, AnswerMethods):
     """``CreateChatCompletionStreamResponse``."""
 
     _always = ("object",)
@@ -345,6 +379,15 @@ class ChatCompletionChunk(WireModel):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
+
+    def has_output(self) -> bool:
+        if self.usage is not None:
+            return True
+        for choice in self.choices:
+            delta = choice.delta
+            if choice.finish_reason or delta.content or delta.tool_calls or delta.refusal:
+                return True
+        return False
 
 
 class ModelCard(WireModel):

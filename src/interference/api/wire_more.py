@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from interference.api.wire import StreamOptions, Usage, WireModel
+from interference.api.wire import AnswerMethods, StreamOptions, Usage, WireModel
 
 _REQUEST = ConfigDict(strict=True, extra="allow")
 
@@ -62,7 +62,7 @@ class CompletionChoice(WireModel):
     logprobs: dict[str, Any] | None = None
 
 
-class Completion(WireModel):
+class Completion(WireModel, AnswerMethods):
     """``CreateCompletionResponse``; streamed chunks have the same shape."""
 
     _always = ("object",)
@@ -74,6 +74,11 @@ class Completion(WireModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
+
+    def has_output(self) -> bool:
+        if self.usage is not None:
+            return True
+        return any(choice.finish_reason or choice.text for choice in self.choices)
 
 
 class EmbeddingRequest(WireModel):

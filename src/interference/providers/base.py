@@ -4,6 +4,12 @@ A provider answers chat requests for the upstream model ids it serves. ``stream_
 one method every provider implements: it yields ``chat.completion.chunk`` objects as they are
 produced and raises an :class:`~interference.errors.InterferenceError` when it fails. ``chat``
 defaults to collecting that stream; a provider with a cheaper non-streamed path overrides it.
+
+The routes call the provider through four thin methods, ``chat_reply``, ``chat_batches``,
+``text_reply`` and ``text_batches``, whose defaults wrap the methods above. A provider that can
+pass an upstream's answer on without re-modelling it (``openai``) overrides them to return
+:mod:`interference.api.chunks` objects, and to yield every chunk that arrived together as one
+batch, which the relay then writes at once.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from interference.api.chunks import Batch, Reply
 from interference.api.wire import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -80,6 +87,23 @@ class Provider(ABC):
         finally:
             await stream.aclose()
 
+    async def chat_reply(self, request: ChatCompletionRequest, model: str) -> Reply:
+        """The completion as the routes send it (by default, :meth:`chat`)."""
+        return await self.chat(request, model)
+
+    def chat_batches(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncGenerator[Batch, None]:
+        """The stream as the routes relay it: chunks grouped by arrival (by default, each
+        chunk of :meth:`stream_chat` alone)."""
+        return one_per_batch(self.stream_chat(request, model))
+
+    async def text_reply(self, request: CompletionRequest, model: str) -> Reply:
+        return await self.complete_text(request, model)
+
+    def text_batches(self, request: CompletionRequest, model: str) -> AsyncGenerator[Batch, None]:
+        return one_per_batch(self.stream_text(request, model))
+
     def _unsupported(self, what: str) -> InvalidRequestError:
         return InvalidRequestError(
             f"The provider `{self.name}` ({self.kind}) does not serve {what}.", code="unsupported"
@@ -102,6 +126,17 @@ class Provider(ABC):
     def describe(self) -> dict[str, Any]:
         """Operator-facing state (for health and status pages)."""
         return {"name": self.name, "kind": self.kind, "ready": self.ready}
+
+
+async def one_per_batch(
+    chunks: AsyncGenerator[ChatCompletionChunk, None] | AsyncGenerator[Completion, None],
+) -> AsyncGenerator[Batch, None]:
+    """Each chunk as a batch of its own; closing this closes ``chunks``."""
+    try:
+        async for chunk in chunks:
+            yield (chunk,)
+    finally:
+        await chunks.aclose()
 
 
 async def collect_chunks(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatCompletion:

@@ -127,22 +127,57 @@ async def check_status(provider: str, response: UpstreamResponse) -> None:
     raise error_from_status(provider, response.status_code, body, response.headers)
 
 
-async def sse_data(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:
-    """The ``data`` payloads of a server-sent event stream, one per event."""
+class SSEDecoder:
+    """Incremental server-sent events parser: feed it the body as it arrives, get back the
+    ``data`` payload of every event completed so far (multi-line data joined by ``\\n``)."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, block: bytes) -> list[bytes]:
+        buffer = self._pending + block if self._pending else block
+        if b"\r" in buffer:
+            held = b""
+            if buffer.endswith(b"\r"):  # its \n may be in the next block
+                buffer, held = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
+        *events, self._pending = buffer.split(b"\n\n")
+        out: list[bytes] = []
+        for raw in events:
+            if raw.startswith(b"data: ") and b"\n" not in raw:
+                out.append(raw[6:])  # the usual one-line event
+            else:
+                data = _event_data(raw)
+                if data is not None:
+                    out.append(data)
+        return out
+
+    def close(self) -> bytes | None:
+        """The data of an event the stream ended in without its blank line, if any."""
+        pending, self._pending = self._pending.replace(b"\r", b""), b""
+        return _event_data(pending)
+
+
+def _event_data(raw: bytes) -> bytes | None:
     data: list[bytes] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield b"\n".join(data)
-                data = []
-            continue
-        if line.startswith(b":"):
+    for line in raw.split(b"\n"):
+        if not line or line.startswith(b":"):
             continue
         field, _, value = line.partition(b":")
         if field == b"data":
             data.append(value.removeprefix(b" "))
-    if data:
-        yield b"\n".join(data)
+    return b"\n".join(data) if data else None
+
+
+async def sse_data(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:
+    """The ``data`` payloads of a server-sent event stream, one per event."""
+    decoder = SSEDecoder()
+    async for block in response.iter_blocks():
+        for data in decoder.feed(block):
+            yield data
+    tail = decoder.close()
+    if tail is not None:
+        yield tail
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

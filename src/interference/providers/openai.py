@@ -2,8 +2,9 @@
 
 OpenAI, Groq, OpenRouter, DeepSeek, Mistral, Together, Fireworks, vLLM, llama.cpp's
 llama-server, Ollama's ``/v1``, LM Studio or another interference. The request goes upstream as
-the client sent it (unknown fields included) with the deployment's model id; streamed chunks are
-passed on one by one as they arrive.
+the client sent it (unknown fields included) with the deployment's model id. Answers are passed
+on as the upstream wrote them (checked for the spec's shape; ``id``, ``created`` and ``model``
+rewritten: :mod:`interference.api.chunks`), streamed events as they arrive.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, ClassVar, TypeVar
 
 import orjson
+from pydantic import BaseModel
 
+from interference.api.chunks import RawChunk, RawReply
 from interference.api.wire import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from interference.api.wire_more import (
     Completion,
@@ -23,14 +26,15 @@ from interference.api.wire_more import (
 from interference.errors import InterferenceError, UpstreamError
 from interference.providers.http import (
     HTTPProvider,
+    SSEDecoder,
     check_status,
     error_from_exception,
     json_object,
-    sse_data,
 )
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 Forwarded = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 
@@ -52,25 +56,47 @@ class OpenAIProvider(HTTPProvider):
             body.pop("stream_options", None)
         return orjson.dumps(body)
 
-    async def _stream(
-        self, path: str, body: bytes, parse: Callable[[dict[str, Any]], T]
-    ) -> AsyncGenerator[T, None]:
+    async def _batches(
+        self, path: str, body: bytes, wrap: Callable[[dict[str, Any]], RawChunk]
+    ) -> AsyncGenerator[list[RawChunk], None]:
+        """The upstream's SSE stream, each arrival's events as one batch, until ``[DONE]``."""
         try:
             async with self.client.stream("POST", path, content=body, headers=_JSON) as response:
                 await check_status(self.name, response)
-                async for data in sse_data(response):
-                    if data == b"[DONE]":
+                decoder = SSEDecoder()
+                async for block in response.iter_blocks():
+                    batch, done = self._decode(decoder.feed(block), wrap)
+                    if batch:
+                        yield batch
+                    if done:
                         await response.drain()  # keeps the connection for the next request
                         return
-                    event = json_object(data)
-                    if "error" in event:
-                        raise UpstreamError(f"{self.name}: {event['error']}")
-                    yield parse(event)
+                tail = decoder.close()
+                batch, done = self._decode([] if tail is None else [tail], wrap)
+                if batch:
+                    yield batch
+                if done:
+                    return
             raise UpstreamError(f"{self.name}: the upstream stream ended without [DONE]")
         except InterferenceError:
             raise
         except Exception as exc:
             raise error_from_exception(self.name, exc) from exc
+
+    def _decode(
+        self, events: list[bytes], wrap: Callable[[dict[str, Any]], RawChunk]
+    ) -> tuple[list[RawChunk], bool]:
+        """The chunks of ``events`` and whether ``[DONE]`` came; an error event or a malformed
+        one raises (a batch is all or nothing: what came with the bad event is not sent)."""
+        batch: list[RawChunk] = []
+        for data in events:
+            if data == b"[DONE]":
+                return batch, True
+            event = json_object(data)
+            if "error" in event:
+                raise UpstreamError(f"{self.name}: {event['error']}")
+            batch.append(wrap(event))
+        return batch, False
 
     async def _post(self, path: str, body: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
         try:
@@ -82,11 +108,34 @@ class OpenAIProvider(HTTPProvider):
         except Exception as exc:
             raise error_from_exception(self.name, exc) from exc
 
+    # --- the routes' fast path: the upstream's JSON with only id, created and model rewritten
+
+    def chat_batches(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncGenerator[list[RawChunk], None]:
+        body = self._body(request, model, stream=True)
+        return self._batches("/chat/completions", body, RawChunk.chat)
+
+    async def chat_reply(self, request: ChatCompletionRequest, model: str) -> RawReply:
+        body = self._body(request, model, stream=False)
+        return await self._post("/chat/completions", body, RawReply.chat)
+
+    def text_batches(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncGenerator[list[RawChunk], None]:
+        body = self._body(request, model, stream=True)
+        return self._batches("/completions", body, RawChunk.text)
+
+    async def text_reply(self, request: CompletionRequest, model: str) -> RawReply:
+        body = self._body(request, model, stream=False)
+        return await self._post("/completions", body, RawReply.text)
+
+    # --- the provider interface: pydantic models
+
     def stream_chat(
         self, request: ChatCompletionRequest, model: str
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
-        body = self._body(request, model, stream=True)
-        return self._stream("/chat/completions", body, ChatCompletionChunk.model_validate)
+        return self._models(self.chat_batches(request, model), ChatCompletionChunk)
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         body = self._body(request, model, stream=False)
@@ -95,12 +144,25 @@ class OpenAIProvider(HTTPProvider):
     def stream_text(
         self, request: CompletionRequest, model: str
     ) -> AsyncGenerator[Completion, None]:
-        body = self._body(request, model, stream=True)
-        return self._stream("/completions", body, Completion.model_validate)
+        return self._models(self.text_batches(request, model), Completion)
 
     async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
         body = self._body(request, model, stream=False)
         return await self._post("/completions", body, Completion.model_validate)
+
+    async def _models(
+        self, batches: AsyncGenerator[list[RawChunk], None], model_type: type[M]
+    ) -> AsyncGenerator[M, None]:
+        try:
+            async for batch in batches:
+                for chunk in batch:
+                    try:
+                        parsed = model_type.model_validate(chunk.data)
+                    except ValueError as exc:
+                        raise error_from_exception(self.name, exc) from exc
+                    yield parsed
+        finally:
+            await batches.aclose()
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
         body = self._body(request, model, stream=None)

@@ -12,7 +12,7 @@ used (``trust_env`` off), so a request can only reach the configured base URL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -51,18 +51,9 @@ class UpstreamResponse:
         except (TimeoutError, aiohttp.ClientError):
             pass
 
-    async def aiter_lines(self) -> AsyncGenerator[bytes, None]:
-        """The body's lines as they arrive, without their line endings (any length)."""
-        pending = b""
-        async for part in self._response.content.iter_any():
-            pending += part
-            if b"\n" not in part:
-                continue
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                yield line.removesuffix(b"\r")
-        if pending:
-            yield pending.removesuffix(b"\r")
+    def iter_blocks(self) -> AsyncIterator[bytes]:
+        """The body in the pieces it arrives in (whatever the socket had, any size)."""
+        return self._response.content.iter_any()
 
 
 class UpstreamClient:

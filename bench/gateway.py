@@ -159,11 +159,26 @@ def wait_until_answering(process: Process, model: str, timeout_s: float) -> floa
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process (VmRSS), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
+    """Resident memory (VmRSS) of a process and its descendants (workers), in MB."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total or math.nan
 
 
 def interference_config(upstream: str, slow_upstream: str) -> str:
@@ -192,7 +207,7 @@ class Stack:
     processes: dict[str, Process]
 
 
-def start_stack(processes: Processes, timeout_s: float) -> Stack:
+def start_stack(processes: Processes, timeout_s: float, workers: int = 1) -> Stack:
     python = sys.executable
     upstream = processes.launch(
         "upstream", [python, str(BENCH / "fake_upstream.py"), "--chunks", str(STREAM_CHUNKS)]
@@ -214,6 +229,7 @@ def start_stack(processes: Processes, timeout_s: float) -> Stack:
     proxy.url = wait_for_line(proxy, LISTENING, timeout_s).group(1)
     startup["passthrough"] = wait_until_answering(proxy, MODEL, timeout_s)
     serve = ["serve", "--port", "0", "--config", str(config), "--log-level", "warning"]
+    serve += ["--workers", str(workers)]
     gateway = processes.launch("interference", [python, "-m", "interference", *serve])
     ready = wait_for_line(gateway, READY, timeout_s)
     gateway.url = ready.group(2)
@@ -399,7 +415,8 @@ def table(report: dict[str, Any]) -> str:
     )
     lines = [
         f"{report['cpu_count']} CPUs, {report['date']}, commit {report['git_commit'][:12]}"
-        + (" (dirty)" if report["git_dirty"] else ""),
+        + (" (dirty)" if report["git_dirty"] else "")
+        + f", interference workers: {report['settings'].get('workers', 1)}",
         head,
         "-" * len(head),
     ]
@@ -459,6 +476,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument(
+        "--workers", type=int, default=1, help="interference's worker processes (--workers)"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="a smoke run: a tenth of every request count"
     )
     parser.add_argument(
@@ -494,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     with started_processes() as processes:
         print("starting the upstreams, the pass-through and interference ...", flush=True)
-        stack = start_stack(processes, args.startup_timeout)
+        stack = start_stack(processes, args.startup_timeout, args.workers)
         rss_start = {name: rss_mb(p.popen.pid) for name, p in stack.processes.items()}
         scenario_report = run_scenarios(stack, args)
         print("  buffering check ...", flush=True)

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import ipaddress
 import logging
 import os
-import signal
-import socket
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 from interference import __version__
 from interference.config import Config, ConfigError, LocalModelConfig, load_config
@@ -41,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing the port (configurations without a local model)",
     )
     serve.add_argument("--parallel", type=int, help="requests decoded together per local model")
     serve.add_argument("--context", type=int, help="tokens of context per request slot")
@@ -79,115 +78,6 @@ def _configure(args: argparse.Namespace) -> Config:
     if name in locals_ or args.model is not None or any(overrides.values()):
         providers[name] = first
     return config.model_copy(update={"server": server, "providers": providers})
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _banner(url: str, model_ids: list[str], aliases: dict[str, str], seconds: float) -> str:
-    example = model_ids[0]
-    lines = [
-        f"interference {__version__} ready in {seconds:.1f} s at {url}",
-        f"  OpenAI base URL: {url}/v1   (legacy openai 0.x: api_base = {url!r})",
-        f"  models: {', '.join(model_ids)}",
-    ]
-    if aliases:
-        lines.append(f"  aliases: {', '.join(aliases)}")
-    lines.append(
-        f"  try: curl {url}/v1/chat/completions -H 'Content-Type: application/json' "
-        f'-d \'{{"model": "{example}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''
-    )
-    return "\n".join(lines)
-
-
-def serve(config: Config) -> int:
-    import uvicorn
-
-    from interference.api.app import create_app
-
-    started = time.perf_counter()
-    app = create_app(config)
-    state = app.state.interference
-    host, port = config.server.host, config.server.port
-    if not _is_loopback(host):
-        logger.warning(
-            "listening on %s, which is not a loopback address: anyone who can reach it can "
-            "use the models (API keys are not configured)",
-            host,
-        )
-    ready = asyncio.Event()
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                ready.set()
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            # uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown, which makes the
-            # process die by the signal; a stop that went well should exit 0 instead.
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            stops = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    server = Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-        )
-    )
-
-    async def announce() -> None:
-        await ready.wait()
-        bound = server.servers[0].sockets[0].getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
-        seconds = time.perf_counter() - started
-        print(
-            _banner(
-                f"http://{shown}:{bound}", state.router.model_ids, state.router.aliases, seconds
-            ),
-            flush=True,
-        )
-
-    async def run() -> None:
-        announcer = asyncio.create_task(announce())
-        try:
-            await server.serve()
-        finally:
-            announcer.cancel()
-
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(run())
-    return 0 if server.started else 1
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (uvicorn[standard] brings it on Linux and
-    macOS): socket writes, timers and callbacks cost a fraction of asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def list_models(config_path: str | None, url: str) -> int:
@@ -241,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.path}: valid ({counts}, {len(config.aliases)} alias(es))")
             return 0
         config = _configure(args)
+        if args.command == "serve" and args.workers < 1:
+            raise ConfigError("--workers must be 1 or more")
     except ConfigError as exc:
         print(f"interference: {exc}", file=sys.stderr)
         return 2
@@ -248,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from interference.server import serve, serve_workers
+
     try:
+        if args.workers > 1:
+            return serve_workers(config, args.workers)
         return serve(config)
     except (ConfigError, InterferenceError) as exc:
         print(f"interference: {exc}", file=sys.stderr)

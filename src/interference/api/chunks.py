@@ -88,12 +88,6 @@ def _check_usage(usage: Any) -> None:
             raise _fail(f"usage.{key}")
 
 
-def _check_logprobs(choice: dict[str, Any]) -> None:
-    logprobs = choice.get("logprobs")
-    if logprobs is not None and type(logprobs) is not dict:
-        raise _fail("logprobs")
-
-
 def _check_tool_calls(calls: Any) -> None:
     if type(calls) is not list:
         raise _fail("tool_calls")
@@ -128,18 +122,22 @@ def _check_choices(data: dict[str, Any], kind: Kind, streamed: bool) -> list[dic
         raise _fail("choices")
     finishes = _CHAT_FINISH if kind == "chat" else _TEXT_FINISH
     for choice in choices:
-        if type(choice) is not dict or not _is_int(choice.get("index")):
+        if type(choice) is not dict or type(choice.get("index")) is not int:
             raise _fail("choice")
         finish = choice.setdefault("finish_reason", None)
         if finish is not None and finish not in finishes:
             raise _fail("finish_reason")
-        _check_logprobs(choice)
+        if choice.get("logprobs") is not None and type(choice["logprobs"]) is not dict:
+            raise _fail("logprobs")
         if kind == "text":
             if type(choice.get("text")) is not str:
                 raise _fail("choice text")
             choice.setdefault("logprobs", None)
         elif streamed:
-            _check_delta(choice.get("delta"))
+            delta = choice.get("delta")
+            # the usual delta, {"content": "..."}, checked without a call
+            if type(delta) is not dict or len(delta) != 1 or type(delta.get("content")) is not str:
+                _check_delta(delta)
         else:
             _check_message(choice.get("message"))
             choice.setdefault("logprobs", None)

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from interference.config import RemoteProviderConfig
@@ -29,7 +28,7 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.providers.base import Provider, ServedModel
-from interference.providers.transport import UpstreamClient, UpstreamResponse
+from interference.providers.transport import ConnectError, UpstreamClient, UpstreamResponse
 
 
 def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> UpstreamClient:
@@ -108,11 +107,11 @@ def error_from_status(
 
 def error_from_exception(provider: str, exc: Exception) -> InterferenceError:
     """The exception for a transport failure (refused, reset, timed out, broken stream)."""
-    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeoutError(f"{provider}: {type(exc).__name__} talking to the upstream")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError(f"{provider}: cannot connect to the upstream ({exc})")
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
+    if isinstance(exc, ConnectError):
+        return UpstreamError(f"{provider}: cannot connect to the upstream ({exc.strerror})")
+    if isinstance(exc, OSError):
         return UpstreamError(f"{provider}: the upstream connection failed ({type(exc).__name__})")
     if isinstance(exc, (orjson.JSONDecodeError, ValueError, KeyError, TypeError)):
         return UpstreamError(f"{provider}: malformed upstream response ({type(exc).__name__})")

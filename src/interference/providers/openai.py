@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from interference.api.chunks import RawChunk, RawReply
+from interference.api.chunks import Kind, RawChunk, RawReply
 from interference.api.wire import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from interference.api.wire_more import (
     Completion,
@@ -57,7 +57,7 @@ class OpenAIProvider(HTTPProvider):
         return orjson.dumps(body)
 
     async def _batches(
-        self, path: str, body: bytes, wrap: Callable[[dict[str, Any]], RawChunk]
+        self, path: str, body: bytes, kind: Kind
     ) -> AsyncGenerator[list[RawChunk], None]:
         """The upstream's SSE stream, each arrival's events as one batch, until ``[DONE]``."""
         try:
@@ -65,14 +65,14 @@ class OpenAIProvider(HTTPProvider):
                 await check_status(self.name, response)
                 decoder = SSEDecoder()
                 async for block in response.iter_blocks():
-                    batch, done = self._decode(decoder.feed(block), wrap)
+                    batch, done = self._decode(decoder.feed(block), kind)
                     if batch:
                         yield batch
                     if done:
                         await response.drain()  # keeps the connection for the next request
                         return
                 tail = decoder.close()
-                batch, done = self._decode([] if tail is None else [tail], wrap)
+                batch, done = self._decode([] if tail is None else [tail], kind)
                 if batch:
                     yield batch
                 if done:
@@ -83,19 +83,19 @@ class OpenAIProvider(HTTPProvider):
         except Exception as exc:
             raise error_from_exception(self.name, exc) from exc
 
-    def _decode(
-        self, events: list[bytes], wrap: Callable[[dict[str, Any]], RawChunk]
-    ) -> tuple[list[RawChunk], bool]:
+    def _decode(self, events: list[bytes], kind: Kind) -> tuple[list[RawChunk], bool]:
         """The chunks of ``events`` and whether ``[DONE]`` came; an error event or a malformed
         one raises (a batch is all or nothing: what came with the bad event is not sent)."""
         batch: list[RawChunk] = []
         for data in events:
             if data == b"[DONE]":
                 return batch, True
-            event = json_object(data)
+            event = orjson.loads(data)
+            if type(event) is not dict:
+                raise ValueError("expected a JSON object")
             if "error" in event:
                 raise UpstreamError(f"{self.name}: {event['error']}")
-            batch.append(wrap(event))
+            batch.append(RawChunk(event, kind))
         return batch, False
 
     async def _post(self, path: str, body: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
@@ -114,7 +114,7 @@ class OpenAIProvider(HTTPProvider):
         self, request: ChatCompletionRequest, model: str
     ) -> AsyncGenerator[list[RawChunk], None]:
         body = self._body(request, model, stream=True)
-        return self._batches("/chat/completions", body, RawChunk.chat)
+        return self._batches("/chat/completions", body, "chat")
 
     async def chat_reply(self, request: ChatCompletionRequest, model: str) -> RawReply:
         body = self._body(request, model, stream=False)
@@ -124,7 +124,7 @@ class OpenAIProvider(HTTPProvider):
         self, request: CompletionRequest, model: str
     ) -> AsyncGenerator[list[RawChunk], None]:
         body = self._body(request, model, stream=True)
-        return self._batches("/completions", body, RawChunk.text)
+        return self._batches("/completions", body, "text")
 
     async def text_reply(self, request: CompletionRequest, model: str) -> RawReply:
         body = self._body(request, model, stream=False)

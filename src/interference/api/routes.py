@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -103,7 +103,7 @@ async def _generate(
     """Answer a chat or text completion request, streamed or not, through the router."""
     state = _state(request)
     model = state.router.resolve(parsed.model)  # 404 before any work
-    cid = f"{id_prefix}-{uuid.uuid4().hex}"
+    cid = f"{id_prefix}-{os.urandom(16).hex()}"
     created = int(time.time())
     started = time.perf_counter()
 

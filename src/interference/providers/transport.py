@@ -26,7 +26,7 @@ import ssl
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -246,6 +246,7 @@ class UpstreamClient:
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
+        self._heads: dict[tuple[Any, ...], bytes] = {}  # request heads already rendered
 
     def _request(
         self,
@@ -255,18 +256,38 @@ class UpstreamClient:
         headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
     ) -> bytes:
+        key = (
+            method,
+            path,
+            tuple(headers.items()) if headers else (),
+            params and tuple(params.items()),
+        )
+        head = self._heads.get(key)
+        if head is None:
+            head = self._head(method, path, headers, params)
+            if len(self._heads) < 64:  # providers send a handful of distinct heads
+                self._heads[key] = head
+        return head + b"content-length: %d\r\n\r\n" % len(content) + content
+
+    def _head(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+    ) -> bytes:
+        """The request line and headers, less the content length."""
         target = self._prefix + path
         if params:
             target += "?" + urllib.parse.urlencode(params)
+        _check_header_values((target,))
         fields = self._headers
         if headers:
-            fields = {**fields, **{k.lower(): v for k, v in headers.items()}}
             _check_header_values(headers.values())
+            fields = {**fields, **{k.lower(): v for k, v in headers.items()}}
         lines = [f"{method} {target} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in fields.items() if name not in _FRAMING]
-        lines.append(f"content-length: {len(content)}\r\n\r\n")
-        _check_header_values((target,))
-        return "\r\n".join(lines).encode("latin-1") + content
+        return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()

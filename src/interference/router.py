@@ -140,7 +140,8 @@ class StreamBounds:
         self._since = 0.0  # when the current wait began
         self._waiting = False
         self._timer: asyncio.TimerHandle | None = None
-        self._cancelling = -1  # the task's cancel count before we cancelled it; -1: not fired
+        self._cancelling = 0  # the task's cancel requests when the current wait began
+        self._fired = False
         self.crossed = ""  # which bound: "idle gap" or "total time"
 
     async def next(self, upstream: AsyncGenerator[T, None]) -> T:
@@ -149,13 +150,14 @@ class StreamBounds:
             self.crossed = "total time"
             raise TimeoutError
         self._since = now
+        self._cancelling = self._task.cancelling()
         if self._timer is None:
             self._timer = self._loop.call_at(min(now + self._idle, self._deadline), self._check)
         self._waiting = True
         try:
             return await anext(upstream)
         except asyncio.CancelledError:
-            if self._cancelling >= 0 and self._task.uncancel() <= self._cancelling:
+            if self._fired and self._task.uncancel() <= self._cancelling:
                 raise TimeoutError from None
             raise
         finally:
@@ -172,7 +174,7 @@ class StreamBounds:
             self._timer = self._loop.call_at(due, self._check)
             return
         self.crossed = "idle gap" if idle_end <= self._deadline else "total time"
-        self._cancelling = self._task.cancelling()
+        self._fired = True
         self._task.cancel()
 
     def close(self) -> None:

@@ -91,7 +91,9 @@ def test_tokens_arrive_as_they_are_generated(http: httpx.Client) -> None:
         for line in response.iter_lines():
             if line.startswith("data: {") and '"content"' in line:
                 arrivals.append(time.perf_counter())
-    assert len(arrivals) >= 30  # a few tokens may be merged into one delta
+    # the engine holds back text that may begin a stop string or a UTF-8 sequence and then
+    # sends it with the next token: 27 to 40 deltas were seen, depending on the sampled text
+    assert len(arrivals) >= 20
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     # 40 tokens take tens of milliseconds to generate: a buffered stream arrives at once
     assert sum(1 for gap in gaps if gap > 0.001) >= len(gaps) // 2

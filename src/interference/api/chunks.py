@@ -133,6 +133,8 @@ def _check_choices(data: dict[str, Any], kind: Kind, streamed: bool) -> list[dic
             if type(choice.get("text")) is not str:
                 raise _fail("choice text")
             choice.setdefault("logprobs", None)
+            if finish is None and not streamed:
+                choice["finish_reason"] = "stop"
         elif streamed:
             delta = choice.get("delta")
             # the usual delta, {"content": "..."}, checked without a call
@@ -141,6 +143,8 @@ def _check_choices(data: dict[str, Any], kind: Kind, streamed: bool) -> list[dic
         else:
             _check_message(choice.get("message"))
             choice.setdefault("logprobs", None)
+            if finish is None:  # required in a whole answer; an upstream that ended said so
+                choice["finish_reason"] = "stop"
     return choices
 
 
@@ -193,9 +197,10 @@ class RawChunk(_Raw):
 
     def __init__(self, data: dict[str, Any], kind: Kind) -> None:
         _check_choices(data, kind, streamed=True)
-        _check_usage(data.get("usage"))
+        if "usage" in data:
+            _check_usage(data["usage"])
         data["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
-        super().__init__(data)
+        self.data = data
         self._kind = kind
 
     @classmethod

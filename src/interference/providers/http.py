@@ -132,9 +132,16 @@ class SSEDecoder:
 
     def __init__(self) -> None:
         self._pending = b""
+        self._started = False
 
     def feed(self, block: bytes) -> list[bytes]:
         buffer = self._pending + block if self._pending else block
+        if not self._started and buffer:
+            if len(buffer) < 3 and b"\xef\xbb\xbf".startswith(buffer):
+                self._pending = buffer  # maybe the start of a byte order mark
+                return []
+            buffer = buffer.removeprefix(b"\xef\xbb\xbf")
+            self._started = True
         if b"\r" in buffer:
             held = b""
             if buffer.endswith(b"\r"):  # its \n may be in the next block
@@ -143,7 +150,7 @@ class SSEDecoder:
         *events, self._pending = buffer.split(b"\n\n")
         out: list[bytes] = []
         for raw in events:
-            if raw.startswith(b"data: ") and b"\n" not in raw:
+            if raw.startswith(b"data: ") and b"\n" not in raw and len(raw) > 6:
                 out.append(raw[6:])  # the usual one-line event
             else:
                 data = _event_data(raw)
@@ -165,7 +172,8 @@ def _event_data(raw: bytes) -> bytes | None:
         field, _, value = line.partition(b":")
         if field == b"data":
             data.append(value.removeprefix(b" "))
-    return b"\n".join(data) if data else None
+    joined = b"\n".join(data)
+    return joined or None  # an empty data buffer dispatches nothing
 
 
 async def sse_data(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:

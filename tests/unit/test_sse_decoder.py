@@ -1,0 +1,167 @@
+"""Incremental SSE parsing of upstream bodies, and the relay's response under a foreign cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from interference.api.sse import EventStreamResponse, event
+from interference.providers.http import SSEDecoder
+
+STREAM = b'data: {"a":1}\n\n: ping\n\nevent: chunk\ndata: {"b":2}\nid: 7\n\ndata: [DONE]\n\n'
+EXPECTED = [b'{"a":1}', b'{"b":2}', b"[DONE]"]
+
+
+def decode(*blocks: bytes) -> tuple[list[bytes], bytes | None]:
+    decoder = SSEDecoder()
+    out: list[bytes] = []
+    for block in blocks:
+        out.extend(decoder.feed(block))
+    return out, decoder.close()
+
+
+def test_one_event_per_block() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: 1\n\n") == [b"1"]
+    assert decoder.feed(b"data: 2\n\n") == [b"2"]
+    assert decoder.feed(b"data: [DONE]\n\n") == [b"[DONE]"]
+    assert decoder.close() is None
+
+
+def test_many_events_in_one_block() -> None:
+    assert decode(STREAM) == (EXPECTED, None)
+    assert decode(b"data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4") == ([b"1", b"2", b"3"], b"4")
+
+
+def test_an_incomplete_event_waits_for_its_blank_line() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: 1\n") == []
+    assert decoder.feed(b"\n") == [b"1"]
+    assert decoder.feed(b"da") == []
+    assert decoder.feed(b"ta: 2\n\nda") == [b"2"]
+    assert decoder.close() is None  # "da" is a field without data
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        (STREAM, (EXPECTED, None)),
+        (STREAM.replace(b"\n", b"\r\n"), (EXPECTED, None)),
+        # a final lone CR may yet be followed by its LF: the last event waits for close()
+        (STREAM.replace(b"\n", b"\r"), (EXPECTED[:2], EXPECTED[2])),
+    ],
+    ids=["lf", "crlf", "cr"],
+)
+def test_every_split_point_gives_the_same_events(
+    stream: bytes, expected: tuple[list[bytes], bytes | None]
+) -> None:
+    for cut in range(len(stream) + 1):
+        assert decode(stream[:cut], stream[cut:]) == expected, cut
+
+
+def test_byte_by_byte_crlf() -> None:
+    stream = STREAM.replace(b"\n", b"\r\n")
+    assert decode(*(stream[i : i + 1] for i in range(len(stream)))) == (EXPECTED, None)
+
+
+def test_cr_at_the_end_of_a_block_and_lf_at_the_start_of_the_next() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: 1\r") == []
+    assert decoder.feed(b"\n\r") == []  # \r\n is one line end, not two
+    assert decoder.feed(b"\ndata: 2\r") == [b"1"]
+    assert decoder.feed(b"\r") == []  # held: the next block may begin with its \n
+    assert decoder.feed(b"\n") == [b"2"]
+    assert decoder.feed(b"") == []
+    assert decoder.close() is None
+
+
+def test_lone_cr_before_a_new_field() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: 1\r") == []
+    assert decoder.feed(b"\rdata: 2\r\r") == [b"1"]
+    assert decoder.feed(b"data: 3\r\n\r\n") == [b"2", b"3"]
+
+
+def test_mixed_line_endings_in_one_block() -> None:
+    assert decode(b"data: a\r\ndata: b\rdata: c\n\r\n") == ([b"a\nb\nc"], None)
+
+
+def test_comments_are_ignored() -> None:
+    assert decode(b": ping\n\n:\n\n: keep-alive\ndata: x\n\n") == ([b"x"], None)
+
+
+def test_data_without_a_space_and_only_one_space_removed() -> None:
+    assert decode(b"data:x\n\ndata:  y\n\n") == ([b"x", b" y"], None)
+
+
+def test_multi_line_data_is_joined_by_newlines() -> None:
+    assert decode(b'data: {"a":\ndata: 1}\n\n') == ([b'{"a":\n1}'], None)
+    assert decode(b"event: e\ndata: a\nid: 1\ndata: b\nretry: 5\n\n") == ([b"a\nb"], None)
+
+
+def test_an_event_without_data_yields_nothing() -> None:
+    assert decode(b"event: x\n\nid: 3\n\nretry: 100\n\ndata: y\n\n") == ([b"y"], None)
+    assert decode(b"\n\n\n\n") == ([], None)
+
+
+def test_close_returns_a_trailing_event_without_its_blank_line() -> None:
+    assert decode(b"data: 1\n\ndata: tail") == ([b"1"], b"tail")
+    assert decode(b"data: a\ndata: b\n") == ([], b"a\nb")
+    assert decode(b"data: tail\r") == ([], b"tail")
+    assert decode(b"data: 1\n\n") == ([b"1"], None)
+    assert decode(b"") == ([], None)
+    assert decode(b"event: only\n") == ([], None)
+    decoder = SSEDecoder()
+    decoder.feed(b"data: x")
+    assert decoder.close() == b"x"
+    assert decoder.close() is None  # closing forgets what was pending
+
+
+def test_a_foreign_cancel_of_the_stream_propagates_and_closes_the_events() -> None:
+    closed = asyncio.Event()
+    produced: list[int] = []
+    sent: list[dict[str, Any]] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                yield event(b"x")
+                await asyncio.sleep(0.01)
+        finally:
+            closed.set()
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client never goes away
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def scenario() -> bool:
+        response = EventStreamResponse(endless())
+        task = asyncio.create_task(response({"type": "http"}, receive, send))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        return closed.is_set()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), timeout=5)) is True
+    assert 1 <= len(produced) < 100
+    assert sent[0]["type"] == "http.response.start"
+    assert all(m["more_body"] for m in sent[1:])  # no clean end of the body was sent
+
+
+def test_an_empty_data_buffer_dispatches_nothing() -> None:
+    assert decode(b"data:\n\ndata: \n\ndata: x\n\n") == ([b"x"], None)
+
+
+def test_a_leading_byte_order_mark_is_dropped_even_when_split() -> None:
+    assert decode(b"\xef\xbb\xbfdata: a\n\n") == ([b"a"], None)
+    assert decode(b"\xef", b"\xbb", b"\xbfdata: a\n\ndata: b\n\n") == ([b"a", b"b"], None)
+    assert decode(b"data: \xef\xbb\xbf\n\n") == ([b"\xef\xbb\xbf"], None)  # only at the start

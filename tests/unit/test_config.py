@@ -185,13 +185,17 @@ def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     import re
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    example = re.findall(r"```yaml\n(.*?)```", readme, re.S)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
     for name in ("OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
         monkeypatch.setenv(name, "test")
     import yaml
 
     from interference.config import config_from_dict
 
+    assert len(blocks) >= 3
+    for block in blocks:  # every configuration shown is valid (the multi-core ones too)
+        config_from_dict(yaml.safe_load(block), "README.md")
+    example = next(block for block in blocks if "routing:" in block)
     config = config_from_dict(yaml.safe_load(example), "README.md")
     assert set(config.providers) == {"local", "openai", "groq", "ollama", "claude", "gemini"}
     assert config.models["gpt-4o"].fallbacks == ["smollm2-135m-instruct"]

@@ -12,6 +12,7 @@ import email.utils
 import re
 import time
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -176,15 +177,25 @@ def _event_data(raw: bytes) -> bytes | None:
     return joined or None  # an empty data buffer dispatches nothing
 
 
-async def sse_data(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:
-    """The ``data`` payloads of a server-sent event stream, one per event."""
+async def sse_batches(response: UpstreamResponse) -> AsyncGenerator[list[bytes], None]:
+    """The ``data`` payloads of a server-sent event stream, grouped by the read that
+    completed them (the events that arrived together)."""
     decoder = SSEDecoder()
     async for block in response.iter_blocks():
-        for data in decoder.feed(block):
-            yield data
+        events = decoder.feed(block)
+        if events:
+            yield events
     tail = decoder.close()
     if tail is not None:
-        yield tail
+        yield [tail]
+
+
+async def sse_data(response: UpstreamResponse) -> AsyncGenerator[bytes, None]:
+    """The ``data`` payloads of a server-sent event stream, one per event."""
+    async with aclosing(sse_batches(response)) as batches:
+        async for events in batches:
+            for data in events:
+                yield data
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

@@ -10,6 +10,7 @@ rewritten: :mod:`interference.api.chunks`), streamed events as they arrive.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Any, ClassVar, TypeVar
 
 import orjson
@@ -26,10 +27,10 @@ from interference.api.wire_more import (
 from interference.errors import InterferenceError, UpstreamError
 from interference.providers.http import (
     HTTPProvider,
-    SSEDecoder,
     check_status,
     error_from_exception,
     json_object,
+    sse_batches,
 )
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -63,20 +64,14 @@ class OpenAIProvider(HTTPProvider):
         try:
             async with self.client.stream("POST", path, content=body, headers=_JSON) as response:
                 await check_status(self.name, response)
-                decoder = SSEDecoder()
-                async for block in response.iter_blocks():
-                    batch, done = self._decode(decoder.feed(block), kind)
-                    if batch:
-                        yield batch
-                    if done:
-                        await response.drain()  # keeps the connection for the next request
-                        return
-                tail = decoder.close()
-                batch, done = self._decode([] if tail is None else [tail], kind)
-                if batch:
-                    yield batch
-                if done:
-                    return
+                async with aclosing(sse_batches(response)) as arrivals:
+                    async for events in arrivals:
+                        batch, done = self._decode(events, kind)
+                        if batch:
+                            yield batch
+                        if done:
+                            await response.drain()  # keeps the connection for the next request
+                            return
             raise UpstreamError(f"{self.name}: the upstream stream ended without [DONE]")
         except InterferenceError:
             raise
@@ -90,9 +85,7 @@ class OpenAIProvider(HTTPProvider):
         for data in events:
             if data == b"[DONE]":
                 return batch, True
-            event = orjson.loads(data)
-            if type(event) is not dict:
-                raise ValueError("expected a JSON object")
+            event = json_object(data)
             if "error" in event:
                 raise UpstreamError(f"{self.name}: {event['error']}")
             batch.append(RawChunk(event, kind))

@@ -181,6 +181,40 @@ def test_leaving_a_stream_early_closes_its_connection(run: Any) -> None:
     assert script.eofs == 1
 
 
+def test_a_connection_paused_with_its_body_unread_reads_again_when_reused(run: Any) -> None:
+    big = b"x" * ((1 << 20) + 1)  # only its last byte crosses the unread-bytes bound
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
+    ) -> None:
+        await read_request(reader, s)
+        writer.write(ok(big))
+        await read_request(reader, s)
+        writer.write(ok(b"small"))
+        await writer.drain()
+        await read_request(reader, s)
+
+    script = Script(handler)
+
+    async def main() -> bytes:
+        server = await serve(script)
+        client = client_for(server)
+        async with client.stream("POST", "/big", content=b"") as response:
+            for _ in range(300):  # until it has all arrived, none of it read
+                if response._connection.complete:
+                    break
+                await asyncio.sleep(0.01)
+            assert response._connection.complete
+            assert response._connection._paused
+        second = (await client.post("/small", content=b"")).content
+        await client.aclose()
+        server.close()
+        return second
+
+    assert run(main) == b"small"
+    assert script.connections == 1
+
+
 def test_an_idle_connection_the_upstream_closed_is_not_used_again(run: Any) -> None:
     async def one_answer(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script

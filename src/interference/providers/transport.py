@@ -63,10 +63,13 @@ class _Connection(asyncio.Protocol):
         self.broken = False  # closed, or cannot carry another request
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
+        self._paused = False  # reading paused: too much body unread
         self.clear()
 
     def clear(self) -> None:
-        """Ready for the next response."""
+        """Ready for the next response (an unread rest of the last body is dropped)."""
+        if self._paused and self.transport is not None:
+            self.transport.resume_reading()
         self.status = 0
         self.headers: dict[str, str] = {}
         self.head_done = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -11,8 +10,6 @@ from collections.abc import Sequence
 from interference import __version__
 from interference.config import Config, ConfigError, LocalModelConfig, load_config
 from interference.errors import InterferenceError
-
-logger = logging.getLogger("interference")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,11 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"interference: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from interference.server import serve, serve_workers
+    from interference.server import configure_logging, serve, serve_workers
+
+    configure_logging(config)
 
     try:
         if args.workers > 1:

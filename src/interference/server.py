@@ -79,6 +79,15 @@ def _warn_if_exposed(host: str) -> None:
         )
 
 
+def configure_logging(config: Config, worker: bool = False) -> None:
+    """Log lines to stderr at the configured level; a worker's lines also name its process."""
+    name = "%(name)s[%(process)d]" if worker else "%(name)s"
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s {name}: %(message)s",
+    )
+
+
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop where it is installed (uvicorn[standard] brings it on Linux and
     macOS): socket writes, timers and callbacks cost a fraction of asyncio's own loop."""
@@ -189,10 +198,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _worker(config: Config, sock: socket.socket, ready: Any) -> None:
     """A worker process: the app on the shared socket; tells the supervisor when it is up."""
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
+    configure_logging(config, worker=True)
 
     def on_ready(port: int, model_ids: list[str], aliases: dict[str, str]) -> None:
         with contextlib.suppress(OSError):  # a restarted worker's supervisor is not listening
@@ -231,9 +237,12 @@ class _Supervisor:
             booted = [self.start_worker() for _ in range(self.count)]
             self.processes = [process for process, _ in booted]
             answers = [self._await_ready(process, pipe) for process, pipe in booted]
-            if any(answer is None for answer in answers) or self.stopping:
-                return 1 if not self.stopping else 0
-            model_ids, aliases = answers[0] or ([], {})
+            if self.stopping:
+                return 0
+            first = answers[0]
+            if first is None or None in answers:
+                return 1
+            model_ids, aliases = first
             port = self.sock.getsockname()[1]
             seconds = time.perf_counter() - started
             text = banner(_url(self.config.server.host, port), model_ids, aliases, seconds)

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from interference.api.sse import DONE, EventStreamResponse, event
 
 
@@ -15,9 +17,11 @@ def test_event_framing() -> None:
 
 
 async def _run(
-    events: AsyncIterator[bytes], disconnect_after: float | None
+    events: AsyncIterator[bytes],
+    disconnect_after: float | None,
+    sent: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
+    sent = [] if sent is None else sent
 
     async def receive() -> dict[str, Any]:
         if disconnect_after is None:
@@ -46,24 +50,50 @@ def test_each_event_is_sent_as_its_own_body_message() -> None:
     assert sent[-1]["more_body"] is False
 
 
-def test_disconnect_cancels_the_event_iterator() -> None:
-    closed = asyncio.Event()
-    produced: list[int] = []
+class Endless:
+    """An event stream that goes on until closed, recording what it produced."""
 
-    async def endless() -> AsyncIterator[bytes]:
+    def __init__(self) -> None:
+        self.produced: list[int] = []
+        self.closed = False
+
+    async def events(self) -> AsyncIterator[bytes]:
         try:
             for i in range(10_000):
-                produced.append(i)
+                self.produced.append(i)
                 yield event(b"x")
                 await asyncio.sleep(0.01)
         finally:
-            closed.set()
+            self.closed = True
+
+
+def test_disconnect_cancels_the_event_iterator() -> None:
+    stream = Endless()
 
     async def scenario() -> list[dict[str, Any]]:
-        sent = await asyncio.wait_for(_run(endless(), disconnect_after=0.1), timeout=5)
-        assert closed.is_set()
+        sent = await asyncio.wait_for(_run(stream.events(), disconnect_after=0.1), timeout=5)
+        assert stream.closed
         return sent
 
     sent = asyncio.run(scenario())
-    assert 1 <= len(produced) < 100
+    assert 1 <= len(stream.produced) < 100
     assert all(m.get("more_body", True) for m in sent[1:])
+
+
+def test_a_foreign_cancel_of_the_stream_propagates_and_closes_the_events() -> None:
+    stream = Endless()
+    sent: list[dict[str, Any]] = []
+
+    async def scenario() -> bool:
+        task = asyncio.create_task(_run(stream.events(), disconnect_after=None, sent=sent))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        return stream.closed
+
+    assert asyncio.run(asyncio.wait_for(scenario(), timeout=5)) is True
+    assert 1 <= len(stream.produced) < 100
+    assert sent[0]["type"] == "http.response.start"
+    assert all(m["more_body"] for m in sent[1:])  # no clean end of the body was sent

@@ -1,14 +1,9 @@
-"""Incremental SSE parsing of upstream bodies, and the relay's response under a foreign cancel."""
+"""Incremental SSE parsing of upstream bodies (providers.http.SSEDecoder)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
-
 import pytest
 
-from interference.api.sse import EventStreamResponse, event
 from interference.providers.http import SSEDecoder
 
 STREAM = b'data: {"a":1}\n\n: ping\n\nevent: chunk\ndata: {"b":2}\nid: 7\n\ndata: [DONE]\n\n'
@@ -118,43 +113,6 @@ def test_close_returns_a_trailing_event_without_its_blank_line() -> None:
     decoder.feed(b"data: x")
     assert decoder.close() == b"x"
     assert decoder.close() is None  # closing forgets what was pending
-
-
-def test_a_foreign_cancel_of_the_stream_propagates_and_closes_the_events() -> None:
-    closed = asyncio.Event()
-    produced: list[int] = []
-    sent: list[dict[str, Any]] = []
-
-    async def endless() -> AsyncIterator[bytes]:
-        try:
-            for i in range(10_000):
-                produced.append(i)
-                yield event(b"x")
-                await asyncio.sleep(0.01)
-        finally:
-            closed.set()
-
-    async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()  # the client never goes away
-        raise AssertionError("unreachable")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def scenario() -> bool:
-        response = EventStreamResponse(endless())
-        task = asyncio.create_task(response({"type": "http"}, receive, send))
-        await asyncio.sleep(0.1)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert task.cancelled()
-        return closed.is_set()
-
-    assert asyncio.run(asyncio.wait_for(scenario(), timeout=5)) is True
-    assert 1 <= len(produced) < 100
-    assert sent[0]["type"] == "http.response.start"
-    assert all(m["more_body"] for m in sent[1:])  # no clean end of the body was sent
 
 
 def test_an_empty_data_buffer_dispatches_nothing() -> None:

@@ -100,15 +100,18 @@ def test_workers_answer_survive_a_crash_and_stop_cleanly(gateway: ServerProcess)
     assert not any(Path(f"/proc/{pid}").exists() for pid in current)
 
 
+def serve_at_once(config: Path, workers: int) -> subprocess.CompletedProcess[str]:
+    """``interference serve`` for a start that is refused (it returns instead of serving)."""
+    argv = ["serve", "--workers", str(workers), "--config", str(config)]
+    return subprocess.run(
+        [sys.executable, "-m", "interference", *argv], capture_output=True, text=True, timeout=60
+    )
+
+
 def test_workers_refuse_a_local_model(tmp_path: Path) -> None:
     config = tmp_path / "local.yaml"
     config.write_text("providers:\n  local: {kind: local}\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "interference", "serve", "--workers", "2", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = serve_at_once(config, workers=2)
     assert done.returncode == 2
     assert "--workers needs a configuration without a local model" in done.stderr
     assert "Multi-core" in done.stderr
@@ -117,11 +120,6 @@ def test_workers_refuse_a_local_model(tmp_path: Path) -> None:
 def test_workers_must_be_positive(tmp_path: Path, upstream: FakeUpstream) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG.format(url=upstream.url))
-    done = subprocess.run(
-        [sys.executable, "-m", "interference", "serve", "--workers", "0", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = serve_at_once(config, workers=0)
     assert done.returncode == 2
     assert "--workers must be 1 or more" in done.stderr

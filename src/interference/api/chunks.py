@@ -68,10 +68,6 @@ def _fail(what: str) -> ValueError:
     return ValueError(f"malformed upstream {what}")
 
 
-def _is_int(value: Any) -> bool:
-    return type(value) is int
-
-
 def _optional_str(obj: dict[str, Any], key: str) -> None:
     value = obj.get(key)
     if value is not None and type(value) is not str:
@@ -84,7 +80,7 @@ def _check_usage(usage: Any) -> None:
     if type(usage) is not dict:
         raise _fail("usage")
     for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        if key in usage and not _is_int(usage[key]):
+        if key in usage and type(usage[key]) is not int:
             raise _fail(f"usage.{key}")
 
 
@@ -92,7 +88,7 @@ def _check_tool_calls(calls: Any) -> None:
     if type(calls) is not list:
         raise _fail("tool_calls")
     for call in calls:
-        if type(call) is not dict or not _is_int(call.get("index")):
+        if type(call) is not dict or type(call.get("index")) is not int:
             raise _fail("tool call")
         _optional_str(call, "id")
         if call.get("type") not in (None, "function"):
@@ -174,9 +170,7 @@ def _check_message(message: Any) -> None:
 
 class _Raw:
     __slots__ = ("data",)
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
+    data: dict[str, Any]
 
     def stamp(self, cid: str, created: int, model: str) -> None:
         data = self.data
@@ -247,7 +241,7 @@ class RawReply(_Raw):
         _check_choices(data, kind, streamed=False)
         _check_usage(data.get("usage"))
         data["object"] = "chat.completion" if kind == "chat" else "text_completion"
-        super().__init__(data)
+        self.data = data
 
     @classmethod
     def chat(cls, data: dict[str, Any]) -> RawReply:

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
     )
     serve.add_argument(
+        "--log-format", choices=["plain", "json"], help="log lines as text (default) or JSON"
+    )
+    serve.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -60,7 +63,12 @@ def _configure(args: argparse.Namespace) -> Config:
     server = config.server.model_copy(
         update={
             k: v
-            for k, v in {"host": args.host, "port": args.port, "log_level": args.log_level}.items()
+            for k, v in {
+                "host": args.host,
+                "port": args.port,
+                "log_level": args.log_level,
+                "log_format": getattr(args, "log_format", None),
+            }.items()
             if v is not None
         }
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from interference.engine.catalog import DEFAULT_MODEL_ID
 from interference.engine.sampling import SamplingDefaults
@@ -47,6 +47,29 @@ class ConfigError(Exception):
     """The configuration is invalid; the message says where and what is expected."""
 
 
+class LimitsConfig(BaseModel):
+    """Bounds on what one request or one client may ask; a breach is a 4xx naming the limit."""
+
+    model_config = _STRICT
+
+    max_messages: int = Field(default=2048, ge=1, description="messages in one chat request")
+    max_input_chars: int = Field(
+        default=1_000_000, ge=1, description="characters of text in one request's input"
+    )
+    max_tokens: int = Field(
+        default=131_072, ge=1, description="highest max_tokens / max_completion_tokens accepted"
+    )
+    max_concurrent_per_client: int = Field(
+        default=128,
+        ge=1,
+        description="requests in flight per API key (per client address when keys are off)",
+    )
+    body_timeout_s: float = Field(default=30, gt=0, description="to receive a request's body")
+    slow_client_s: float = Field(
+        default=60, gt=0, description="a stream whose client takes no data this long is ended"
+    )
+
+
 class ServerConfig(BaseModel):
     model_config = _STRICT
 
@@ -54,6 +77,24 @@ class ServerConfig(BaseModel):
     port: int = Field(default=1337, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["plain", "json"] = "plain"
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="keys clients must send (also from INTERFERENCE_API_KEYS, comma-separated)",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description='origins allowed to call from a browser ("*": any)'
+    )
+    shutdown_grace_s: float = Field(
+        default=10, ge=0, description="on SIGTERM, in-flight requests get this long to finish"
+    )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    def keys(self) -> list[str]:
+        """The configured API keys and those of ``INTERFERENCE_API_KEYS``."""
+        keys = [key.get_secret_value() for key in self.api_keys]
+        keys += [k.strip() for k in os.environ.get("INTERFERENCE_API_KEYS", "").split(",")]
+        return [k for k in dict.fromkeys(keys) if k]
 
 
 class LocalModelConfig(BaseModel):

@@ -83,6 +83,12 @@ class MethodNotAllowedError(InterferenceError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeoutError(InterferenceError):
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class RequestTooLargeError(InterferenceError):
     status = 413
     type = "invalid_request_error"

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -30,12 +31,12 @@ from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from interference import __version__
+from interference import __version__, logs
 from interference.config import Config, ConfigError
 
 logger = logging.getLogger("interference")
 
-_GRACE_S = 10.0  # in-flight requests get this long to finish on stop
+_CUT_MARGIN_S = 3  # after the grace period: for the error answers of cut requests
 _RESTARTS, _RESTART_WINDOW_S = 5, 60.0
 _START_TIMEOUT_S = 60.0
 
@@ -70,22 +71,34 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def _warn_if_exposed(host: str) -> None:
-    if not is_loopback(host):
+def _warn_if_exposed(config: Config) -> None:
+    host = config.server.host
+    if not is_loopback(host) and not config.server.keys():
         logger.warning(
-            "listening on %s, which is not a loopback address: anyone who can reach it can "
-            "use the models (API keys are not configured)",
+            "listening on %s, which is not a loopback address, without API keys: anyone who "
+            "can reach it can use the models. Set INTERFERENCE_API_KEYS or server.api_keys "
+            '(README, "Security").',
             host,
         )
 
 
 def configure_logging(config: Config, worker: bool = False) -> None:
-    """Log lines to stderr at the configured level; a worker's lines also name its process."""
-    name = "%(name)s[%(process)d]" if worker else "%(name)s"
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {name}: %(message)s",
-    )
+    """Log lines to stderr at the configured level and format."""
+    logs.configure_logging(config.server.log_level, config.server.log_format, worker)
+
+
+def raise_open_files_limit() -> None:
+    """Let the process hold as many connections as the system allows it (the soft limit of
+    open files is often 1024, which thousands of clients would exhaust)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -111,15 +124,31 @@ def run_app(
 
     from interference.api.app import create_app
 
+    raise_open_files_limit()
+
     app = create_app(config)
     state = app.state.interference
     ready = asyncio.Event()
+    grace = config.server.shutdown_grace_s
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
                 ready.set()
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Stop accepting (uvicorn), refuse new requests on open connections and say
+            # "draining" (the guard); when the grace period is over, end what still runs with
+            # an error (a stream: an error event, then [DONE]).
+            state.guard.begin_drain()
+            logger.info("draining: %d request(s) in flight", len(state.guard.active))
+            loop = asyncio.get_running_loop()
+            deadline = loop.call_later(grace, state.guard.cut_all, "shutdown")
+            try:
+                await super().shutdown(sockets)
+            finally:
+                deadline.cancel()
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -144,7 +173,11 @@ def run_app(
             log_config=None,
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=int(_GRACE_S),
+            # past the grace period the guard ends requests itself; uvicorn's own bound
+            # (cancelling tasks, closing sockets) only catches a client that reads nothing
+            timeout_graceful_shutdown=math.ceil(grace) + _CUT_MARGIN_S,
+            timeout_keep_alive=5,
+            backlog=2048,
         )
     )
 
@@ -170,7 +203,7 @@ def serve(config: Config) -> int:
     """One process: the app, its banner once it is up."""
     started = time.perf_counter()
     host = config.server.host
-    _warn_if_exposed(host)
+    _warn_if_exposed(config)
 
     def on_ready(port: int, model_ids: list[str], aliases: dict[str, str]) -> None:
         seconds = time.perf_counter() - started
@@ -294,7 +327,7 @@ class _Supervisor:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     process.terminate()  # SIGTERM: uvicorn's graceful shutdown
-        deadline = time.monotonic() + _GRACE_S + 2
+        deadline = time.monotonic() + self.config.server.shutdown_grace_s + _CUT_MARGIN_S + 2
         for process in self.processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
@@ -312,5 +345,5 @@ def serve_workers(config: Config, workers: int) -> int:
             "`interference serve --port 8081` and add it to the workers' configuration as "
             '`{kind: openai, base_url: "http://127.0.0.1:8081/v1"}` (README, "Multi-core").'
         )
-    _warn_if_exposed(config.server.host)
+    _warn_if_exposed(config)
     return _Supervisor(config, workers).run()

@@ -220,9 +220,12 @@ def test_a_failure_after_streaming_began_ends_with_an_error_event(
     validate(events[-1], "ErrorResponse")
     assert "idle gap" in events[-1]["error"]["message"]
     assert TIMEOUTS["idle"] <= elapsed < TIMEOUTS["idle"] + 1.5
-    failures = [r.getMessage() for r in caplog.records if "failed after start" in r.getMessage()]
-    assert failures
-    assert "up0/upstream-model" in failures[0]
+    lines = [r for r in caplog.records if r.name == "interference.requests"]
+    assert len(lines) == 1  # the failure is logged once, on the request's line
+    fields = getattr(lines[0], "fields")
+    assert lines[0].levelname == "WARNING"
+    assert fields["deployment"] == "up0/upstream-model"
+    assert (fields["outcome"], fields["error"]) == ("error", "upstream_timeout")
 
 
 def test_cut_stream_after_content_is_an_error_event(upstreams: list[FakeUpstream]) -> None:

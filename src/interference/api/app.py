@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from interference.api.errors import EXCEPTION_HANDLERS
+from interference.api.guard import RequestGuard
 from interference.api.routes import AppState, routes
 from interference.config import (
     OPENAI_ALIASES,
@@ -24,6 +27,8 @@ from interference.router import Deployment, PublicModel, Router
 
 #: a local generation may legitimately run long (no max_tokens: until its context is full)
 LOCAL_TIMEOUTS = Timeouts(first_token=300, idle=120, total=3600)
+#: response headers a browser page may read (CORS)
+EXPOSED_HEADERS = ["x-request-id", "x-interference-deployment", "x-interference-attempts"]
 
 
 def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, PublicModel]:
@@ -92,18 +97,36 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
         provider_list,
         config.routing,
     )
-    state = AppState(config=config, router=router, providers=provider_list)
+    guard = RequestGuard(config.server.keys(), config.server.limits)
+    state = AppState(config=config, router=router, providers=provider_list, guard=guard)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await asyncio.gather(*(p.start() for p in provider_list))
+        guard.start()
         try:
             yield
         finally:
+            await guard.stop()
             for provider in provider_list:
                 await provider.aclose()
 
+    middleware = [Middleware(guard.wrap)]
+    if config.server.cors_origins:  # outermost: refusals carry CORS headers too
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=config.server.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=EXPOSED_HEADERS,
+                max_age=600,
+            ),
+        )
     handlers: Any = EXCEPTION_HANDLERS
-    app = Starlette(routes=routes(), exception_handlers=handlers, lifespan=lifespan)
+    app = Starlette(
+        routes=routes(), exception_handlers=handlers, lifespan=lifespan, middleware=middleware
+    )
     app.state.interference = state
     return app

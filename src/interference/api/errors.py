@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from interference.api.record import record_of
 from interference.errors import (
     InterferenceError,
     InvalidRequestError,
@@ -102,6 +103,8 @@ def from_validation_error(error: ValidationError) -> InvalidRequestError:
 
 async def _on_interference_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InterferenceError)
+    record = record_of(request.scope)
+    record.error, record.error_message = exc.code, exc.message
     return error_response(exc)
 
 
@@ -120,7 +123,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     else:
         mapped = InvalidRequestError(str(exc.detail), code=str(exc.status_code))
         mapped.status = exc.status_code
-    return error_response(mapped)
+    return await _on_interference_error(request, mapped)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

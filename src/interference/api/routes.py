@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from interference import __version__
 from interference.api.chunks import Batch, Reply
 from interference.api.errors import error_body, from_validation_error
 from interference.api.landing import landing_html
+from interference.api.limits import check_limits
+from interference.api.record import record_of
 from interference.api.sse import DONE, EventStreamResponse, event
 from interference.api.wire import (
     ChatCompletionRequest,
@@ -27,17 +30,18 @@ from interference.api.wire import (
 from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.errors import (
     InterferenceError,
+    RequestTimeoutError,
     RequestTooLargeError,
     ServerError,
     UnsupportedMediaTypeError,
 )
 
 if TYPE_CHECKING:
+    from interference.api.guard import RequestGuard
     from interference.config import Config
     from interference.providers.base import Provider
     from interference.router import Deployment, Router, StreamAnswer
 
-logger = logging.getLogger("interference.requests")
 M = TypeVar("M", bound=BaseModel)
 
 _JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
@@ -50,6 +54,7 @@ class AppState:
     config: Config
     router: Router
     providers: list[Provider]
+    guard: RequestGuard
     started_at: float = field(default_factory=time.time)
 
 
@@ -84,11 +89,21 @@ async def read_json_body(request: Request, limit: int) -> bytes:
 
 
 async def _parse(request: Request, model: type[M]) -> M:
-    body = await read_json_body(request, _state(request).config.server.max_body_bytes)
+    server = _state(request).config.server
     try:
-        return model.model_validate_json(body)
+        async with asyncio.timeout(server.limits.body_timeout_s):
+            body = await read_json_body(request, server.max_body_bytes)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"The request body did not arrive within {server.limits.body_timeout_s:g} s."
+        ) from None
+    try:
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+    if isinstance(parsed, ChatCompletionRequest | CompletionRequest | EmbeddingRequest):
+        check_limits(parsed, server.limits)
+    return parsed
 
 
 async def _generate(
@@ -102,7 +117,9 @@ async def _generate(
 ) -> Response:
     """Answer a chat or text completion request, streamed or not, through the router."""
     state = _state(request)
-    model = state.router.resolve(parsed.model)  # 404 before any work
+    record = record_of(request.scope)
+    record.model, record.stream = parsed.model, bool(parsed.stream)
+    state.router.resolve(parsed.model)  # 404 before any work
     cid = f"{id_prefix}-{os.urandom(16).hex()}"
     created = int(time.time())
     started = time.perf_counter()
@@ -111,18 +128,10 @@ async def _generate(
         answer = await state.router.call(parsed, call)
         result = answer.result
         result.stamp(cid, created, parsed.model)
+        record.deployment, record.attempts = answer.deployment.name, answer.attempts
         usage = result.token_counts()
-        logger.info(
-            "%s model=%s deployment=%s attempts=%d stream=false status=200 prompt_tokens=%s "
-            "completion_tokens=%s ms=%.0f",
-            kind,
-            model.name,
-            answer.deployment.name,
-            answer.attempts,
-            usage[0] if usage else "-",
-            usage[1] if usage else "-",
-            (time.perf_counter() - started) * 1000,
-        )
+        if usage:
+            record.prompt_tokens, record.completion_tokens = usage
         return Response(
             result.to_json(),
             media_type="application/json",
@@ -132,13 +141,12 @@ async def _generate(
     # The router returns once the first output has arrived, so that a failure before it
     # (refused, timed out, context overflow) can fall back or be a real HTTP status.
     streamed: StreamAnswer = await state.router.stream(parsed, open_stream)
-    ttft = (time.perf_counter() - started) * 1000
-    deployment = streamed.deployment.name
+    record.ttft_ms = (time.perf_counter() - started) * 1000
+    record.deployment, record.attempts = streamed.deployment.name, streamed.attempts
     chunks = streamed.chunks
 
     async def relay() -> AsyncGenerator[bytes, None]:
-        status = "client_closed"  # unless the stream gets to its end
-        completion_tokens: int | str = "-"
+        record.outcome = "client_closed"  # unless the stream gets to its end
         include_usage = parsed.include_usage
         try:
             async for batch in chunks:  # the chunks that arrived together leave in one write
@@ -146,7 +154,7 @@ async def _generate(
                 for chunk in batch:
                     tokens = chunk.completion_tokens()
                     if tokens is not None:
-                        completion_tokens = tokens
+                        record.completion_tokens = tokens
                         if not include_usage:
                             chunk.drop_usage()
                     if include_usage or chunk.has_choices():
@@ -154,32 +162,21 @@ async def _generate(
                         events.append(event(chunk.to_json()))
                 if events:
                     yield b"".join(events)
-            status = "ok"
+            record.outcome = "ok"
         except InterferenceError as exc:
-            status = f"error:{exc.code}"
-            logger.warning("stream from %s failed after start: %s", deployment, exc.message)
+            record.outcome, record.error, record.error_message = "error", exc.code, exc.message
             yield event(error_body(exc))
         except Exception:
-            status = "error:internal"
-            logger.exception("stream from %s failed after start", deployment)
+            record.outcome, record.error = "error", "internal_error"
+            record.exception = sys.exc_info()[1]  # logged once, on the request's line
             yield event(error_body(ServerError("The stream ended because of a server error.")))
         finally:
             await chunks.aclose()
-            logger.info(
-                "%s model=%s deployment=%s attempts=%d stream=true status=%s "
-                "completion_tokens=%s ttft_ms=%.0f ms=%.0f",
-                kind,
-                model.name,
-                deployment,
-                streamed.attempts,
-                status,
-                completion_tokens,
-                ttft,
-                (time.perf_counter() - started) * 1000,
-            )
         yield DONE
 
-    return EventStreamResponse(relay(), headers=_answer_headers(deployment, streamed.attempts))
+    return EventStreamResponse(
+        relay(), headers=_answer_headers(streamed.deployment.name, streamed.attempts)
+    )
 
 
 async def chat_completions(request: Request) -> Response:
@@ -209,19 +206,14 @@ async def completions(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     state = _state(request)
     parsed = await _parse(request, EmbeddingRequest)
-    model = state.router.resolve(parsed.model)
-    started = time.perf_counter()
+    record = record_of(request.scope)
+    record.model = parsed.model
+    state.router.resolve(parsed.model)
     answer = await state.router.call(parsed, lambda d: d.provider.embed(parsed, d.model))
     result = answer.result
     result.model = parsed.model
-    logger.info(
-        "embeddings model=%s deployment=%s attempts=%d status=200 prompt_tokens=%d ms=%.0f",
-        model.name,
-        answer.deployment.name,
-        answer.attempts,
-        result.usage.prompt_tokens,
-        (time.perf_counter() - started) * 1000,
-    )
+    record.deployment, record.attempts = answer.deployment.name, answer.attempts
+    record.prompt_tokens = result.usage.prompt_tokens
     return Response(
         result.to_json(),
         media_type="application/json",
@@ -248,17 +240,22 @@ async def get_model(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """``ok``, ``loading`` (a model is not ready yet) or ``draining`` (shutting down: 503).
+
+    Without a key on a server that has keys, only ``status`` and ``ready`` are shown."""
     state = _state(request)
     providers = [p.describe() for p in state.providers]
     ready = all(p["ready"] for p in providers)
-    body = {
-        "status": "ok" if ready else "loading",
-        "ready": ready,
-        "version": __version__,
-        "uptime_s": round(time.time() - state.started_at, 1),
-        "providers": providers,
-    }
-    return json_response(orjson.dumps(body))
+    draining = state.guard.draining
+    status = "draining" if draining else "ok" if ready else "loading"
+    body: dict[str, object] = {"status": status, "ready": ready and not draining}
+    if record_of(request.scope).authorized:
+        body |= {
+            "version": __version__,
+            "uptime_s": round(time.time() - state.started_at, 1),
+            "providers": providers,
+        }
+    return json_response(orjson.dumps(body), 503 if draining else 200)
 
 
 async def landing(request: Request) -> Response:

@@ -1,0 +1,331 @@
+"""The request guard: the ASGI middleware every HTTP request passes first.
+
+For each request it
+- gives it an id (the client's ``x-request-id`` when it is a sane one), returned in the
+  ``x-request-id`` response header and put on every log line written while serving it;
+- checks the API key when the server has keys (``Authorization: Bearer KEY`` or
+  ``x-api-key: KEY``): keys are kept as SHA-256 digests and compared in constant time;
+- bounds the requests in flight per client (per API key, or per client address without keys);
+- refuses new work while the server drains for a shutdown;
+- turns any exception that escaped the routes into an OpenAI error (500 JSON, or an error event
+  when a stream had started), logged once with its traceback; nothing reaches the ASGI server;
+- writes one log line when the request ends: id, route, status, model, deployment, attempts,
+  tokens, time to first token and latency (the routes fill in what they know on the
+  :class:`RequestRecord` found in ``scope``).
+
+It also ends requests from outside their task: :meth:`RequestGuard.cut_all` at the end of a
+shutdown's grace period (a stream gets an error event and ``[DONE]``, a request with no answer
+yet a 503), and a watchdog that ends streams whose client has not taken data for
+``limits.slow_client_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import re
+import time
+from collections import Counter
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from interference.api.errors import error_body
+from interference.api.record import SCOPE_KEY, RequestRecord
+from interference.api.sse import DONE, event
+from interference.config import LimitsConfig
+from interference.errors import (
+    AuthenticationError,
+    InterferenceError,
+    ModelNotReadyError,
+    RateLimitError,
+    ServerError,
+)
+from interference.logs import REQUEST_ID, RESPONSE_CUT
+
+logger = logging.getLogger("interference.requests")
+
+#: routes answered without a key (a reduced body: status only)
+PUBLIC_PATHS = frozenset({"/health", "/v1/health"})
+_SANE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+_WATCH_EVERY_S = 1.0
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def presented_key(scope: Scope) -> str | None:
+    """The key a request carries: ``Authorization: Bearer KEY`` or ``x-api-key: KEY``."""
+    name: bytes
+    value: bytes
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+        elif name == b"x-api-key" and value.strip():
+            return value.decode("latin-1").strip()
+    return None
+
+
+class RequestGuard:
+    """ASGI middleware; see the module docstring. One per app (``create_app`` makes it)."""
+
+    def __init__(self, keys: list[str], limits: LimitsConfig) -> None:
+        self.app: ASGIApp | None = None
+        self.limits = limits
+        self._digests = [key_digest(k) for k in keys]
+        self.draining = False
+        self.active: set[RequestRecord] = set()
+        self.in_flight: Counter[str] = Counter()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def wrap(self, app: ASGIApp) -> RequestGuard:
+        """Guard ``app`` (the factory Starlette's ``Middleware`` calls)."""
+        self.app = app
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self._digests)
+
+    def check_key(self, key: str | None) -> bool:
+        """Whether ``key`` is one of the server's keys (constant time in the key's content)."""
+        if key is None:
+            return False
+        digest = key_digest(key)
+        found = False
+        for known in self._digests:  # every key compared, no early exit
+            found |= hmac.compare_digest(digest, known)
+        return found
+
+    # --- lifecycle
+
+    def start(self) -> None:
+        """Start the slow-client watchdog (in the app's lifespan, inside its event loop)."""
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch(), name="slow-client watchdog")
+
+    async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+
+    def begin_drain(self) -> None:
+        """From now on new requests are refused (503) and health says ``draining``."""
+        self.draining = True
+
+    def cut_all(self, reason: str = "shutdown") -> int:
+        """End every request in flight now; returns how many were cut."""
+        count = 0
+        for record in list(self.active):
+            if self.cut(record, reason):
+                count += 1
+        return count
+
+    def cut(self, record: RequestRecord, reason: str) -> bool:
+        if record.cut_reason is not None or record.task is None or record.task.done():
+            return False
+        record.cut_reason = reason
+        record.task.cancel()
+        return True
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_WATCH_EVERY_S)
+            now = loop.time()
+            for record in list(self.active):
+                since = record.sending_since
+                if since and now - since > self.limits.slow_client_s:
+                    self.cut(record, "slow_client")
+
+    # --- requests
+
+    def _new_record(self, scope: Scope) -> RequestRecord:
+        given = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        request_id = given if _SANE_ID.fullmatch(given) else f"req_{os.urandom(12).hex()}"
+        client = scope.get("client")
+        return RequestRecord(
+            id=request_id,
+            method=scope["method"],
+            path=scope["path"],
+            client=client[0] if client else "-",
+            started=time.perf_counter(),
+            task=asyncio.current_task(),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.app is not None, "wrap() an app first"
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = self._new_record(scope)
+        scope[SCOPE_KEY] = record
+        token = REQUEST_ID.set(record.id)
+        id_header = (b"x-request-id", record.id.encode())
+        loop = asyncio.get_running_loop()
+
+        async def guarded_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                record.response_started = True
+                headers = list(message.get("headers", ()))
+                record.sse = any(
+                    k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
+                )
+                message = {**message, "headers": [*headers, id_header]}
+                await send(message)
+                return
+            record.sending_since = loop.time()
+            try:
+                await send(message)
+            finally:
+                record.sending_since = 0.0
+
+        counted = False
+        exc_info: BaseException | None = None
+        try:
+            refusal = self._admit(scope, record)
+            if refusal is not None:
+                await _send_error(guarded_send, refusal, record)
+                return
+            self.in_flight[record.client] += 1
+            counted = True
+            self.active.add(record)
+            try:
+                await self.app(scope, receive, guarded_send)
+            except asyncio.CancelledError:
+                task = record.task
+                if record.cut_reason is None or task is None:
+                    raise
+                task.uncancel()
+                await self._end_cut(record, guarded_send)
+            except Exception as exc:  # a bug: log it once, answer in OpenAI's shape
+                exc_info = exc
+                record.error = "internal_error"
+                await self._end_after_exception(record, guarded_send)
+            else:
+                task = record.task
+                if record.cut_reason is not None and task is not None and task.cancelling():
+                    task.uncancel()  # the cut came too late to matter
+        finally:
+            self.active.discard(record)
+            if counted:
+                self.in_flight[record.client] -= 1
+                if not self.in_flight[record.client]:
+                    del self.in_flight[record.client]
+            self._log(record, exc_info or record.exception)
+            REQUEST_ID.reset(token)
+
+    def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
+        """Why this request is refused before it reaches a route (None: it may go on)."""
+        if self.auth_enabled:
+            key = presented_key(scope)
+            record.authorized = self.check_key(key)
+            if record.authorized and key is not None:
+                record.client = f"key:{key_digest(key).hex()[:12]}"
+            elif scope["path"] not in PUBLIC_PATHS:
+                if key is None:
+                    return AuthenticationError(
+                        "Missing API key: send it as `Authorization: Bearer KEY` "
+                        "(or `x-api-key: KEY`).",
+                        code="missing_api_key",
+                    )
+                return AuthenticationError("Incorrect API key provided.")
+        else:
+            record.authorized = True
+        if self.draining and scope["path"] not in PUBLIC_PATHS:
+            return ModelNotReadyError(
+                "The server is shutting down; send the request again in a moment.",
+                code="server_shutting_down",
+                headers={"connection": "close", "retry-after": "1"},
+            )
+        limit = self.limits.max_concurrent_per_client
+        if self.in_flight[record.client] >= limit and scope["path"] not in PUBLIC_PATHS:
+            return RateLimitError(
+                f"Too many concurrent requests from this client: at most {limit} may be in "
+                "flight at once.",
+                code="concurrency_limit_exceeded",
+                headers={"retry-after": "1"},
+            )
+        return None
+
+    async def _end_cut(self, record: RequestRecord, send: Send) -> None:
+        reason = record.cut_reason
+        record.outcome = reason
+        if reason == "slow_client":  # it takes no data: anything more would wait as well
+            RESPONSE_CUT.set(True)
+            return
+        error = ModelNotReadyError(
+            "The server is shutting down; this request was ended before it finished.",
+            code="server_shutting_down",
+        )
+        with contextlib.suppress(OSError):
+            if not record.response_started:
+                await _send_error(send, error, record)
+            elif record.sse:
+                record.error = error.code
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": event(error_body(error)) + DONE,
+                        "more_body": False,
+                    }
+                )
+
+    async def _end_after_exception(self, record: RequestRecord, send: Send) -> None:
+        error = ServerError("The server had an error while processing your request.")
+        with contextlib.suppress(OSError):
+            if not record.response_started:
+                await _send_error(send, error, record)
+            elif record.sse:
+                record.outcome = "error"
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": event(error_body(error)) + DONE,
+                        "more_body": False,
+                    }
+                )
+            else:
+                RESPONSE_CUT.set(True)
+
+    def _log(self, record: RequestRecord, exc: BaseException | None) -> None:
+        elapsed = (time.perf_counter() - record.started) * 1000
+        failed = record.status >= 500 or record.outcome in ("error", "shutdown", "slow_client")
+        level = logging.ERROR if exc else logging.WARNING if failed else logging.INFO
+        if not logger.isEnabledFor(level):
+            return
+        logger.log(
+            level,
+            "%s %s %d",
+            record.method,
+            record.path,
+            record.status,
+            exc_info=exc,
+            extra={"fields": record.fields(elapsed), "request_id": record.id},
+        )
+
+
+async def _send_error(send: Send, error: InterferenceError, record: RequestRecord) -> None:
+    record.error = error.code
+    record.error_message = error.message
+    body = error_body(error)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

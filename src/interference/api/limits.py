@@ -1,0 +1,79 @@
+"""Per-request limits: how many messages, how much input text, how many tokens to generate.
+
+The body size is bounded while it is read (:func:`interference.api.routes.read_json_body`);
+these checks run on the parsed request, before any work, and each breach is a 400 whose
+``code`` names the limit and whose message says the figure and the bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from interference.api.wire import ChatCompletionRequest
+from interference.api.wire_more import CompletionRequest, EmbeddingRequest
+from interference.config import LimitsConfig
+from interference.errors import InvalidRequestError
+
+
+def _texts(value: Any) -> Iterable[str]:
+    """Every string inside a JSON-like value (message contents, parts, tool arguments)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+
+
+def _input_chars(request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest) -> int:
+    if isinstance(request, ChatCompletionRequest):
+        total = 0
+        for message in request.messages:
+            total += sum(len(text) for text in _texts(message.model_dump(exclude_none=True)))
+        return total
+    prompt = request.prompt if isinstance(request, CompletionRequest) else request.input
+    if isinstance(prompt, str):
+        return len(prompt)
+    # token arrays count one per token: a token is at least a character of text
+    return sum(len(item) if isinstance(item, str | list) else 1 for item in prompt)
+
+
+def check_limits(
+    request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest, limits: LimitsConfig
+) -> None:
+    """Raise :class:`InvalidRequestError` when ``request`` asks for more than ``limits`` allow."""
+    if isinstance(request, ChatCompletionRequest) and len(request.messages) > limits.max_messages:
+        raise InvalidRequestError(
+            f"Too many messages: {len(request.messages)}; this server accepts at most "
+            f"{limits.max_messages} per request.",
+            param="messages",
+            code="too_many_messages",
+        )
+    chars = _input_chars(request)
+    if chars > limits.max_input_chars:
+        param = {ChatCompletionRequest: "messages", CompletionRequest: "prompt"}.get(
+            type(request), "input"
+        )
+        raise InvalidRequestError(
+            f"The input is too long: {chars} characters; this server accepts at most "
+            f"{limits.max_input_chars} per request.",
+            param=param,
+            code="input_too_long",
+        )
+    if isinstance(request, EmbeddingRequest):
+        return
+    asked = {
+        "max_tokens": request.max_tokens,
+        "max_completion_tokens": getattr(request, "max_completion_tokens", None),
+    }
+    for param, value in asked.items():
+        if value is not None and value > limits.max_tokens:
+            raise InvalidRequestError(
+                f"Invalid value for '{param}': {value} is more than this server's limit of "
+                f"{limits.max_tokens} tokens.",
+                param=param,
+                code="max_tokens_too_large",
+            )

@@ -1,0 +1,75 @@
+"""What is known of one request: the guard's bookkeeping and the fields of its log line.
+
+The request guard (:mod:`interference.api.guard`) creates a :class:`RequestRecord` for every
+request and puts it in the ASGI scope; routes and error handlers fill in what they learn
+(model, deployment, tokens, the error answered), and the guard logs it when the request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import Scope
+
+SCOPE_KEY = "interference.request"
+
+
+@dataclass(slots=True, eq=False)
+class RequestRecord:
+    """One request as the guard and the routes see it; its fields make the log line."""
+
+    id: str
+    method: str
+    path: str
+    client: str  # the concurrency key: an API key's digest prefix, or the client's address
+    started: float
+    task: asyncio.Task[Any] | None
+    authorized: bool = False
+    status: int = 0
+    response_started: bool = False
+    sse: bool = False
+    sending_since: float = 0.0  # loop time a body write began to wait; 0 when none waits
+    cut_reason: str | None = None
+    # filled in by the routes
+    model: str | None = None
+    deployment: str | None = None
+    attempts: int | None = None
+    stream: bool | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    outcome: str | None = None  # a stream's end: ok, client_closed, error, shutdown, ...
+    error: str | None = None  # the code of the error answered
+    error_message: str | None = None
+    exception: BaseException | None = None  # an unexpected one, logged with its traceback
+
+    def fields(self, elapsed_ms: float) -> dict[str, Any]:
+        return {
+            "request_id": self.id,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "model": self.model,
+            "deployment": self.deployment,
+            "attempts": self.attempts,
+            "stream": self.stream,
+            "outcome": self.outcome,
+            "error": self.error,
+            "error_message": self.error_message,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "ms": round(elapsed_ms, 1),
+            "client": self.client,
+        }
+
+
+def record_of(scope: Scope) -> RequestRecord:
+    """The guard's record of the request of ``scope`` (a detached one outside the guard)."""
+    record: RequestRecord | None = scope.get(SCOPE_KEY)
+    if record is None:
+        record = RequestRecord("-", scope.get("method", ""), scope["path"], "-", 0.0, None)
+        scope[SCOPE_KEY] = record
+    return record

@@ -110,4 +110,6 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    logging.getLogger("uvicorn.error").addFilter(UnfinishedResponseFilter())
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, UnfinishedResponseFilter) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(UnfinishedResponseFilter())

@@ -1,0 +1,172 @@
+"""The server process in front of a fake upstream: shutdown with a grace period, clients that
+stop reading, keys kept out of the logs, and JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ServerProcess, start_server
+from tests.integration.openai_fake import openai_upstream
+from tests.upstream import FakeUpstream
+
+KEY = "sk-lifecycle-9fQ2xL7w"
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with openai_upstream("up", words=40) as running:
+        yield running
+
+
+def config(upstream: FakeUpstream, server: str = "") -> str:
+    return (
+        f"server: {{{server}}}\n"
+        "providers:\n"
+        f'  up: {{kind: openai, base_url: "{upstream.url}/v1"}}\n'
+        "models:\n"
+        "  m: {deployments: [{provider: up, model: upstream-model}]}\n"
+        "openai_aliases: false\n"
+    )
+
+
+def open_stream(url: str, model: str = "m") -> socket.socket:
+    """A streamed chat request on a raw socket; returns once the answer has begun."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    )
+    sock = socket.create_connection((host, int(port)), timeout=20)
+    sock.sendall(
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+    )
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    return sock
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    return data
+
+
+def request_lines(server: ServerProcess) -> list[dict[str, object]]:
+    lines = [
+        json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")
+    ]
+    return [line for line in lines if line["logger"] == "interference.requests"]
+
+
+def test_sigterm_lets_short_streams_finish_ends_long_ones_and_exits_0(tmp_path: Path) -> None:
+    with openai_upstream("short", words=20) as fast, openai_upstream("long", words=40) as slow:
+        fast.faults.chunk_delay = 0.05  # 1 s a stream: within the grace period
+        slow.faults.chunk_delay = 0.25  # 10 s a stream: beyond it
+        yaml = (
+            "server: {shutdown_grace_s: 3}\n"
+            "providers:\n"
+            f'  slow: {{kind: openai, base_url: "{slow.url}/v1"}}\n'
+            f'  fast: {{kind: openai, base_url: "{fast.url}/v1"}}\n'
+            "models:\n"
+            "  m: {deployments: [{provider: slow, model: upstream-model}]}\n"
+            "  quick: {deployments: [{provider: fast, model: upstream-model}]}\n"
+            "openai_aliases: false\n"
+        )
+        server = start_server(tmp_path, yaml, "--log-format", "json")
+        long_stream = open_stream(server.url)
+        short_stream = open_stream(server.url, model="quick")
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(httpx.ConnectError):  # no new connections
+            httpx.get(f"{server.url}/health", timeout=2)
+        short, long = read_to_end(short_stream), read_to_end(long_stream)
+        elapsed = time.monotonic() - started
+        assert server.process.wait(timeout=15) == 0
+    end = b"data: [DONE]\n\n\r\n0\r\n\r\n"
+    assert b"server_shutting_down" not in short and short.endswith(end)
+    assert b'"code":"server_shutting_down"' in long and long.endswith(end)
+    assert 2.9 < elapsed < 5
+    outcomes = sorted(str(line["outcome"]) for line in request_lines(server))
+    assert outcomes == ["ok", "shutdown"]
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_the_server_stays_well(
+    tmp_path: Path,
+) -> None:
+    with openai_upstream("big", words=30000) as upstream:  # megabytes of events, at once
+        server = start_server(
+            tmp_path, config(upstream, "limits: {slow_client_s: 1}"), "--log-format", "json"
+        )
+        try:
+            host, port = server.url.removeprefix("http://").split(":")
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((host, int(port)))
+            body = json.dumps(
+                {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            )
+            sock.sendall(
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                f"application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+            )
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not request_lines(server):
+                time.sleep(0.2)  # not reading: the server must give up on its own
+            (line,) = request_lines(server)
+            assert (line["outcome"], line["level"]) == ("slow_client", "warning")
+            sock.close()
+            health = httpx.get(f"{server.url}/health", timeout=5)
+            assert health.json()["status"] == "ok"
+        finally:
+            assert server.stop() == 0
+    log = server.log.read_text()
+    assert "ASGI callable returned without completing response" not in log  # logged once
+
+
+def test_keys_never_appear_in_the_logs_even_at_debug_level(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    wrong = "sk-wrong-Kd83nQ0z"
+    server = start_server(
+        tmp_path,
+        config(upstream, f'api_keys: ["{KEY}"]'),
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
+    )
+    try:
+        for headers in (
+            {"authorization": f"Bearer {KEY}"},
+            {"x-api-key": KEY},
+            {"authorization": f"Bearer {wrong}"},
+            {},
+        ):
+            for stream in (False, True):
+                httpx.post(
+                    f"{server.url}/v1/chat/completions",
+                    json={
+                        "model": "m",
+                        "messages": [{"role": "user", "content": "hi"}],
+                        "stream": stream,
+                    },
+                    headers=headers,
+                    timeout=10,
+                )
+        statuses = sorted(int(str(line["status"])) for line in request_lines(server))
+        assert statuses == [200] * 4 + [401] * 4
+    finally:
+        assert server.stop() == 0
+    log = server.log.read_text()
+    assert KEY not in log and wrong not in log and KEY[3:12] not in log
+    assert "hi" not in [line.get("message") for line in request_lines(server)]

@@ -39,7 +39,8 @@ class ServerProcess:
     startup_s: float
 
     def client(self, **options: object) -> OpenAI:
-        return OpenAI(base_url=f"{self.url}/v1", api_key="none", max_retries=0, **options)  # type: ignore[arg-type]
+        options = {"api_key": "none", "max_retries": 0, **options}
+        return OpenAI(base_url=f"{self.url}/v1", **options)  # type: ignore[arg-type]
 
     def stop(self) -> int:
         """SIGTERM, as a service manager would; returns the exit code."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from tests.e2e.conftest import ServerProcess, start_server
@@ -167,6 +168,13 @@ def test_keys_never_appear_in_the_logs_even_at_debug_level(
                 )
         statuses = sorted(int(str(line["status"])) for line in request_lines(server))
         assert statuses == [200] * 4 + [401] * 4
+        # the official client sends its api_key as a Bearer token
+        hi = [{"role": "user", "content": "hi"}]
+        answer = server.client(api_key=KEY).chat.completions.create(model="m", messages=hi)
+        assert answer.choices[0].message.content
+        with pytest.raises(openai.AuthenticationError) as refused:
+            server.client(api_key=wrong).chat.completions.create(model="m", messages=hi)
+        assert refused.value.code == "invalid_api_key"
     finally:
         assert server.stop() == 0
     log = server.log.read_text()

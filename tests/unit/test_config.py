@@ -186,7 +186,8 @@ def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
-    for name in ("OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+    names = ("OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
+    for name in (*names, "INTERFERENCE_KEY_ALICE", "INTERFERENCE_KEY_BOB"):
         monkeypatch.setenv(name, "test")
     import yaml
 

@@ -64,6 +64,9 @@ class LimitsConfig(BaseModel):
         ge=1,
         description="requests in flight per API key (per client address when keys are off)",
     )
+    head_timeout_s: float = Field(
+        default=10, gt=0, description="to receive a request's line and headers, or be closed"
+    )
     body_timeout_s: float = Field(default=30, gt=0, description="to receive a request's body")
     slow_client_s: float = Field(
         default=60, gt=0, description="a stream whose client takes no data this long is ended"

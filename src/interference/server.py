@@ -111,6 +111,53 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def http_protocol(head_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol, plus a bound on the time to receive a request's head.
+
+    uvicorn times out idle keep-alive connections only after a response; a client that connects
+    and sends nothing, or half a request line, would hold its connection (and a file
+    descriptor) for ever. Here the head (request line and headers) must be complete within
+    ``head_timeout_s`` of the connection or of the request's first byte, or the connection is
+    closed.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Protocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
+
+
 def run_app(
     config: Config,
     sock: socket.socket | None = None,
@@ -177,6 +224,7 @@ def run_app(
             # (cancelling tasks, closing sockets) only catches a client that reads nothing
             timeout_graceful_shutdown=math.ceil(grace) + _CUT_MARGIN_S,
             timeout_keep_alive=5,
+            http=http_protocol(config.server.limits.head_timeout_s),
             backlog=2048,
         )
     )

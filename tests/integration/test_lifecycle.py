@@ -4,9 +4,12 @@ stop reading, keys kept out of the logs, and JSON log lines."""
 from __future__ import annotations
 
 import json
+import os
+import resource
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +185,72 @@ def test_keys_never_appear_in_the_logs_even_at_debug_level(
     assert wrong not in log
     assert KEY[3:12] not in log
     assert "hi" not in [line.get("message") for line in request_lines(server)]
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_thousands_of_abandoned_connections_are_closed_and_the_server_stays_well(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Connections that send nothing, half a head, a head without its body, or a whole request
+    whose answer they never read: each is closed by the server within its bounds."""
+    count = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 1000)), hard))
+    server = start_server(
+        tmp_path,
+        config(
+            upstream,
+            "limits: {head_timeout_s: 3, body_timeout_s: 3, max_concurrent_per_client: 1000}",
+        ),
+        "--log-format",
+        "json",
+    )
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    sends = [b"", b"POST /v1/chat/comp", head.encode(), (head + body).encode()]
+    pid = server.process.pid
+    sockets: list[socket.socket] = []
+    try:
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        baseline = open_fds(pid)
+        for i in range(count):
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            if sends[i % 4]:
+                sock.sendall(sends[i % 4])
+            sockets.append(sock)
+        peak, deadline = 0, time.monotonic() + 3
+        while time.monotonic() < deadline and peak < baseline + count * 3 // 4:
+            peak = max(peak, open_fds(pid))
+            time.sleep(0.05)
+        assert peak >= baseline + count * 3 // 4  # the server holds them now
+        health = httpx.get(f"{server.url}/health", timeout=5)  # and still answers
+        assert health.json()["status"] == "ok"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and open_fds(pid) > baseline + 5:
+            time.sleep(0.2)
+        assert open_fds(pid) <= baseline + 5  # closed by the server, not by us
+        for sock in sockets[:8]:  # what the client of each kind saw: EOF
+            sock.settimeout(5)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            assert not data or data.startswith(b"HTTP/1.1 ")
+        answer = server.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert answer.choices[0].message.content
+    finally:
+        for sock in sockets:
+            sock.close()
+        assert server.stop() == 0
+    statuses = Counter(int(str(line["status"])) for line in request_lines(server))
+    assert statuses[200] >= count // 4  # the whole requests were answered
+    assert statuses[408] == count // 4  # the heads without a body
+    assert not [s for s in statuses if s >= 500]

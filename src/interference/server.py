@@ -71,7 +71,7 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def _warn_if_exposed(config: Config) -> None:
+def warn_if_exposed(config: Config) -> None:
     host = config.server.host
     if not is_loopback(host) and not config.server.keys():
         logger.warning(
@@ -251,7 +251,7 @@ def serve(config: Config) -> int:
     """One process: the app, its banner once it is up."""
     started = time.perf_counter()
     host = config.server.host
-    _warn_if_exposed(config)
+    warn_if_exposed(config)
 
     def on_ready(port: int, model_ids: list[str], aliases: dict[str, str]) -> None:
         seconds = time.perf_counter() - started
@@ -393,5 +393,5 @@ def serve_workers(config: Config, workers: int) -> int:
             "`interference serve --port 8081` and add it to the workers' configuration as "
             '`{kind: openai, base_url: "http://127.0.0.1:8081/v1"}` (README, "Multi-core").'
         )
-    _warn_if_exposed(config)
+    warn_if_exposed(config)
     return _Supervisor(config, workers).run()

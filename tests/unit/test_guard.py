@@ -311,3 +311,27 @@ def test_cors_allows_the_configured_origins_only() -> None:
         assert "x-request-id" in ok.headers["access-control-expose-headers"]
         other = client.get("/v1/models", headers={"origin": "http://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "warned"),
+    [
+        ("0.0.0.0", [], True),
+        ("192.168.1.20", [], True),
+        ("::", [], True),
+        ("0.0.0.0", [KEY], False),
+        ("127.0.0.1", [], False),
+        ("::1", [], False),
+        ("localhost", [], False),
+    ],
+)
+def test_a_non_loopback_address_without_keys_is_warned_about(
+    caplog: pytest.LogCaptureFixture, host: str, keys: list[str], warned: bool
+) -> None:
+    from interference.server import warn_if_exposed
+
+    config = config_from_dict({"server": {"host": host, "api_keys": keys}})
+    with caplog.at_level(logging.WARNING):
+        warn_if_exposed(config)
+    assert ("without API keys" in caplog.text) is warned
+    assert KEY not in caplog.text

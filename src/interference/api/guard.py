@@ -283,6 +283,8 @@ class RequestGuard:
                         "more_body": False,
                     }
                 )
+            else:  # half a JSON body cannot be mended: the connection is closed
+                RESPONSE_CUT.set(True)
 
     async def _end_after_exception(self, record: RequestRecord, send: Send) -> None:
         error = ServerError("The server had an error while processing your request.")

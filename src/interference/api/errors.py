@@ -28,10 +28,10 @@ from interference.errors import (
 
 logger = logging.getLogger(__name__)
 
-# Names pydantic puts in an error location that are not fields: the member types of a union,
-# and the discriminator tags of the lists whose items are tagged unions.
+# Names pydantic puts in an error location that are not fields: the member types of a union
+# (the discriminator tags of tagged unions in lists are recognised by the name before the index:
+# ``messages``, or a ``list[tagged-union[...]]``).
 _UNION_MEMBERS = {"str", "int", "float", "bool", "dict", "list", "none"}
-_TAGGED_LISTS = {"messages", "content"}
 
 
 def error_body(exc: InterferenceError) -> bytes:
@@ -49,19 +49,21 @@ def error_response(exc: InterferenceError) -> Response:
 
 def _param(loc: tuple[Any, ...]) -> str | None:
     out = ""
-    field = ""  # the last field name kept
-    after_index = False
+    previous: Any = None
+    tag_next = False  # the next name is a tagged union's tag, not a field
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-            after_index = True
+            tag_next = previous == "messages" or (
+                isinstance(previous, str) and "tagged-union" in previous
+            )
+            previous = part
             continue
-        is_tag = after_index and field in _TAGGED_LISTS
-        after_index = False
-        if i > 0 and (is_tag or part in _UNION_MEMBERS or "[" in part or "-" in part):
-            continue
-        out += f".{part}" if out else part
-        field = part
+        skip = tag_next or (i > 0 and (part in _UNION_MEMBERS or "[" in part or "-" in part))
+        tag_next = False
+        previous = part
+        if not skip:
+            out += f".{part}" if out else part
     return out or None
 
 
@@ -98,7 +100,8 @@ def from_validation_error(error: ValidationError) -> InvalidRequestError:
         return InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
     if kind == "extra_forbidden":
         return InvalidRequestError(f"Unrecognized request argument: '{param}'.", param=param)
-    return InvalidRequestError(f"Invalid value for '{param}': {first['msg']}.", param=param)
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidRequestError(f"Invalid value for '{param}': {message}.", param=param)
 
 
 async def _on_interference_error(request: Request, exc: Exception) -> Response:

@@ -16,13 +16,19 @@ from interference.config import LimitsConfig
 from interference.errors import InvalidRequestError
 
 
+#: keys whose string values are tags, not text
+_TAGS = frozenset({"role", "type"})
+
+
 def _texts(value: Any) -> Iterable[str]:
-    """Every string inside a JSON-like value (message contents, parts, tool arguments)."""
+    """The text inside a JSON-like value: contents, parts, names and tool arguments (the
+    ``role`` and ``type`` tags left out)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for item in value.values():
-            yield from _texts(item)
+        for key, item in value.items():
+            if key not in _TAGS:
+                yield from _texts(item)
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _texts(item)

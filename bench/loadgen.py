@@ -125,7 +125,7 @@ def summarize(
     )
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head[:-4].decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
@@ -138,7 +138,7 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]
     return int(parts[1]), headers
 
 
-class _Events:
+class Events:
     """Splits a streamed body into SSE events as it arrives and times each ``data:`` event."""
 
     def __init__(self, started: float, keep: bool) -> None:
@@ -163,8 +163,8 @@ class _Events:
                     self.data.append(event)
 
 
-async def _read_body(
-    reader: asyncio.StreamReader, headers: dict[str, str], events: _Events | None
+async def read_body(
+    reader: asyncio.StreamReader, headers: dict[str, str], events: Events | None
 ) -> tuple[bytes, bool]:
     """The body, and whether the connection can be reused."""
     if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -220,9 +220,9 @@ async def _exchange(
 ) -> tuple[Sample, bool]:
     started = time.perf_counter()
     writer.write(plan.request)
-    status, headers = await _read_head(reader)
-    events = _Events(started, plan.keep_events) if plan.stream else None
-    body, reusable = await _read_body(reader, headers, events)
+    status, headers = await read_head(reader)
+    events = Events(started, plan.keep_events) if plan.stream else None
+    body, reusable = await read_body(reader, headers, events)
     latency = time.perf_counter() - started
     if status != 200:
         raise ResponseError(f"status {status}: {body[:200]!r}")
@@ -240,7 +240,7 @@ async def _exchange(
     return sample, reusable
 
 
-_FAILURES = (OSError, EOFError, ValueError, ResponseError, TimeoutError, asyncio.LimitOverrunError)
+FAILURES = (OSError, EOFError, ValueError, ResponseError, TimeoutError, asyncio.LimitOverrunError)
 
 
 async def _worker(plan: _Plan) -> None:
@@ -257,7 +257,7 @@ async def _worker(plan: _Plan) -> None:
                     _exchange(plan, *connection), plan.request_timeout_s
                 )
                 plan.samples.append(sample)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 plan.errors.append(f"{type(exc).__name__}: {exc}")
                 reusable = False
             if not reusable and connection is not None:

@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -86,16 +87,22 @@ def test_sigterm_lets_short_streams_finish_ends_long_ones_and_exits_0(tmp_path: 
             "openai_aliases: false\n"
         )
         server = start_server(tmp_path, yaml, "--log-format", "json")
-        long_stream = open_stream(server.url)
-        short_stream = open_stream(server.url, model="quick")
-        started = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with pytest.raises(httpx.ConnectError):  # no new connections
-            httpx.get(f"{server.url}/health", timeout=2)
-        short, long = read_to_end(short_stream), read_to_end(long_stream)
-        elapsed = time.monotonic() - started
-        assert server.process.wait(timeout=15) == 0
+        try:
+            long_stream = open_stream(server.url)
+            short_stream = open_stream(server.url, model="quick")
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with pytest.raises(httpx.ConnectError):  # no new connections
+                httpx.get(f"{server.url}/health", timeout=2)
+            short, long = read_to_end(short_stream), read_to_end(long_stream)
+            elapsed = time.monotonic() - started
+        finally:
+            try:
+                code = server.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # the test broke off before its SIGTERM
+                code = server.stop()
+        assert code == 0
     end = b"data: [DONE]\n\n\r\n0\r\n\r\n"
     assert b"server_shutting_down" not in short
     assert short.endswith(end)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from interference.providers import http
 from interference.providers.http import SSEDecoder
+from interference.providers.transport import ProtocolError
 
 STREAM = b'data: {"a":1}\n\n: ping\n\nevent: chunk\ndata: {"b":2}\nid: 7\n\ndata: [DONE]\n\n'
 EXPECTED = [b'{"a":1}', b'{"b":2}', b"[DONE]"]
@@ -123,3 +125,42 @@ def test_a_leading_byte_order_mark_is_dropped_even_when_split() -> None:
     assert decode(b"\xef\xbb\xbfdata: a\n\n") == ([b"a"], None)
     assert decode(b"\xef", b"\xbb", b"\xbfdata: a\n\ndata: b\n\n") == ([b"a", b"b"], None)
     assert decode(b"data: \xef\xbb\xbf\n\n") == ([b"\xef\xbb\xbf"], None)  # only at the start
+
+
+@pytest.fixture
+def small_events(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(http, "_MAX_EVENT", 100)
+    return 100
+
+
+def test_pending_data_over_the_limit_fails(small_events: int) -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: 1\n\n" + b"data: " + b"x" * 40 + b"\n") == [b"1"]  # 47 pending
+    assert decoder.feed(b"data: " + b"x" * 46 + b"\n") == []  # 100 pending: at the limit
+    with pytest.raises(ProtocolError, match="exceeds 100 bytes"):
+        decoder.feed(b"x")  # an upstream that never ends its event
+    assert decoder.close() is None  # what was pending is dropped
+
+
+def test_a_complete_event_over_the_limit_fails(small_events: int) -> None:
+    event = b"data: " + b"x" * 94  # 100 bytes without its blank line
+    assert decode(event + b"\n\n") == ([b"x" * 94], None)
+    with pytest.raises(ProtocolError, match="exceeds 100 bytes"):
+        decode(b"data: 1\n\n" + event + b"x\n\ndata: 2\n\n")  # in one block
+    decoder = SSEDecoder()
+    decoder.feed(b"data: " + b"x" * 90)
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"x" * 5 + b"\n\n")  # completed by the next block
+
+
+def test_many_events_past_the_limit_together_are_fine(small_events: int) -> None:
+    block = b"".join(b"data: %d\n\n" % i for i in range(100))  # 1000 bytes at once
+    assert decode(block) == ([b"%d" % i for i in range(100)], None)
+    assert decode(*[b"data: " + b"x" * 90 + b"\n\n"] * 20) == ([b"x" * 90] * 20, None)
+
+
+def test_an_event_too_large_is_a_malformed_upstream_answer() -> None:
+    error = http.error_from_exception("up", ProtocolError("an SSE event ... exceeds"))
+    assert error.status == 502
+    assert error.retryable
+    assert "malformed upstream response" in error.message

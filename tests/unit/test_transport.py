@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import uvloop
 
+from interference.providers import http, transport
+from interference.providers.http import sse_batches
 from interference.providers.transport import ConnectError, ProtocolError, UpstreamClient
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Script"], Awaitable[None]]
@@ -348,3 +350,187 @@ def test_https(run: Any, tmp_path: Path) -> None:
         server.close()
 
     run(main)
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float = 2.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+def target(request: bytes) -> bytes:
+    return request.split(b" ")[1].removeprefix(b"/v1")
+
+
+def test_a_body_read_whole_over_the_limit_fails_and_closes_the_connection(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "_MAX_BODY", 1000)
+    closed: list[str] = []  # the last request of each connection, when the client closed it
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
+    ) -> None:
+        path = b""
+        try:
+            while (request := await read_request(reader, s)) is not None:
+                path = target(request)
+                if path == b"/fits":  # exactly the limit
+                    writer.write(ok(b"x" * 1000))
+                elif path == b"/declared":  # says so in its content-length: fails before reading
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1001\r\n\r\n")
+                else:  # a chunked body that never ends
+                    status = b"500 Oops" if path == b"/error" else b"200 OK"
+                    writer.write(b"HTTP/1.1 %s\r\ntransfer-encoding: chunked\r\n\r\n" % status)
+                    while True:
+                        writer.write(b"100\r\n" + b"x" * 256 + b"\r\n")
+                        await writer.drain()
+                        await asyncio.sleep(0)
+        except ConnectionError:
+            pass
+        closed.append(path.decode())
+
+    script = Script(handler)
+
+    async def main() -> None:
+        server = await serve(script)
+        client = client_for(server)
+        for path in ("/declared", "/endless"):
+            with pytest.raises(ProtocolError, match="answer exceeds 1000 bytes"):
+                await client.post(path, content=b"")
+        async with client.stream("POST", "/error", content=b"") as response:
+            assert response.status_code == 500
+            with pytest.raises(ProtocolError, match="answer exceeds 1000 bytes"):
+                await response.aread()  # an error's body (check_status) is bounded too
+        assert client._open == set()
+        assert len((await client.post("/fits", content=b"")).content) == 1000
+        assert len(client._idle) == 1  # read to its end: back in the pool
+        await wait_for(lambda: len(closed) == 3)
+        assert sorted(closed) == ["/declared", "/endless", "/error"]
+        await client.aclose()
+        await wait_for(lambda: len(closed) == 4)
+        server.close()
+
+    run(main)
+    assert script.connections == 4  # no connection that failed was reused
+
+
+def test_a_response_head_over_the_limit_fails_and_closes_the_connection(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "_MAX_HEAD", 1024)
+    closed: list[str] = []
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n"  # a 19-byte header line
+    header = b"x-h: " + b"v" * 90 + b"\r\n"  # 100 bytes on the wire (and as counted)
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
+    ) -> None:
+        path = b""
+        try:
+            while (request := await read_request(reader, s)) is not None:
+                path = target(request)
+                if path == b"/fits":  # 1019 bytes of header lines
+                    writer.write(head + header * 10 + b"\r\nok")
+                elif path == b"/many":  # all in one write: the head is complete, but 1119 bytes
+                    writer.write(head + header * 11 + b"\r\nok")
+                else:  # a header line that never ends
+                    writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+                    while True:
+                        writer.write(b"v" * 100)
+                        await writer.drain()
+                        await asyncio.sleep(0.001)
+        except ConnectionError:
+            pass
+        closed.append(path.decode())
+
+    script = Script(handler)
+
+    async def main() -> None:
+        server = await serve(script)
+        client = client_for(server)
+        for path in ("/many", "/endless"):
+            with pytest.raises(ProtocolError, match="response head exceeds 1024 bytes"):
+                await client.post(path, content=b"")
+        assert client._open == set()
+        for _ in range(2):
+            assert (await client.post("/fits", content=b"")).content == b"ok"
+        assert len(client._idle) == 1
+        await wait_for(lambda: len(closed) == 2)
+        assert sorted(closed) == ["/endless", "/many"]
+        await client.aclose()
+        server.close()
+
+    run(main)
+    assert script.connections == 3
+
+
+def test_a_request_cancelled_before_the_answer_closes_its_connection(run: Any) -> None:
+    hung_up = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script) -> None:
+        await read_request(reader, s)
+        await read_request(reader, s)  # nothing sent: returns at the client's EOF
+        hung_up.set()
+
+    script = Script(silent)
+
+    async def main() -> None:
+        server = await serve(script)
+        client = client_for(server, max_connections=1)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):  # a router's first-token timeout
+                await client.post("/a", content=b"")
+        async with asyncio.timeout(2):
+            await hung_up.wait()
+        assert client._open == set()
+        assert client._idle == []
+        with pytest.raises(TimeoutError):  # its pool slot was given back
+            async with asyncio.timeout(0.1):
+                await client.post("/a", content=b"")
+        server.close()
+
+    run(main)
+    assert script.eofs == 2
+
+
+def test_an_sse_event_over_the_limit_fails_the_stream_and_closes_the_connection(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http, "_MAX_EVENT", 1000)
+    hung_up = asyncio.Event()
+
+    async def no_blank_line(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
+    ) -> None:
+        await read_request(reader, s)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b'10\r\ndata: {"a": 1}\n\n\r\n')
+        try:
+            while True:
+                writer.write(b"64\r\n" + b"data: " + b"x" * 93 + b"\n\r\n")  # lines, no blank one
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        except ConnectionError:
+            hung_up.set()
+
+    async def main() -> list[list[bytes]]:
+        server = await serve(Script(no_blank_line))
+        client = client_for(server)
+        batches: list[list[bytes]] = []
+
+        async def read() -> None:
+            async with client.stream("POST", "/s", content=b"") as response:
+                async for events in sse_batches(response):
+                    batches.append(events)
+
+        with pytest.raises(ProtocolError, match="SSE event of the upstream exceeds 1000 bytes"):
+            await read()
+        async with asyncio.timeout(2):
+            await hung_up.wait()
+        assert client._open == set()
+        server.close()
+        return batches
+
+    assert run(main) == [[b'{"a": 1}']]

@@ -4,6 +4,10 @@ Upstream failures become :mod:`interference.errors` exceptions whose ``retryable
 router whether another attempt may succeed: refusals, resets, timeouts, 5xx, 429 and 401/403 (a
 deployment's own credentials) are retryable; 400, 404, 413 and 422 are the request's own fault and
 go back to the client as they are.
+
+An SSE event is bounded: one whose bytes reach past ``_MAX_EVENT`` (an upstream that never sends
+the blank line ending an event, or one huge event) fails the stream with the transport's
+:class:`~interference.providers.transport.ProtocolError`, a malformed upstream answer (502).
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.providers.base import Provider, ServedModel
-from interference.providers.transport import ConnectError, UpstreamClient, UpstreamResponse
+from interference.providers.transport import (
+    ConnectError,
+    ProtocolError,
+    UpstreamClient,
+    UpstreamResponse,
+)
+
+_MAX_EVENT = 8 << 20  # bytes of one SSE event (what is pending of it included)
 
 
 def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> UpstreamClient:
@@ -129,7 +140,10 @@ async def check_status(provider: str, response: UpstreamResponse) -> None:
 
 class SSEDecoder:
     """Incremental server-sent events parser: feed it the body as it arrives, get back the
-    ``data`` payload of every event completed so far (multi-line data joined by ``\\n``)."""
+    ``data`` payload of every event completed so far (multi-line data joined by ``\\n``).
+
+    An event of more than ``_MAX_EVENT`` bytes, complete or still pending, raises
+    :class:`~interference.providers.transport.ProtocolError`."""
 
     def __init__(self) -> None:
         self._pending = b""
@@ -149,6 +163,9 @@ class SSEDecoder:
                 buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
         *events, self._pending = buffer.split(b"\n\n")
+        if len(buffer) > _MAX_EVENT and max(map(len, [self._pending, *events])) > _MAX_EVENT:
+            self._pending = b""
+            raise ProtocolError(f"an SSE event of the upstream exceeds {_MAX_EVENT} bytes")
         out: list[bytes] = []
         for raw in events:
             if raw.startswith(b"data: ") and b"\n" not in raw and len(raw) > 6:
@@ -181,10 +198,14 @@ async def sse_batches(response: UpstreamResponse) -> AsyncGenerator[list[bytes],
     """The ``data`` payloads of a server-sent event stream, grouped by the read that
     completed them (the events that arrived together)."""
     decoder = SSEDecoder()
-    async for block in response.iter_blocks():
-        events = decoder.feed(block)
-        if events:
-            yield events
+    try:
+        async for block in response.iter_blocks():
+            events = decoder.feed(block)
+            if events:
+                yield events
+    except ProtocolError:
+        response.close()  # an event too large: the rest of the body is not read
+        raise
     tail = decoder.close()
     if tail is not None:
         yield [tail]

@@ -17,6 +17,13 @@ and polls every pooled connection per request: bench/README.md, "Gateway overhea
   enforced by the router for every provider kind alike.
 - No proxies from the environment, no redirects, no compression (``accept-encoding:
   identity``): a request reaches exactly the configured base URL.
+- What an upstream may send is bounded: a response head (its header lines) over ``_MAX_HEAD``
+  bytes, or a body read whole (``aread()``: a non-streamed answer, an error's body) over
+  ``_MAX_BODY`` bytes, fails with :class:`ProtocolError` and closes the connection. A streamed
+  body has no size bound here: the router bounds it in time, and the SSE decoder
+  (:mod:`interference.providers.http`) bounds each event.
+- A request given up on while it waits for its answer's head (cancelled: a timeout) closes its
+  connection, as does a malformed head.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from interference import __version__
 
 _KEEPALIVE_S = 30.0
 _HIGH_WATER = 1 << 20
+_MAX_HEAD = 64 << 10  # bytes of a response's header lines (or of all of an unfinished head)
+_MAX_BODY = 64 << 20  # bytes of a body read whole (aread)
 
 
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -51,6 +60,10 @@ class ConnectError(OSError):
 
 class ProtocolError(ValueError):
     """The upstream's answer is not valid HTTP/1.1."""
+
+
+def _head_too_large() -> ProtocolError:
+    return ProtocolError(f"the upstream's response head exceeds {_MAX_HEAD} bytes")
 
 
 class _Connection(asyncio.Protocol):
@@ -76,6 +89,8 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.received = False  # any byte of this response
         self.error: Exception | None = None
+        self._head_size = 0  # bytes of the header lines parsed
+        self._head_received = 0  # bytes received while the head was incomplete
         self._pieces: list[bytes] = []
         self._buffered = 0
         self._paused = False
@@ -90,8 +105,15 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self.error = ProtocolError(f"invalid HTTP from the upstream: {exc}")
+            if self.error is None:  # else a callback's own error (a head too large)
+                self.error = ProtocolError(f"invalid HTTP from the upstream: {exc}")
             self.close()
+        if not self.head_done and self.error is None:
+            # the parser holds an unfinished header line whole, however long: bound it too
+            self._head_received += len(data)
+            if self._head_received > _MAX_HEAD:
+                self.error = _head_too_large()
+                self.close()
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
             self.transport.pause_reading()
             self._paused = True
@@ -117,6 +139,10 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4  # "name: value\r\n"
+        if self._head_size > _MAX_HEAD:
+            self.error = _head_too_large()
+            raise self.error  # stops the parser (data_received closes the connection)
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -174,6 +200,10 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+def _body_too_large() -> ProtocolError:
+    return ProtocolError(f"the upstream's answer exceeds {_MAX_BODY} bytes")
+
+
 class UpstreamResponse:
     """The few things providers read from an upstream answer."""
 
@@ -194,14 +224,33 @@ class UpstreamResponse:
         return self._content
 
     async def aread(self) -> bytes:
+        """The whole body; one over ``_MAX_BODY`` bytes raises :class:`ProtocolError` and
+        closes the connection."""
         if self._content is None:
-            self._content = b"".join([block async for block in self.iter_blocks()])
+            connection = self._connection
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > _MAX_BODY:
+                self.close()
+                raise _body_too_large()
+            blocks: list[bytes] = []
+            size = 0
+            while (block := await connection.next_block()) is not None:
+                size += len(block)
+                if size > _MAX_BODY:
+                    self.close()
+                    raise _body_too_large()
+                blocks.append(block)
+            self._content = blocks[0] if len(blocks) == 1 else b"".join(blocks)
         return self._content
 
     async def iter_blocks(self) -> AsyncGenerator[bytes, None]:
         """The body in the pieces it arrives in (whatever the socket had, any size)."""
         while (block := await self._connection.next_block()) is not None:
             yield block
+
+    def close(self) -> None:
+        """Close the connection now (an answer given up on: it is not reused)."""
+        self._connection.close()
 
     async def drain(self, seconds: float = 1.0) -> None:
         """Read what is left of the body (an SSE stream's end after ``[DONE]``) so the
@@ -352,6 +401,9 @@ class UpstreamClient:
                     if not reused or connection.received:
                         raise
                     # the upstream had closed this idle connection: once more, on a new one
+                except BaseException:  # a malformed head, or cancelled while waiting for it
+                    self._discard(connection)
+                    raise
             raise AssertionError("unreachable")
         except BaseException:
             self._slots.release()

@@ -635,13 +635,6 @@ def test_huge_answers_fail_at_the_real_limits(
     assert gateway_errors() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request whose client went away before its answer started keeps running (its task, "
-    "its upstream request and connection) until the deployment's bound: first_token for a stream "
-    "(60 s by default), total for a non-streamed answer (600 s); nothing in the app listens for "
-    "the disconnect before EventStreamResponse starts (api/routes.py, api/sse.py)",
-)
 @pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
 def test_a_client_that_goes_away_before_the_answer_stops_its_upstream_request(
     gateway: Gateway, upstreams: dict[str, FakeUpstream], stream: bool

@@ -15,7 +15,6 @@ from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.config import LimitsConfig
 from interference.errors import InvalidRequestError
 
-
 #: keys whose string values are tags, not text
 _TAGS = frozenset({"role", "type"})
 

@@ -22,7 +22,7 @@ from interference.api.errors import error_body, from_validation_error
 from interference.api.landing import landing_html
 from interference.api.limits import check_limits
 from interference.api.record import record_of
-from interference.api.sse import DONE, EventStreamResponse, event
+from interference.api.sse import DONE, EventStreamResponse, cancelled_on_disconnect, event
 from interference.api.wire import (
     ChatCompletionRequest,
     ModelList,
@@ -134,7 +134,8 @@ async def _generate(
     started = time.perf_counter()
 
     if not parsed.stream:
-        answer = await state.router.call(parsed, call)
+        async with cancelled_on_disconnect(request.receive):
+            answer = await state.router.call(parsed, call)
         result = answer.result
         result.stamp(cid, created, parsed.model)
         record.deployment, record.attempts = answer.deployment.name, answer.attempts
@@ -149,7 +150,8 @@ async def _generate(
 
     # The router returns once the first output has arrived, so that a failure before it
     # (refused, timed out, context overflow) can fall back or be a real HTTP status.
-    streamed: StreamAnswer = await state.router.stream(parsed, open_stream)
+    async with cancelled_on_disconnect(request.receive):
+        streamed: StreamAnswer = await state.router.stream(parsed, open_stream)
     record.ttft_ms = (time.perf_counter() - started) * 1000
     record.deployment, record.attempts = streamed.deployment.name, streamed.attempts
     chunks = streamed.chunks
@@ -218,7 +220,8 @@ async def embeddings(request: Request) -> Response:
     record = record_of(request.scope)
     record.model = parsed.model
     state.router.resolve(parsed.model)
-    answer = await state.router.call(parsed, lambda d: d.provider.embed(parsed, d.model))
+    async with cancelled_on_disconnect(request.receive):
+        answer = await state.router.call(parsed, lambda d: d.provider.embed(parsed, d.model))
     result = answer.result
     result.model = parsed.model
     record.deployment, record.attempts = answer.deployment.name, answer.attempts

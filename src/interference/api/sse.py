@@ -8,10 +8,13 @@ client goes away, the event iterator is cancelled, which stops generation upstre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from interference.errors import ClientClosedError
 
 DONE = b"data: [DONE]\n\n"
 
@@ -69,6 +72,37 @@ class EventStreamResponse(Response):
             streaming = False
             watcher.cancel()
             await self.events.aclose()
+
+
+@contextlib.asynccontextmanager
+async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[None]:
+    """Inside the block, the client going away cancels the current task, and the block raises
+    :class:`ClientClosedError` (499) instead: the work for a client that left stops (an upstream
+    request waiting for its first byte, a local generation) rather than running to its bound.
+
+    Use it only once the request body has been read: ``receive`` then only says "disconnect".
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    hung_up = False
+    inside = True
+
+    def hang_up() -> None:
+        nonlocal hung_up
+        if inside:
+            hung_up = True
+            task.cancel()
+
+    watcher = asyncio.create_task(_wait_for_disconnect(receive, hang_up))
+    try:
+        yield
+    except asyncio.CancelledError:
+        if hung_up and task.uncancel() == 0:
+            raise ClientClosedError("The client closed the connection.") from None
+        raise
+    finally:
+        inside = False
+        watcher.cancel()
 
 
 async def _wait_for_disconnect(receive: Receive, hang_up: Callable[[], None]) -> None:

@@ -15,8 +15,11 @@ For each request it
 
 It also ends requests from outside their task: :meth:`RequestGuard.cut_all` at the end of a
 shutdown's grace period (a stream gets an error event and ``[DONE]``, a request with no answer
-yet a 503), and a watchdog that ends streams whose client has not taken data for
-``limits.slow_client_s`` seconds.
+yet a 503), and a watchdog, every 0.25 s, that ends streams whose client has not taken data for
+``limits.slow_client_s``, requests whose body has not arrived within ``limits.body_timeout_s``
+(408), and the work for a request whose client went away before its answer began (its upstream
+request or local generation stops; the watch starts after one period, so that quick requests
+cost no watcher task).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from interference.errors import (
     InterferenceError,
     ModelNotReadyError,
     RateLimitError,
+    RequestTimeoutError,
     ServerError,
 )
 from interference.logs import REQUEST_ID, RESPONSE_CUT
@@ -51,7 +55,9 @@ logger = logging.getLogger("interference.requests")
 #: routes answered without a key (a reduced body: status only)
 PUBLIC_PATHS = frozenset({"/health", "/v1/health"})
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-_WATCH_EVERY_S = 1.0
+_WATCH_EVERY_S = 0.25  # the watchdog's period: the precision of the bounds it keeps
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+_FAILED = frozenset({"error", "shutdown", "slow_client"})  # outcomes logged as warnings
 
 
 def key_digest(key: str) -> bytes:
@@ -138,13 +144,29 @@ class RequestGuard:
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
+        limits = self.limits
         while True:
             await asyncio.sleep(_WATCH_EVERY_S)
             now = loop.time()
             for record in list(self.active):
-                since = record.sending_since
-                if since and now - since > self.limits.slow_client_s:
+                if record.sending_since and now - record.sending_since > limits.slow_client_s:
                     self.cut(record, "slow_client")
+                elif not record.body_done:
+                    if now - record.loop_started > limits.body_timeout_s:
+                        self.cut(record, "body_timeout")
+                elif not record.response_started and record.hang_up_watch is None:
+                    # A call that takes a while: from now on, a disconnect stops it. (Watching
+                    # every request from its start would cost a task each.)
+                    record.hang_up_watch = asyncio.create_task(self._watch_hang_up(record))
+
+    async def _watch_hang_up(self, record: RequestRecord) -> None:
+        if record.receive is None:
+            return
+        while True:
+            message = await record.receive()
+            if message["type"] == "http.disconnect":
+                self.cut(record, "client_closed")
+                return
 
     # --- requests
 
@@ -175,11 +197,22 @@ class RequestGuard:
         token = REQUEST_ID.set(record.id)
         id_header = (b"x-request-id", record.id.encode())
         loop = asyncio.get_running_loop()
+        record.loop_started = loop.time()
+        record.receive = receive
+        record.body_done = scope["method"] in _BODILESS  # their routes never read one
+
+        async def guarded_receive() -> Message:
+            message = await receive()
+            if not message.get("more_body"):
+                record.body_done = True
+            return message
 
         async def guarded_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 record.response_started = True
+                if record.hang_up_watch is not None:  # the response watches from now on
+                    record.hang_up_watch.cancel()
                 headers = list(message.get("headers", ()))
                 record.sse = any(
                     k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
@@ -204,7 +237,7 @@ class RequestGuard:
             counted = True
             self.active.add(record)
             try:
-                await self.app(scope, receive, guarded_send)
+                await self.app(scope, guarded_receive, guarded_send)
             except asyncio.CancelledError:
                 task = record.task
                 if record.cut_reason is None or task is None:
@@ -220,6 +253,8 @@ class RequestGuard:
                 if record.cut_reason is not None and task is not None and task.cancelling():
                     task.uncancel()  # the cut came too late to matter
         finally:
+            if record.hang_up_watch is not None:
+                record.hang_up_watch.cancel()
             self.active.discard(record)
             if counted:
                 self.in_flight[record.client] -= 1
@@ -267,10 +302,17 @@ class RequestGuard:
         if reason == "slow_client":  # it takes no data: anything more would wait as well
             RESPONSE_CUT.set(True)
             return
-        error = ModelNotReadyError(
+        if reason == "client_closed":  # nobody to answer
+            record.status, record.error = 499, "client_closed"
+            return
+        error: InterferenceError = ModelNotReadyError(
             "The server is shutting down; this request was ended before it finished.",
             code="server_shutting_down",
         )
+        if reason == "body_timeout":
+            error = RequestTimeoutError(
+                f"The request body did not arrive within {self.limits.body_timeout_s:g} s."
+            )
         with contextlib.suppress(OSError):
             if not record.response_started:
                 await _send_error(send, error, record)
@@ -305,7 +347,7 @@ class RequestGuard:
 
     def _log(self, record: RequestRecord, exc: BaseException | None) -> None:
         elapsed = (time.perf_counter() - record.started) * 1000
-        failed = record.status >= 500 or record.outcome in ("error", "shutdown", "slow_client")
+        failed = record.status >= 500 or record.outcome in _FAILED
         level = logging.ERROR if exc else logging.WARNING if failed else logging.INFO
         if not logger.isEnabledFor(level):
             return

@@ -47,9 +47,14 @@ def _input_chars(request: ChatCompletionRequest | CompletionRequest | EmbeddingR
 
 
 def check_limits(
-    request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest, limits: LimitsConfig
+    request: ChatCompletionRequest | CompletionRequest | EmbeddingRequest,
+    limits: LimitsConfig,
+    body_bytes: int,
 ) -> None:
-    """Raise :class:`InvalidRequestError` when ``request`` asks for more than ``limits`` allow."""
+    """Raise :class:`InvalidRequestError` when ``request`` asks for more than ``limits`` allow.
+
+    ``body_bytes``, the size of the JSON it came in, bounds its characters of text: below the
+    limit they are not counted."""
     if isinstance(request, ChatCompletionRequest) and len(request.messages) > limits.max_messages:
         raise InvalidRequestError(
             f"Too many messages: {len(request.messages)}; this server accepts at most "
@@ -57,7 +62,7 @@ def check_limits(
             param="messages",
             code="too_many_messages",
         )
-    chars = _input_chars(request)
+    chars = _input_chars(request) if body_bytes > limits.max_input_chars else 0
     if chars > limits.max_input_chars:
         param = {ChatCompletionRequest: "messages", CompletionRequest: "prompt"}.get(
             type(request), "input"

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import Scope
+from starlette.types import Receive, Scope
 
 SCOPE_KEY = "interference.request"
 
@@ -30,8 +30,12 @@ class RequestRecord:
     status: int = 0
     response_started: bool = False
     sse: bool = False
+    loop_started: float = 0.0  # the event loop's time when it began
+    body_done: bool = False  # the request body has been read whole
     sending_since: float = 0.0  # loop time a body write began to wait; 0 when none waits
     cut_reason: str | None = None
+    receive: Receive | None = None  # the server's own, for the guard's disconnect watch
+    hang_up_watch: asyncio.Task[None] | None = None
     # filled in by the routes
     model: str | None = None
     deployment: str | None = None

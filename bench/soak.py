@@ -281,10 +281,11 @@ async def soak(pid: int, port: int, args: argparse.Namespace, kinds: list[Kind])
     }
 
 
-def config(upstream: str, local: bool) -> str:
+def config(upstream: str, local: bool, prompt_cache_mib: int | None = None) -> str:
     text = f'providers:\n  up: {{kind: openai, base_url: "{upstream}/v1"}}\n'
     if local:
-        text += "  local: {kind: local, parallel: 2}\n"
+        cache = "" if prompt_cache_mib is None else f", prompt_cache_mib: {prompt_cache_mib}"
+        text += f"  local: {{kind: local, parallel: 2{cache}}}\n"
     text += f"models:\n  {MODEL}:\n    deployments: [{{provider: up, model: {MODEL}}}]\n"
     return text + "openai_aliases: false\n"
 
@@ -348,6 +349,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop workers")
     parser.add_argument("--local", action="store_true", help="also the embedded model")
+    parser.add_argument(
+        "--prompt-cache-mib",
+        type=int,
+        help="the local model's prompt cache (default 256: it fills, bounded, as prompts vary)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="seconds")
     parser.add_argument("--max-growth", type=float, default=10.0, help="RSS growth %% that fails")
@@ -364,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream = processes.launch("upstream", [python, fake_upstream.__file__, *argv_up])
         upstream.url = gateway.wait_for_line(upstream, gateway.LISTENING, 30).group(1)
         config_file = processes.log_dir / "interference.yaml"
-        config_file.write_text(config(upstream.url, args.local))
+        config_file.write_text(config(upstream.url, args.local, args.prompt_cache_mib))
         serve = ["serve", "--port", "0", "--config", str(config_file), "--log-level", "warning"]
         served = processes.launch("interference", [python, "-m", "interference", *serve])
         served.url = gateway.wait_for_line(served, gateway.READY, args.startup_timeout).group(2)

@@ -112,9 +112,9 @@ class RequestGuard:
     # --- lifecycle
 
     def start(self) -> None:
-        """Start the slow-client watchdog (in the app's lifespan, inside its event loop)."""
+        """Start the watchdog (in the app's lifespan, inside its event loop)."""
         if self._watchdog is None:
-            self._watchdog = asyncio.create_task(self._watch(), name="slow-client watchdog")
+            self._watchdog = asyncio.create_task(self._watch(), name="request watchdog")
 
     async def stop(self) -> None:
         if self._watchdog is not None:

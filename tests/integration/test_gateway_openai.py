@@ -222,7 +222,7 @@ def test_a_failure_after_streaming_began_ends_with_an_error_event(
     assert TIMEOUTS["idle"] <= elapsed < TIMEOUTS["idle"] + 1.5
     lines = [r for r in caplog.records if r.name == "interference.requests"]
     assert len(lines) == 1  # the failure is logged once, on the request's line
-    fields = getattr(lines[0], "fields")
+    fields = lines[0].fields
     assert lines[0].levelname == "WARNING"
     assert fields["deployment"] == "up0/upstream-model"
     assert (fields["outcome"], fields["error"]) == ("error", "upstream_timeout")

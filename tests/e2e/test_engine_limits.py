@@ -76,7 +76,7 @@ def test_client_disconnect_frees_the_slot(one_slot: ServerProcess) -> None:
     stream_then_disconnect(one_slot.url, long_story, until=b"data: ", count=5)
     # the connection is closed: the slot must be free again within about a second
     assert _first_token_seconds(one_slot.url) < 3.0
-    assert "status=client_closed" in one_slot.log.read_text()
+    assert "outcome=client_closed" in one_slot.log.read_text()
 
 
 def test_any_gguf_path_is_served_under_its_file_name(tmp_path: Path) -> None:

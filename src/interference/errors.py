@@ -108,14 +108,6 @@ class RateLimitError(InterferenceError):
     retryable = True
 
 
-class ClientClosedError(InterferenceError):
-    """The client went away before its answer: nobody reads this error (status as nginx's)."""
-
-    status = 499
-    type = "invalid_request_error"
-    default_code = "client_closed"
-
-
 # --- errors of the serving side (5xx) -----------------------------------------------------
 
 

@@ -118,42 +118,39 @@ def http_protocol(head_timeout_s: float) -> type[asyncio.Protocol]:
     and sends nothing, or half a request line, would hold its connection (and a file
     descriptor) for ever. Here the head (request line and headers) must be complete within
     ``head_timeout_s`` of the connection or of the request's first byte, or the connection is
-    closed.
+    closed. One sweep a second checks every connection (a timer per request would cost more).
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    sweeper: asyncio.Task[None] | None = None
+
+    async def sweep(connections: set[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, head_timeout_s / 2))
+            now = loop.time()
+            for connection in list(connections):
+                since = getattr(connection, "head_since", 0.0)
+                if since and now - since > head_timeout_s and not connection.transport.is_closing():
+                    connection.transport.close()
+
     class Protocol(HttpToolsProtocol):
-        _head_timer: asyncio.TimerHandle | None = None
+        head_since = 0.0  # loop time a request's head began to arrive; 0 once it is complete
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            nonlocal sweeper
             super().connection_made(transport)
-            self._arm()
+            self.head_since = self.loop.time()
+            if sweeper is None or sweeper.done():
+                sweeper = self.loop.create_task(sweep(self.connections))
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._arm()
+            self.head_since = self.loop.time()
 
         def on_headers_complete(self) -> None:
-            self._disarm()
+            self.head_since = 0.0
             super().on_headers_complete()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._head_timer = self.loop.call_later(head_timeout_s, self._head_timed_out)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timed_out(self) -> None:
-            self._head_timer = None
-            if not self.transport.is_closing():
-                self.transport.close()
 
     return Protocol
 

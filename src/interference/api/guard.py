@@ -154,7 +154,11 @@ class RequestGuard:
                 elif not record.body_done:
                     if now - record.loop_started > limits.body_timeout_s:
                         self.cut(record, "body_timeout")
-                elif not record.response_started and record.hang_up_watch is None:
+                elif (
+                    not record.response_started
+                    and record.hang_up_watch is None
+                    and now - record.loop_started > _WATCH_EVERY_S
+                ):
                     # A call that takes a while: from now on, a disconnect stops it. (Watching
                     # every request from its start would cost a task each.)
                     record.hang_up_watch = asyncio.create_task(self._watch_hang_up(record))

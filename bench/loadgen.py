@@ -243,29 +243,50 @@ async def _exchange(
 FAILURES = (OSError, EOFError, ValueError, ResponseError, TimeoutError, asyncio.LimitOverrunError)
 
 
+class Connection:
+    """One keep-alive connection to ``host:port``, opened when first needed and again after
+    :meth:`close` (once an answer left it unusable); closed on leaving its ``with`` block."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def open(self, timeout_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The connection's streams, connecting first (within ``timeout_s``) if it is closed."""
+        if self._streams is None:
+            self._streams = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), timeout_s
+            )
+        return self._streams
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 async def _worker(plan: _Plan) -> None:
     """Send requests over one connection (reopened after an error) while the plan has some."""
-    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    try:
+    with Connection(plan.host, plan.port) as connection:
         while plan.take():
             try:
-                if connection is None:
-                    connection = await asyncio.wait_for(
-                        asyncio.open_connection(plan.host, plan.port), plan.request_timeout_s
-                    )
+                streams = await connection.open(plan.request_timeout_s)
                 sample, reusable = await asyncio.wait_for(
-                    _exchange(plan, *connection), plan.request_timeout_s
+                    _exchange(plan, *streams), plan.request_timeout_s
                 )
                 plan.samples.append(sample)
             except FAILURES as exc:
                 plan.errors.append(f"{type(exc).__name__}: {exc}")
                 reusable = False
-            if not reusable and connection is not None:
-                connection[1].close()
-                connection = None
-    finally:
-        if connection is not None:
-            connection[1].close()
+            if not reusable:
+                connection.close()
 
 
 async def run_async(

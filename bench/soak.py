@@ -162,8 +162,7 @@ async def worker(plan: Plan, rng: random.Random) -> None:
     the closed loop would soon have most workers waiting for the local model's two slots.
     """
     remote = [kind for kind in plan.kinds if not kind.local]
-    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    try:
+    with loadgen.Connection(HOST, plan.port) as connection:
         while plan.take():
             kind = rng.choices(plan.kinds, [k.weight for k in plan.kinds])[0]
             if kind.local and plan.local_busy >= LOCAL_IN_FLIGHT:
@@ -172,11 +171,8 @@ async def worker(plan: Plan, rng: random.Random) -> None:
             plan.local_busy += kind.local
             started = time.perf_counter()
             try:
-                if connection is None:
-                    connection = await asyncio.wait_for(
-                        asyncio.open_connection(HOST, plan.port), plan.timeout_s
-                    )
-                reusable = await asyncio.wait_for(exchange(kind, *connection), plan.timeout_s)
+                streams = await connection.open(plan.timeout_s)
+                reusable = await asyncio.wait_for(exchange(kind, *streams), plan.timeout_s)
                 tally.done += 1
                 tally.latencies.append((time.perf_counter() - started) * 1000)
             except loadgen.FAILURES as exc:
@@ -187,12 +183,8 @@ async def worker(plan: Plan, rng: random.Random) -> None:
                 reusable = False
             finally:
                 plan.local_busy -= kind.local
-            if not reusable and connection is not None:
-                connection[1].close()
-                connection = None
-    finally:
-        if connection is not None:
-            connection[1].close()
+            if not reusable:
+                connection.close()
 
 
 def open_fds(pid: int) -> int:

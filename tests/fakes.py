@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from interference.api.wire import (
     ChatCompletionChunk,
@@ -12,6 +12,15 @@ from interference.api.wire import (
     ChunkChoice,
     Delta,
     Usage,
+)
+from interference.api.wire_more import (
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
 )
 from interference.errors import InterferenceError
 from interference.providers.base import Provider, ServedModel
@@ -90,3 +99,35 @@ class FakeProvider(Provider):
         finally:
             if not finished:
                 self.closed_early.set()
+
+
+class ServingFake(FakeProvider):
+    """The fake chat provider, also answering text completions (``n`` choices; a stream of
+    ``words``) and embeddings (one per input), so that a request these routes accept is a 200."""
+
+    def _completion(self, request: CompletionRequest, text: str, finish: Any) -> Completion:
+        choices = [
+            CompletionChoice(index=i, text=text, finish_reason=finish)
+            for i in range(request.n or 1)
+        ]
+        return Completion(id="upstream", created=1, model=self.model_id, choices=choices)
+
+    async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
+        return self._completion(request, "Hello world!", "stop")
+
+    async def stream_text(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncGenerator[Completion, None]:
+        for word in self.words:
+            yield self._completion(request, word, None)
+        yield self._completion(request, "", "length")
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
+        given_input = request.input
+        many = isinstance(given_input, list) and not all(isinstance(x, int) for x in given_input)
+        count = len(given_input) if many else 1
+        return EmbeddingList(
+            model=self.model_id,
+            data=[Embedding(index=i, embedding=[0.25, -0.5, 1.0]) for i in range(count)],
+            usage=EmbeddingUsage(prompt_tokens=count, total_tokens=count),
+        )

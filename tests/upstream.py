@@ -18,6 +18,25 @@ from typing import Any
 import uvicorn
 
 
+def loopback_socket() -> socket.socket:
+    """A TCP socket bound to a free port on 127.0.0.1, for a uvicorn server to serve on."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def start_serving(server: uvicorn.Server, thread: threading.Thread, what: str) -> None:
+    """Start ``thread`` (which runs ``server``) and wait up to 10 s for the server to be started;
+    a ``RuntimeError`` if it is not (or the thread has ended)."""
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.01)
+
+
 @dataclass
 class Faults:
     """How the upstream misbehaves on its next answers (tests set these)."""
@@ -45,9 +64,7 @@ class FakeUpstream:
         self.app = app
         self.faults = Faults()
         self.observed = Observed()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock = loopback_socket()
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -60,12 +77,7 @@ class FakeUpstream:
         asyncio.run(self._server.serve(sockets=[self._sock]))
 
     def start(self) -> FakeUpstream:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.01)
+        start_serving(self._server, self._thread, "fake upstream")
         return self
 
     def stop(self) -> None:

@@ -26,7 +26,6 @@ import asyncio
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -48,7 +47,7 @@ from interference.config import Config, config_from_dict
 from interference.providers import http, transport
 from interference.providers.http import HTTPProvider
 from tests.integration.openai_fake import openai_upstream
-from tests.upstream import FakeUpstream, refused_url
+from tests.upstream import FakeUpstream, loopback_socket, refused_url, start_serving
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -153,9 +152,7 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.app = create_app(config)
         self.state = self.app.state.interference
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock = loopback_socket()
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         self._server = uvicorn.Server(
             uvicorn.Config(
@@ -175,12 +172,7 @@ class Gateway:
             runner.run(self._server.serve(sockets=[self._sock]))
 
     def start(self) -> Gateway:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            assert self._thread.is_alive(), "the gateway did not start"
-            assert time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.01)
+        start_serving(self._server, self._thread, "the gateway")
         return self
 
     def stop(self) -> None:
@@ -210,6 +202,21 @@ class Snapshot:
             if then != later:
                 out.append(f"{what}: +{dict(later - then)} -{dict(then - later)}")
         return out
+
+
+def poll(condition: Callable[[], bool], tries: int) -> None:
+    """Check ``condition`` up to ``tries`` times, 20 ms apart, until it holds (the caller asserts
+    what it needs afterwards)."""
+    for _ in range(tries):
+        if condition():
+            return
+        time.sleep(0.02)
+
+
+def assert_all_hung_up(upstream: FakeUpstream) -> None:
+    """Each request ``upstream`` got was hung up on (polled for up to a second)."""
+    poll(lambda: upstream.observed.disconnects >= len(upstream.observed.requests), 50)
+    assert upstream.observed.disconnects == len(upstream.observed.requests)
 
 
 def open_fds() -> Counter[str]:
@@ -559,11 +566,7 @@ def test_every_client_gets_an_answer_or_an_error_and_nothing_is_left_behind(
     # each request the hanging upstream got was hung up on when its bound fired
     hung = len(hang.observed.requests) - hung_before
     assert hung == 16  # via-hang and hang-only, streamed and not, twice in each of 2 rounds
-    for _ in range(50):
-        if hang.observed.disconnects >= len(hang.observed.requests):
-            break
-        time.sleep(0.02)
-    assert hang.observed.disconnects == len(hang.observed.requests)
+    assert_all_hung_up(hang)
     assert gateway_errors() == []
 
 
@@ -610,11 +613,7 @@ def test_clients_that_go_away_mid_answer_leave_nothing_behind(
     settle(gateway, baseline)
     assert slow.observed.disconnects - slow_before[0] == 24  # each upstream stream was closed
     assert slow.observed.completed_streams == slow_before[1]
-    for _ in range(50):
-        if hang.observed.disconnects >= len(hang.observed.requests):
-            break
-        time.sleep(0.02)
-    assert hang.observed.disconnects == len(hang.observed.requests)
+    assert_all_hung_up(hang)
     assert gateway_errors() == []
 
 
@@ -626,10 +625,7 @@ def test_huge_answers_fail_at_the_real_limits(
     cases = [("via-endless", False), ("endless-mid", True), ("via-big-head", False)]
     outcomes = run_round(gateway, cases)
     assert [m for m in map(mismatch, outcomes) if m] == []  # in QUICK s: not by a timeout
-    for _ in range(100):
-        if huge.observed.disconnects - before >= 2:
-            break
-        time.sleep(0.02)
+    poll(lambda: huge.observed.disconnects - before >= 2, 100)
     assert huge.observed.disconnects - before == 2  # the endless bodies were hung up on
     settle(gateway)  # and nothing is in use
     assert gateway_errors() == []
@@ -640,10 +636,8 @@ def test_a_client_that_goes_away_before_the_answer_stops_its_upstream_request(
     gateway: Gateway, upstreams: dict[str, FakeUpstream], stream: bool
 ) -> None:
     hang = upstreams["hang"]
-    for _ in range(150):  # what earlier tests left has ended
-        if hang.observed.disconnects == len(hang.observed.requests):
-            break
-        time.sleep(0.02)
+    # what earlier tests left has ended
+    poll(lambda: hang.observed.disconnects == len(hang.observed.requests), 150)
     before = hang.observed.disconnects
 
     async def give_up() -> None:
@@ -653,8 +647,6 @@ def test_a_client_that_goes_away_before_the_answer_stops_its_upstream_request(
                 await impatient.post("/v1/chat/completions", json=body)
 
     asyncio.run(give_up())
-    for _ in range(25):  # 0.5 s: the gateway's bound on the attempt is 1 s (stream) or 2 s
-        if hang.observed.disconnects > before:
-            break
-        time.sleep(0.02)
+    # 0.5 s: the gateway's bound on the attempt is 1 s (stream) or 2 s
+    poll(lambda: hang.observed.disconnects > before, 25)
     assert hang.observed.disconnects == before + 1

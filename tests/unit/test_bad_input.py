@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +24,9 @@ from starlette.testclient import TestClient
 
 from interference.api.app import create_app
 from interference.api.wire import ChatCompletionRequest
-from interference.api.wire_more import (
-    Completion,
-    CompletionChoice,
-    CompletionRequest,
-    Embedding,
-    EmbeddingList,
-    EmbeddingRequest,
-    EmbeddingUsage,
-)
 from interference.config import Config, LimitsConfig, ServerConfig
-from tests.fakes import FakeProvider
+from tests.asgi import post_once
+from tests.fakes import ServingFake
 from tests.spec import validate
 
 MAX_BODY = 4096
@@ -57,30 +49,6 @@ LEAKS = (
 )
 
 UNSET: Any = object()
-
-
-class ServingFake(FakeProvider):
-    """The fake chat provider, serving text completions and embeddings too, so that a request
-    these routes accept is a 200 (and a 400 can only come from the gateway's checks)."""
-
-    def _completion(self) -> Completion:
-        choice = CompletionChoice(index=0, text="Hello", finish_reason="stop")
-        return Completion(id="upstream", created=1, model=self.model_id, choices=[choice])
-
-    async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
-        return self._completion()
-
-    async def stream_text(
-        self, request: CompletionRequest, model: str
-    ) -> AsyncGenerator[Completion, None]:
-        yield self._completion()
-
-    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
-        return EmbeddingList(
-            model=self.model_id,
-            data=[Embedding(index=0, embedding=[0.0, 1.0])],
-            usage=EmbeddingUsage(prompt_tokens=1, total_tokens=1),
-        )
 
 
 def chat(**fields: Any) -> bytes:
@@ -684,39 +652,8 @@ def test_odd_content_length_headers_are_no_500(content_length: bytes, statuses: 
     sent: list[dict[str, Any]] = []
 
     async def scenario() -> None:
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": OK_CHAT, "more_body": False}
-            await asyncio.sleep(5)
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": CHAT,
-            "raw_path": CHAT.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", content_length),
-            ],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 2),
-            "state": {},
-            "app": app,
-        }
-        await asyncio.wait_for(app(scope, receive, send), timeout=5)
+        headers = [(b"content-type", b"application/json"), (b"content-length", content_length)]
+        await post_once(app, CHAT, OK_CHAT, headers, sent, disconnect_after=5)
 
     asyncio.run(scenario())
     start = next(m for m in sent if m["type"] == "http.response.start")

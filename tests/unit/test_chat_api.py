@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from interference.api.app import create_app
 from interference.config import Config
 from interference.errors import ContextLengthExceededError, UpstreamError
+from tests.asgi import post_once
 from tests.fakes import FakeProvider
 from tests.spec import validate
 
@@ -211,36 +212,8 @@ def test_client_disconnect_closes_the_provider_stream() -> None:
     sent: list[dict[str, Any]] = []
 
     async def scenario() -> None:
-        delivered = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.sleep(0.2)
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/chat/completions",
-            "raw_path": b"/v1/chat/completions",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"application/json")],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 2),
-            "state": {},
-            "app": app,
-        }
-        await asyncio.wait_for(app(scope, receive, send), timeout=5)
+        headers = [(b"content-type", b"application/json")]
+        await post_once(app, "/v1/chat/completions", body, headers, sent, disconnect_after=0.2)
         await asyncio.wait_for(fake.closed_early.wait(), timeout=1)
 
     asyncio.run(scenario())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,18 +27,9 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from interference.api.app import create_app
-from interference.api.wire_more import (
-    Completion,
-    CompletionChoice,
-    CompletionRequest,
-    Embedding,
-    EmbeddingList,
-    EmbeddingRequest,
-    EmbeddingUsage,
-)
 from interference.config import Config, LimitsConfig, ServerConfig
 from interference.providers.base import Provider
-from tests.fakes import FakeProvider
+from tests.fakes import ServingFake
 from tests.spec import validate
 
 CHAT = "/v1/chat/completions"
@@ -66,37 +57,6 @@ def fuzz_settings(examples: int) -> Any:
 
 
 # --- the app under test ----------------------------------------------------------------------
-
-
-class ServingFake(FakeProvider):
-    """The fake chat provider, also answering text completions and embeddings."""
-
-    def _completion(self, request: CompletionRequest, text: str, finish: Any) -> Completion:
-        choices = [
-            CompletionChoice(index=i, text=text, finish_reason=finish)
-            for i in range(request.n or 1)
-        ]
-        return Completion(id="upstream", created=1, model=self.model_id, choices=choices)
-
-    async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
-        return self._completion(request, "Hello world!", "stop")
-
-    async def stream_text(
-        self, request: CompletionRequest, model: str
-    ) -> AsyncGenerator[Completion, None]:
-        for word in self.words:
-            yield self._completion(request, word, None)
-        yield self._completion(request, "", "length")
-
-    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
-        given_input = request.input
-        many = isinstance(given_input, list) and not all(isinstance(x, int) for x in given_input)
-        count = len(given_input) if many else 1
-        return EmbeddingList(
-            model=self.model_id,
-            data=[Embedding(index=i, embedding=[0.25, -0.5, 1.0]) for i in range(count)],
-            usage=EmbeddingUsage(prompt_tokens=count, total_tokens=count),
-        )
 
 
 @pytest.fixture(scope="module")
@@ -416,6 +376,21 @@ def post(
     return client.post(path, content=content, headers=headers)
 
 
+def check_chat(
+    client: TestClient,
+    raw: bytes,
+    expect_stream: bool | None,
+    content_type: str | None = "application/json",
+) -> str:
+    """Post ``raw`` to the chat route and check its answer (:func:`check_answer`)."""
+    return check_answer(
+        post(client, CHAT, raw, content_type),
+        "CreateChatCompletionResponse",
+        "CreateChatCompletionStreamResponse",
+        expect_stream,
+    )
+
+
 def report(name: str, statuses: Counter[str]) -> float:
     total = sum(statuses.values())
     share = (statuses["200"] + statuses["200-stream"]) / total if total else 0.0
@@ -433,12 +408,7 @@ def test_fuzzed_chat_requests(client: TestClient) -> None:
     @given(body=fuzzed_chat(), data=st.data())
     def check(body: dict[str, Any], data: st.DataObject) -> None:
         raw = data.draw(encoded(body), label="raw")
-        status = check_answer(
-            post(client, CHAT, raw),
-            "CreateChatCompletionResponse",
-            "CreateChatCompletionStreamResponse",
-            stream_asked(body),
-        )
+        status = check_chat(client, raw, stream_asked(body))
         statuses[status] += 1
 
     check()
@@ -453,12 +423,7 @@ def test_arbitrary_json_bodies(client: TestClient) -> None:
     @given(body=JSON_VALUES | st.dictionaries(st.sampled_from(CHAT_FIELDS), JSON_VALUES))
     def check(body: Any) -> None:
         raw = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
-        status = check_answer(
-            post(client, CHAT, raw),
-            "CreateChatCompletionResponse",
-            "CreateChatCompletionStreamResponse",
-            stream_asked(body),
-        )
+        status = check_chat(client, raw, stream_asked(body))
         statuses[status] += 1
 
     check()
@@ -474,12 +439,7 @@ def test_raw_and_corrupted_bytes(client: TestClient) -> None:
         content_type=CONTENT_TYPES,
     )
     def check(raw: bytes, content_type: str | None) -> None:
-        status = check_answer(
-            post(client, CHAT, raw, content_type),
-            "CreateChatCompletionResponse",
-            "CreateChatCompletionStreamResponse",
-            None,
-        )
+        status = check_chat(client, raw, None, content_type)
         statuses[status] += 1
 
     check()

@@ -48,6 +48,9 @@ async def read_request(reader: asyncio.StreamReader, script: Script) -> bytes | 
     return request
 
 
+CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"  # the head of a chunked 200
+
+
 def ok(body: bytes, *extra: bytes) -> bytes:
     head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n" % len(body)
     return head + b"".join(h + b"\r\n" for h in extra) + b"\r\n" + body
@@ -130,7 +133,7 @@ def test_a_chunked_stream_is_handed_over_as_it_arrives(run: Any) -> None:
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
     ) -> None:
         await read_request(reader, s)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        writer.write(CHUNKED + b"5\r\nfirst\r\n")
         await writer.drain()
         await gate.wait()  # the second piece only once the client has the first
         writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
@@ -160,7 +163,7 @@ def test_leaving_a_stream_early_closes_its_connection(run: Any) -> None:
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
     ) -> None:
         await read_request(reader, s)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        writer.write(CHUNKED + b"3\r\nabc\r\n")
         await writer.drain()
         await read_request(reader, s)  # records the EOF when the client hangs up
 
@@ -363,11 +366,12 @@ def target(request: bytes) -> bytes:
     return request.split(b" ")[1].removeprefix(b"/v1")
 
 
-def test_a_body_read_whole_over_the_limit_fails_and_closes_the_connection(
-    run: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(transport, "_MAX_BODY", 1000)
-    closed: list[str] = []  # the last request of each connection, when the client closed it
+def routed(
+    answer: Callable[[bytes, asyncio.StreamWriter], Awaitable[None]],
+) -> tuple[Script, list[str]]:
+    """A server that answers each request with ``answer(path, writer)``, and the list in which it
+    records, as each connection ends, the path of that connection's last request."""
+    closed: list[str] = []
 
     async def handler(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
@@ -376,29 +380,45 @@ def test_a_body_read_whole_over_the_limit_fails_and_closes_the_connection(
         try:
             while (request := await read_request(reader, s)) is not None:
                 path = target(request)
-                if path == b"/fits":  # exactly the limit
-                    writer.write(ok(b"x" * 1000))
-                elif path == b"/declared":  # says so in its content-length: fails before reading
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1001\r\n\r\n")
-                else:  # a chunked body that never ends
-                    status = b"500 Oops" if path == b"/error" else b"200 OK"
-                    writer.write(b"HTTP/1.1 %s\r\ntransfer-encoding: chunked\r\n\r\n" % status)
-                    while True:
-                        writer.write(b"100\r\n" + b"x" * 256 + b"\r\n")
-                        await writer.drain()
-                        await asyncio.sleep(0)
+                await answer(path, writer)
         except ConnectionError:
             pass
         closed.append(path.decode())
 
-    script = Script(handler)
+    return Script(handler), closed
+
+
+async def each_fails(client: UpstreamClient, paths: tuple[str, ...], match: str) -> None:
+    """A POST to each of ``paths`` raises a ``ProtocolError`` matching ``match``."""
+    for path in paths:
+        with pytest.raises(ProtocolError, match=match):
+            await client.post(path, content=b"")
+
+
+def test_a_body_read_whole_over_the_limit_fails_and_closes_the_connection(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "_MAX_BODY", 1000)
+
+    async def answer(path: bytes, writer: asyncio.StreamWriter) -> None:
+        if path == b"/fits":  # exactly the limit
+            writer.write(ok(b"x" * 1000))
+        elif path == b"/declared":  # says so in its content-length: fails before reading
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1001\r\n\r\n")
+        else:  # a chunked body that never ends
+            status = b"500 Oops" if path == b"/error" else b"200 OK"
+            writer.write(b"HTTP/1.1 %s\r\ntransfer-encoding: chunked\r\n\r\n" % status)
+            while True:
+                writer.write(b"100\r\n" + b"x" * 256 + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0)
+
+    script, closed = routed(answer)  # closed: each connection's last request, as it closed
 
     async def main() -> None:
         server = await serve(script)
         client = client_for(server)
-        for path in ("/declared", "/endless"):
-            with pytest.raises(ProtocolError, match="answer exceeds 1000 bytes"):
-                await client.post(path, content=b"")
+        await each_fails(client, ("/declared", "/endless"), "answer exceeds 1000 bytes")
         async with client.stream("POST", "/error", content=b"") as response:
             assert response.status_code == 500
             with pytest.raises(ProtocolError, match="answer exceeds 1000 bytes"):
@@ -420,39 +440,27 @@ def test_a_response_head_over_the_limit_fails_and_closes_the_connection(
     run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(transport, "_MAX_HEAD", 1024)
-    closed: list[str] = []
     head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n"  # a 19-byte header line
     header = b"x-h: " + b"v" * 90 + b"\r\n"  # 100 bytes on the wire (and as counted)
 
-    async def handler(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
-    ) -> None:
-        path = b""
-        try:
-            while (request := await read_request(reader, s)) is not None:
-                path = target(request)
-                if path == b"/fits":  # 1019 bytes of header lines
-                    writer.write(head + header * 10 + b"\r\nok")
-                elif path == b"/many":  # all in one write: the head is complete, but 1119 bytes
-                    writer.write(head + header * 11 + b"\r\nok")
-                else:  # a header line that never ends
-                    writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
-                    while True:
-                        writer.write(b"v" * 100)
-                        await writer.drain()
-                        await asyncio.sleep(0.001)
-        except ConnectionError:
-            pass
-        closed.append(path.decode())
+    async def answer(path: bytes, writer: asyncio.StreamWriter) -> None:
+        if path == b"/fits":  # 1019 bytes of header lines
+            writer.write(head + header * 10 + b"\r\nok")
+        elif path == b"/many":  # all in one write: the head is complete, but 1119 bytes
+            writer.write(head + header * 11 + b"\r\nok")
+        else:  # a header line that never ends
+            writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+            while True:
+                writer.write(b"v" * 100)
+                await writer.drain()
+                await asyncio.sleep(0.001)
 
-    script = Script(handler)
+    script, closed = routed(answer)
 
     async def main() -> None:
         server = await serve(script)
         client = client_for(server)
-        for path in ("/many", "/endless"):
-            with pytest.raises(ProtocolError, match="response head exceeds 1024 bytes"):
-                await client.post(path, content=b"")
+        await each_fails(client, ("/many", "/endless"), "response head exceeds 1024 bytes")
         assert client._open == set()
         for _ in range(2):
             assert (await client.post("/fits", content=b"")).content == b"ok"
@@ -505,7 +513,7 @@ def test_an_sse_event_over_the_limit_fails_the_stream_and_closes_the_connection(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s: Script
     ) -> None:
         await read_request(reader, s)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(CHUNKED)
         writer.write(b'10\r\ndata: {"a": 1}\n\n\r\n')
         try:
             while True:

@@ -50,6 +50,21 @@ def _parser() -> argparse.ArgumentParser:
         "--url", default="http://127.0.0.1:1337", help="a running server to ask what is loaded"
     )
 
+    chat = commands.add_parser("chat", help="chat in the terminal with an OpenAI-compatible server")
+    chat.add_argument("--model", help="default: the first model the server lists")
+    chat.add_argument(
+        "--url", default="http://127.0.0.1:1337", help="the server (the /v1 suffix is optional)"
+    )
+    chat.add_argument("--system", metavar="TEXT", help="a system prompt")
+    chat.add_argument(
+        "--api-key", metavar="KEY", help="default: $INTERFERENCE_API_KEY, else $OPENAI_API_KEY"
+    )
+    chat.add_argument(
+        "-p",
+        "--prompt",
+        help="answer this once and exit (text piped on stdin is appended to it)",
+    )
+
     check = commands.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"
     )
@@ -130,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return list_models(args.config or os.environ.get("INTERFERENCE_CONFIG"), args.url)
+        if args.command == "chat":
+            from interference.chat import main as chat
+
+            return chat(args.url, args.model, args.system, args.api_key, args.prompt)
         if args.command == "config":
             config = load_config(args.path)
             counts = f"{len(config.providers)} provider(s), {len(config.models)} model(s)"

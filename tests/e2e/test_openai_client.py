@@ -262,7 +262,8 @@ def test_health_and_landing(http: httpx.Client) -> None:
     assert health.json()["ready"] is True
     page = http.get("/", headers={"accept": "text/html"})
     assert page.status_code == 200
-    assert "smollm2-135m-instruct" in page.text
+    assert "/ui/app.js" in page.text  # the web chat, which asks /v1/models for the models
+    assert "smollm2-135m-instruct" in http.get("/").json()["models"]
 
 
 def test_async_client_concurrent_streams(server: ServerProcess) -> None:

@@ -16,7 +16,11 @@ from starlette.routing import Route
 from tests.upstream import FakeUpstream
 
 
-def openai_upstream(name: str = "fake", words: int = 5) -> FakeUpstream:
+def openai_upstream(
+    name: str = "fake", words: int = 5, pieces: list[str] | None = None
+) -> FakeUpstream:
+    """``pieces``, when given and not empty, is the streamed answer's content, piece by piece
+    (read at each request: a test may change the list in place); else ``words`` words."""
     upstream: FakeUpstream
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -49,6 +53,8 @@ def openai_upstream(name: str = "fake", words: int = 5) -> FakeUpstream:
             }
             return JSONResponse(error, status_code=faults.status, headers=headers)
         text = [f"Hello from {name}"] + [f" w{i}" for i in range(words - 1)]
+        if pieces:
+            text = list(pieces)
         if not body.get("stream"):
             if faults.malformed:
                 return Response(b'{"id": "x", "choices": [', media_type="application/json")

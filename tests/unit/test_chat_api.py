@@ -187,11 +187,12 @@ def test_health_reports_readiness(client: TestClient, fake: FakeProvider) -> Non
 
 
 def test_landing_page_for_browsers_and_tools(client: TestClient) -> None:
-    html = client.get("/", headers={"accept": "text/html"})
+    html = client.get("/", headers={"accept": "text/html,application/xhtml+xml"})
     assert html.status_code == 200
     assert "text/html" in html.headers["content-type"]
-    assert "/v1" in html.text
-    assert "fake-model" in html.text
+    assert '<script type="module" src="/ui/app.js">' in html.text  # the web chat
+    assert "script-src 'self'" in html.headers["content-security-policy"]
+    assert html.headers["cache-control"] == "no-cache"
     info = client.get("/").json()
     assert info["base_url"].endswith("/v1")
     assert info["models"] == ["fake-model"]
@@ -219,3 +220,22 @@ def test_client_disconnect_closes_the_provider_stream() -> None:
     asyncio.run(scenario())
     bodies = [m for m in sent if m["type"] == "http.response.body"]
     assert 2 <= len(bodies) < 200  # some tokens went out, then generation stopped
+
+
+def test_web_chat_assets(client: TestClient) -> None:
+    for name, kind in (
+        ("app.js", "text/javascript"),
+        ("markdown.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("icon.svg", "image/svg+xml"),
+    ):
+        asset = client.get(f"/ui/{name}")
+        assert asset.status_code == 200, name
+        assert asset.headers["content-type"].startswith(kind)
+        assert asset.headers["cache-control"].startswith("public, max-age=")
+        assert asset.headers["x-content-type-options"] == "nosniff"
+        again = client.get(f"/ui/{name}", headers={"if-none-match": asset.headers["etag"]})
+        assert again.status_code == 304
+        assert not again.content
+    for missing in ("nope.js", "index.html", "..%2Fapp.py", ".hidden.js", "landing.py"):
+        assert client.get(f"/ui/{missing}").status_code == 404, missing

@@ -40,7 +40,7 @@ def every_route() -> list[tuple[str, str]]:
     out = []
     for route in routes():
         assert isinstance(route, Route)
-        path = route.path.replace("{model_id:path}", "fake-model")
+        path = route.path.replace("{model_id:path}", "fake-model").replace("{name}", "app.js")
         out += [(method, path) for method in sorted(route.methods or ()) if method != "HEAD"]
     return out
 
@@ -57,6 +57,8 @@ def call(client: TestClient, method: str, path: str, headers: dict[str, str]) ->
 
 
 PUBLIC = {"/health", "/v1/health"}
+#: the web chat's page (and its JSON answer for tools) and assets: public, the page asks for a key
+PUBLIC_PAGE = {"/", "/ui/app.js"}
 #: the fake provider serves chat only: these routes answer 400 "unsupported" once let in
 CHAT_ONLY = {"/v1/completions", "/completions", "/v1/embeddings", "/embeddings"}
 
@@ -82,6 +84,16 @@ def test_every_route_wants_a_key(locked: TestClient, method: str, path: str) -> 
             assert response.status_code == 200
             assert response.json() == {"status": "ok", "ready": True}  # nothing more
             continue
+        if path == "/":
+            assert response.status_code == 200
+            assert "base_url" in response.json()
+            assert "models" not in response.json()
+            assert "aliases" not in response.json()
+            continue
+        if path in PUBLIC_PAGE:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/javascript")
+            continue
         assert response.status_code == 401, (headers, response.text)
         validate(response.json(), "ErrorResponse")
         assert response.json()["error"]["code"] == code
@@ -96,6 +108,8 @@ def test_every_route_wants_a_key(locked: TestClient, method: str, path: str) -> 
         assert passed(response, path), (headers, response.text)
         if path in PUBLIC:
             assert "providers" in response.json()  # the whole body with a key
+        if path == "/":
+            assert response.json()["models"] == ["fake-model"]
 
 
 def test_without_keys_every_route_is_open(client: TestClient) -> None:

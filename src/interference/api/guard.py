@@ -52,8 +52,10 @@ from interference.logs import REQUEST_ID, RESPONSE_CUT
 
 logger = logging.getLogger("interference.requests")
 
-#: routes answered without a key (a reduced body: status only)
-PUBLIC_PATHS = frozenset({"/health", "/v1/health"})
+#: routes answered without a key: health (a reduced body: status only), and the web chat's
+#: page (JSON clients get a reduced body) and assets (``/ui/...``; the page asks for the key)
+PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/"})
+PUBLIC_PREFIX = "/ui/"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _WATCH_EVERY_S = 0.25  # the watchdog's period: the precision of the bounds it keeps
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
@@ -269,12 +271,13 @@ class RequestGuard:
 
     def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
         """Why this request is refused before it reaches a route (None: it may go on)."""
+        public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX)
         if self.auth_enabled:
             key = presented_key(scope)
             record.authorized = self.check_key(key)
             if record.authorized and key is not None:
                 record.client = f"key:{key_digest(key).hex()[:12]}"
-            elif scope["path"] not in PUBLIC_PATHS:
+            elif not public:
                 if key is None:
                     return AuthenticationError(
                         "Missing API key: send it as `Authorization: Bearer KEY` "
@@ -284,14 +287,14 @@ class RequestGuard:
                 return AuthenticationError("Incorrect API key provided.")
         else:
             record.authorized = True
-        if self.draining and scope["path"] not in PUBLIC_PATHS:
+        if self.draining and not public:
             return ModelNotReadyError(
                 "The server is shutting down; send the request again in a moment.",
                 code="server_shutting_down",
                 headers={"connection": "close", "retry-after": "1"},
             )
         limit = self.limits.max_concurrent_per_client
-        if self.in_flight[record.client] >= limit and scope["path"] not in PUBLIC_PATHS:
+        if self.in_flight[record.client] >= limit and not public:
             return RateLimitError(
                 f"Too many concurrent requests from this client: at most {limit} may be in "
                 "flight at once.",

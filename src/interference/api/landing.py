@@ -1,46 +1,88 @@
-"""What ``GET /`` shows a person who opens the server in a browser."""
+"""The web chat: the page ``GET /`` shows a browser, and its assets under ``/ui/``.
+
+The page and its assets are static files shipped in the package (``interference/api/ui``), read
+once and served with their content type, an ETag and a cache lifetime. Nothing in them comes
+from a request, and the page's Content-Security-Policy allows only scripts and styles from this
+server (no inline script or style), so model or user text that the page shows is never run.
+"""
 
 from __future__ import annotations
 
-from html import escape
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 
-from interference import __version__
+from starlette.requests import Request
+from starlette.responses import Response
+
+from interference.errors import NotFoundError
+
+#: the page's policy: its own scripts, styles, images and API only
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".html": "text/html; charset=utf-8",
+}
+#: assets may be cached a while (the ETag revalidates them); the page is revalidated each time
+ASSET_MAX_AGE_S = 300
+_SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
 
 
-def landing_html(base_url: str, model_ids: list[str], aliases: dict[str, str]) -> str:
-    models = "".join(f"<li><code>{escape(m)}</code></li>" for m in model_ids)
-    alias_list = ", ".join(f"<code>{escape(a)}</code>" for a in aliases)
-    example = escape(model_ids[0] if model_ids else "MODEL")
-    base = escape(base_url)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>interference</title>
-<style>
-body{{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;
-line-height:1.5;color:#222}}
-code,pre{{background:#f3f3f3;border-radius:4px}} pre{{padding:.8rem;overflow-x:auto}}
-</style></head>
-<body>
-<h1>interference</h1>
-<p>A local, OpenAI-compatible LLM gateway (version {escape(__version__)}).
-Point any OpenAI client at this server.</p>
-<h2>Base URL</h2>
-<p><code>{base}/v1</code> (the legacy <code>openai</code> 0.x client may use
-<code>{base}</code> without <code>/v1</code>). No API key is needed.</p>
-<h2>Models</h2>
-<ul>{models}</ul>
-<p>Also answered, as aliases: {alias_list or "none"}.</p>
-<h2>Try it</h2>
-<pre>curl {base}/v1/chat/completions \\
-  -H 'Content-Type: application/json' \\
-  -d '{{"model": "{example}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'</pre>
-<pre>from openai import OpenAI
-client = OpenAI(base_url="{base}/v1", api_key="none")
-print(client.chat.completions.create(model="{example}",
-      messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)</pre>
-<p>Endpoints: <code>POST /v1/chat/completions</code>, <code>POST /v1/completions</code>,
-<code>POST /v1/embeddings</code>, <code>GET /v1/models</code>, <code>GET /v1/providers</code>,
-<code>GET /health</code>.</p>
-</body></html>
-"""
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    media_type: str
+    etag: str
+
+
+@cache
+def _asset(name: str) -> Asset | None:
+    """The file ``name`` of the ui folder (None when there is no such asset)."""
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    if "/" in name or "\\" in name or name.startswith(".") or suffix not in _TYPES:
+        return None
+    file = resources.files("interference.api").joinpath("ui", name)
+    if not file.is_file():
+        return None
+    body = file.read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    return Asset(body, _TYPES[suffix], etag)
+
+
+def _serve(request: Request, asset: Asset, cache_control: str) -> Response:
+    headers = {"etag": asset.etag, "cache-control": cache_control, **_SECURITY_HEADERS}
+    if asset.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(asset.body, media_type=asset.media_type, headers=headers)
+
+
+def wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+def chat_page(request: Request) -> Response:
+    """The web chat (``ui/index.html``)."""
+    page = _asset("index.html")
+    assert page is not None, "the package lacks interference/api/ui/index.html"
+    return _serve(request, page, "no-cache")
+
+
+async def ui_asset(request: Request) -> Response:
+    """``GET /ui/{name}``: a script, style sheet or icon of the page."""
+    name = request.path_params["name"]
+    asset = _asset(name)
+    if asset is None or name == "index.html":
+        raise NotFoundError(f"No such file: /ui/{name}.")
+    return _serve(request, asset, f"public, max-age={ASSET_MAX_AGE_S}")

@@ -1,4 +1,4 @@
-"""HTTP routes: chat completions, models, health and the landing page."""
+"""HTTP routes: chat completions, models, health, and the web chat page with its assets."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from interference import __version__
 from interference.api.chunks import Batch, Reply
 from interference.api.errors import error_body, from_validation_error
-from interference.api.landing import landing_html
+from interference.api.landing import chat_page, ui_asset, wants_html
 from interference.api.limits import check_limits
 from interference.api.record import record_of
 from interference.api.sse import DONE, EventStreamResponse, event
@@ -260,32 +260,37 @@ async def health(request: Request) -> Response:
 
 
 async def landing(request: Request) -> Response:
+    """The web chat for browsers; for other clients what this is, in JSON.
+
+    Without a key on a server that has keys, the JSON leaves out the models and aliases."""
+    if wants_html(request):
+        return chat_page(request)
     state = _state(request)
     base = str(request.base_url).rstrip("/")
-    if "text/html" in request.headers.get("accept", ""):
-        return HTMLResponse(landing_html(base, state.router.model_ids, state.router.aliases))
-    body = {
+    body: dict[str, object] = {
         "name": "interference",
         "description": "A local, OpenAI-compatible LLM gateway.",
         "version": __version__,
         "base_url": f"{base}/v1",
-        "models": state.router.model_ids,
-        "aliases": state.router.aliases,
-        "endpoints": [
-            "POST /v1/chat/completions",
-            "POST /v1/completions",
-            "POST /v1/embeddings",
-            "GET /v1/models",
-            "GET /v1/providers",
-            "GET /health",
-        ],
     }
+    if record_of(request.scope).authorized:
+        body |= {"models": state.router.model_ids, "aliases": state.router.aliases}
+    body["endpoints"] = [
+        "POST /v1/chat/completions",
+        "POST /v1/completions",
+        "POST /v1/embeddings",
+        "GET /v1/models",
+        "GET /v1/providers",
+        "GET /health",
+        "GET / (the web chat, for browsers)",
+    ]
     return json_response(orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
 
 def routes() -> list[BaseRoute]:
     out: list[BaseRoute] = [
         Route("/", landing, methods=["GET"]),
+        Route("/ui/{name}", ui_asset, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/providers", providers_status, methods=["GET"]),

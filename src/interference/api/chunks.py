@@ -19,7 +19,7 @@ A malformed object raises ``ValueError``; providers turn that into a retryable u
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 import orjson
 
@@ -172,6 +172,17 @@ class _Raw:
     __slots__ = ("data",)
     data: dict[str, Any]
 
+    def __init__(self, data: dict[str, Any], kind: Kind) -> None:
+        raise NotImplementedError  # each subclass checks its shape and keeps ``data``
+
+    @classmethod
+    def chat(cls, data: dict[str, Any]) -> Self:
+        return cls(data, "chat")
+
+    @classmethod
+    def text(cls, data: dict[str, Any]) -> Self:
+        return cls(data, "text")
+
     def stamp(self, cid: str, created: int, model: str) -> None:
         data = self.data
         data["id"] = cid
@@ -196,14 +207,6 @@ class RawChunk(_Raw):
         data["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
         self.data = data
         self._kind = kind
-
-    @classmethod
-    def chat(cls, data: dict[str, Any]) -> RawChunk:
-        return cls(data, "chat")
-
-    @classmethod
-    def text(cls, data: dict[str, Any]) -> RawChunk:
-        return cls(data, "text")
 
     def has_output(self) -> bool:
         data = self.data
@@ -242,14 +245,6 @@ class RawReply(_Raw):
         _check_usage(data.get("usage"))
         data["object"] = "chat.completion" if kind == "chat" else "text_completion"
         self.data = data
-
-    @classmethod
-    def chat(cls, data: dict[str, Any]) -> RawReply:
-        return cls(data, "chat")
-
-    @classmethod
-    def text(cls, data: dict[str, Any]) -> RawReply:
-        return cls(data, "text")
 
     def token_counts(self) -> tuple[int, int] | None:
         usage = self.data.get("usage")

@@ -67,6 +67,14 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
+def invalid_json(detail: str) -> InvalidRequestError:
+    """The 400 for a body that is not JSON; ``detail`` says where the parser stopped."""
+    return InvalidRequestError(
+        f"We could not parse the JSON body of your request ({detail}). "
+        "The OpenAI API expects a JSON payload."
+    )
+
+
 def from_validation_error(error: ValidationError) -> InvalidRequestError:
     """The first problem of a request body as a 400 naming its ``param``."""
     items = error.errors(include_url=False)
@@ -77,10 +85,7 @@ def from_validation_error(error: ValidationError) -> InvalidRequestError:
         detail = first.get("ctx", {}).get("error", "")
         if "EOF while parsing a value at line 1 column 0" in detail:
             return InvalidRequestError("The request body is empty; expected a JSON object.")
-        return InvalidRequestError(
-            f"We could not parse the JSON body of your request ({detail}). "
-            "The OpenAI API expects a JSON payload."
-        )
+        return invalid_json(detail)
     loc = tuple(first["loc"])
     if not loc:
         return InvalidRequestError("The request body must be a JSON object.")

@@ -33,12 +33,13 @@ import os
 import re
 import time
 from collections import Counter
+from functools import partial
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from interference.api.errors import error_body
+from interference.api.errors import error_body, error_response
 from interference.api.record import SCOPE_KEY, RequestRecord
-from interference.api.sse import DONE, event
+from interference.api.sse import DONE, event, wait_for_disconnect
 from interference.config import LimitsConfig
 from interference.errors import (
     AuthenticationError,
@@ -159,20 +160,16 @@ class RequestGuard:
                 elif (
                     not record.response_started
                     and record.hang_up_watch is None
+                    and record.receive is not None
                     and now - record.loop_started > _WATCH_EVERY_S
                 ):
                     # A call that takes a while: from now on, a disconnect stops it. (Watching
                     # every request from its start would cost a task each.)
-                    record.hang_up_watch = asyncio.create_task(self._watch_hang_up(record))
-
-    async def _watch_hang_up(self, record: RequestRecord) -> None:
-        if record.receive is None:
-            return
-        while True:
-            message = await record.receive()
-            if message["type"] == "http.disconnect":
-                self.cut(record, "client_closed")
-                return
+                    record.hang_up_watch = asyncio.create_task(
+                        wait_for_disconnect(
+                            record.receive, partial(self.cut, record, "client_closed")
+                        )
+                    )
 
     # --- requests
 
@@ -237,7 +234,7 @@ class RequestGuard:
         try:
             refusal = self._admit(scope, record)
             if refusal is not None:
-                await _send_error(guarded_send, refusal, record)
+                await _send_error(scope, guarded_send, refusal, record)
                 return
             self.in_flight[record.client] += 1
             counted = True
@@ -249,11 +246,14 @@ class RequestGuard:
                 if record.cut_reason is None or task is None:
                     raise
                 task.uncancel()
-                await self._end_cut(record, guarded_send)
+                await self._end_cut(scope, record, guarded_send)
             except Exception as exc:  # a bug: log it once, answer in OpenAI's shape
                 exc_info = exc
                 record.error = "internal_error"
-                await self._end_after_exception(record, guarded_send)
+                if record.response_started and record.sse:
+                    record.outcome = "error"
+                error = ServerError("The server had an error while processing your request.")
+                await _answer_error(scope, guarded_send, error, record)
             else:
                 task = record.task
                 if record.cut_reason is not None and task is not None and task.cancelling():
@@ -303,7 +303,7 @@ class RequestGuard:
             )
         return None
 
-    async def _end_cut(self, record: RequestRecord, send: Send) -> None:
+    async def _end_cut(self, scope: Scope, record: RequestRecord, send: Send) -> None:
         reason = record.cut_reason
         record.outcome = reason
         if reason == "slow_client":  # it takes no data: anything more would wait as well
@@ -320,37 +320,7 @@ class RequestGuard:
             error = RequestTimeoutError(
                 f"The request body did not arrive within {self.limits.body_timeout_s:g} s."
             )
-        with contextlib.suppress(OSError):
-            if not record.response_started:
-                await _send_error(send, error, record)
-            elif record.sse:
-                record.error = error.code
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": event(error_body(error)) + DONE,
-                        "more_body": False,
-                    }
-                )
-            else:  # half a JSON body cannot be mended: the connection is closed
-                RESPONSE_CUT.set(True)
-
-    async def _end_after_exception(self, record: RequestRecord, send: Send) -> None:
-        error = ServerError("The server had an error while processing your request.")
-        with contextlib.suppress(OSError):
-            if not record.response_started:
-                await _send_error(send, error, record)
-            elif record.sse:
-                record.outcome = "error"
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": event(error_body(error)) + DONE,
-                        "more_body": False,
-                    }
-                )
-            else:
-                RESPONSE_CUT.set(True)
+        await _answer_error(scope, send, error, record)
 
     def _log(self, record: RequestRecord, exc: BaseException | None) -> None:
         elapsed = (time.perf_counter() - record.started) * 1000
@@ -369,14 +339,29 @@ class RequestGuard:
         )
 
 
-async def _send_error(send: Send, error: InterferenceError, record: RequestRecord) -> None:
-    record.error = error.code
-    record.error_message = error.message
-    body = error_body(error)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+async def _send_error(
+    scope: Scope, send: Send, error: InterferenceError, record: RequestRecord
+) -> None:
+    record.error, record.error_message = error.code, error.message
+    await error_response(error)(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    raise RuntimeError("an error answer reads nothing")
+
+
+async def _answer_error(
+    scope: Scope, send: Send, error: InterferenceError, record: RequestRecord
+) -> None:
+    """Answer ``error`` in the shape the response allows: a JSON error before the response
+    began, a last event (then ``[DONE]``) in a stream; half a JSON body cannot be mended, so
+    the connection is closed."""
+    with contextlib.suppress(OSError):
+        if not record.response_started:
+            await _send_error(scope, send, error, record)
+        elif record.sse:
+            record.error = error.code
+            body = event(error_body(error)) + DONE
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        else:
+            RESPONSE_CUT.set(True)

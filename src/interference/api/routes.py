@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from interference import __version__
 from interference.api.chunks import Batch, Reply
-from interference.api.errors import error_body, from_validation_error
+from interference.api.errors import error_body, from_validation_error, invalid_json
 from interference.api.landing import chat_page, ui_asset, wants_html
 from interference.api.limits import check_limits
 from interference.api.record import record_of
@@ -29,7 +29,6 @@ from interference.api.wire import (
 from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.errors import (
     InterferenceError,
-    InvalidRequestError,
     RequestTooLargeError,
     ServerError,
     UnsupportedMediaTypeError,
@@ -94,10 +93,7 @@ async def _parse(request: Request, model: type[M]) -> M:
         try:
             orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise InvalidRequestError(
-                f"We could not parse the JSON body of your request ({exc}). "
-                "The OpenAI API expects a JSON payload."
-            ) from None
+            raise invalid_json(str(exc)) from None
     try:
         parsed = model.model_validate_json(body)
     except ValidationError as exc:
@@ -111,7 +107,6 @@ async def _generate(
     request: Request,
     parsed: ChatCompletionRequest | CompletionRequest,
     *,
-    kind: str,
     id_prefix: str,
     call: Callable[[Deployment], Awaitable[Reply]],
     open_stream: Callable[[Deployment], AsyncGenerator[Batch, None]],
@@ -185,7 +180,6 @@ async def chat_completions(request: Request) -> Response:
     return await _generate(
         request,
         chat,
-        kind="chat",
         id_prefix="chatcmpl",
         call=lambda d: d.provider.chat_reply(chat, d.model),
         open_stream=lambda d: d.provider.chat_batches(chat, d.model),
@@ -197,7 +191,6 @@ async def completions(request: Request) -> Response:
     return await _generate(
         request,
         text,
-        kind="completion",
         id_prefix="cmpl",
         call=lambda d: d.provider.text_reply(text, d.model),
         open_stream=lambda d: d.provider.text_batches(text, d.model),

@@ -55,7 +55,7 @@ class EventStreamResponse(Response):
                 hung_up = True
                 task.cancel()
 
-        watcher = asyncio.create_task(_wait_for_disconnect(receive, hang_up))
+        watcher = asyncio.create_task(wait_for_disconnect(receive, hang_up))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for chunk in self.events:
@@ -72,7 +72,9 @@ class EventStreamResponse(Response):
             await self.events.aclose()
 
 
-async def _wait_for_disconnect(receive: Receive, hang_up: Callable[[], None]) -> None:
+async def wait_for_disconnect(receive: Receive, hang_up: Callable[[], object]) -> None:
+    """Call ``hang_up`` when ``receive`` says the client went away (once the body is read,
+    it says nothing else)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

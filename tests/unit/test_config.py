@@ -185,6 +185,7 @@ def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     import re
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    # ```yaml blocks are interference configurations (other tools' YAML is shown as ```yml)
     blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
     names = ("OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
     for name in (*names, "INTERFERENCE_KEY_ALICE", "INTERFERENCE_KEY_BOB"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ from interference.errors import (
 )
 from tests.fakes import FakeProvider
 from tests.spec import validate
+
+MESSAGE = {"role": "user", "content": "a"}
 
 OK = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -224,10 +227,39 @@ def test_unexpected_exception_is_a_500_without_traceback() -> None:
     assert "Traceback" not in response.text
 
 
-def test_validation_error_param_paths() -> None:
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        (
+            {"messages": [MESSAGE, {"role": "user", "content": [{"type": "text", "text": 1}]}]},
+            "messages[1].content[0].text",
+        ),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"tools": [{"type": "function"}]}, "tools[0].function"),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools[0].function.name"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+        (
+            {"tools": [{"type": "custom", "custom": {"name": "c", "format": {"type": "bnf"}}}]},
+            "tools[0].custom.format.type",
+        ),
+        ({"tool_choice": {"type": "function"}}, "tool_choice.function"),
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        (
+            {"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "x", "tools": []}}},
+            "tool_choice.allowed_tools.mode",
+        ),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": 1}}},
+            "response_format.json_schema.schema",
+        ),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"stop": [1]}, "stop[0]"),
+    ],
+)
+def test_validation_error_param_paths(fields: dict[str, Any], param: str) -> None:
+    """Tagged unions put their tag in pydantic's location; the param names fields only."""
+    data = {"model": "m", "messages": [MESSAGE], **fields}
     with pytest.raises(ValidationError) as info:
-        ChatCompletionRequest.model_validate_json(
-            b'{"model": "m", "messages": [{"role": "user", "content": "a"},'
-            b' {"role": "user", "content": [{"type": "text", "text": 1}]}]}'
-        )
-    assert from_validation_error(info.value).param == "messages[1].content[0].text"
+        ChatCompletionRequest.model_validate_json(json.dumps(data))
+    assert from_validation_error(info.value, data).param == param

@@ -204,7 +204,29 @@ CHAT_OPTIONAL: dict[str, st.SearchStrategy[Any]] = {
     "top_logprobs": st.integers(0, 20),
     "seed": st.integers(-(2**63), 2**63 - 1),
     "user": SHORT,
-    "response_format": st.sampled_from([{"type": "text"}, {"type": "json_object"}]),
+    "response_format": st.sampled_from(
+        [
+            {"type": "text"},
+            {"type": "json_object"},
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": {"type": "object"}},
+            },
+            {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "city",
+                    "strict": True,
+                    "schema": {
+                        "type": "object",
+                        "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+                        "required": ["city", "n"],
+                        "additionalProperties": False,
+                    },
+                },
+            },
+        ]
+    ),
     "tools": st.lists(TOOL, max_size=2),
     "tool_choice": st.sampled_from(
         ["auto", "none", "required", {"type": "function", "function": {"name": "get_weather"}}]
@@ -220,10 +242,24 @@ MESSAGE_FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id", "refu
 PART_FIELDS = ["type", "text", "image_url", "input_audio", "file", "refusal"]
 
 
-VALID_CHAT = st.fixed_dictionaries(
-    {"model": MODELS, "messages": st.lists(MESSAGE, min_size=1, max_size=4)},
-    optional=CHAT_OPTIONAL,
-)
+@st.composite
+def valid_chat(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid chat request, its fields' rules across fields kept (``top_logprobs`` needs
+    ``logprobs``; a required or named ``tool_choice`` needs the tool declared)."""
+    body: dict[str, Any] = draw(
+        st.fixed_dictionaries(
+            {"model": MODELS, "messages": st.lists(MESSAGE, min_size=1, max_size=4)},
+            optional=CHAT_OPTIONAL,
+        )
+    )
+    if "top_logprobs" in body:
+        body["logprobs"] = True
+    if body.get("tool_choice") not in (None, "none", "auto") and not body.get("tools"):
+        body["tools"] = [draw(TOOL)]
+    return body
+
+
+VALID_CHAT = valid_chat()
 
 
 def _pick_message(draw: st.DrawFn, body: dict[str, Any]) -> dict[str, Any] | None:

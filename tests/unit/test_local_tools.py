@@ -9,6 +9,7 @@ from typing import Any
 import jsonschema
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from interference.api.wire import (
     ChatCompletion,
@@ -23,6 +24,7 @@ from interference.api.wire import (
 from interference.errors import InvalidRequestError
 from interference.providers import local_tools
 from interference.providers.base import collect_chunks
+from interference.providers.tool_use import tool_use
 
 WEATHER = {
     "type": "function",
@@ -47,7 +49,9 @@ def request(**fields: Any) -> ChatCompletionRequest:
 def applied(req: ChatCompletionRequest) -> dict[str, Any]:
     payload = req.known_fields()
     payload["messages"] = [m.model_dump(exclude_none=True) for m in req.messages]
-    local_tools.apply(req, payload)
+    tools = tool_use(req, "the test model")
+    assert tools is not None
+    local_tools.apply(req, payload, tools)
     return payload
 
 
@@ -97,13 +101,29 @@ def test_parallel_tool_calls_false_allows_one_call() -> None:
         jsonschema.validate({"tool_calls": [call, call]}, schema)
 
 
+def test_allowed_tools_narrow_the_callable_functions() -> None:
+    allowed = {"type": "function", "function": {"name": "get_time"}}
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [allowed]}}
+    payload = applied(request(tool_choice=choice))
+    schema = schema_of(payload)
+    jsonschema.validate({"tool_calls": [{"name": "get_time", "arguments": {}}]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"response": "no"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(
+            {"tool_calls": [{"name": "get_weather", "arguments": {"city": "x"}}]}, schema
+        )
+    assert "get_weather" not in payload["messages"][0]["content"]
+
+
 def test_bad_tool_choices() -> None:
-    with pytest.raises(InvalidRequestError) as info:
-        applied(request(tool_choice={"type": "function", "function": {"name": "nope"}}))
-    assert info.value.param == "tool_choice"
+    with pytest.raises(ValidationError) as invalid:
+        request(tool_choice={"type": "function", "function": {"name": "nope"}})
+    assert invalid.value.errors()[0]["loc"] == ("tool_choice",)
     with pytest.raises(InvalidRequestError) as info:
         applied(request(tools=[{"type": "custom", "custom": {"name": "x"}}]))
     assert info.value.param == "tools[0].type"
+    assert info.value.code == "unsupported"
 
 
 def test_history_is_written_in_the_json_dialect() -> None:

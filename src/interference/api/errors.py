@@ -29,8 +29,8 @@ from interference.errors import (
 logger = logging.getLogger(__name__)
 
 # Names pydantic puts in an error location that are not fields: the member types of a union
-# (the discriminator tags of tagged unions in lists are recognised by the name before the index:
-# ``messages``, or a ``list[tagged-union[...]]``).
+# (``str``, ``list[str]``, ``function-after[...]``, ``tagged-union[...]``). The tags of tagged
+# unions are told apart from fields by the request itself (:func:`_param`).
 _UNION_MEMBERS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
@@ -47,23 +47,42 @@ def error_response(exc: InterferenceError) -> Response:
     )
 
 
-def _param(loc: tuple[Any, ...]) -> str | None:
+def _param(loc: tuple[Any, ...], data: Any, missing: bool) -> str | None:
+    """The dotted ``param`` of a pydantic error location in the request ``data``.
+
+    A tagged union puts its tag in the location: ``tools, 0, "function", "function", "name"``
+    is ``tools[0].function.name``, ``messages, 0, "user", "content"`` is
+    ``messages[0].content``. Walking ``data`` beside the location tells the tag (one per
+    object) from a field: before the end it is no key of the object there, or the field after
+    it has its name; at the end it is the object's ``type`` or ``role`` value rather than one of
+    its keys, unless the error is a ``missing`` field (``{"type": "text"}`` without its
+    ``text``)."""
     out = ""
-    previous: Any = None
-    tag_next = False  # the next name is a tagged union's tag, not a field
+    node = data
+    tag_seen = False
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-            tag_next = previous == "messages" or (
-                isinstance(previous, str) and "tagged-union" in previous
-            )
-            previous = part
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            tag_seen = False
             continue
-        skip = tag_next or (i > 0 and (part in _UNION_MEMBERS or "[" in part or "-" in part))
-        tag_next = False
-        previous = part
-        if not skip:
-            out += f".{part}" if out else part
+        if i > 0 and (part in _UNION_MEMBERS or "[" in part or "-" in part):
+            continue
+        if isinstance(node, dict) and not tag_seen:
+            if i < len(loc) - 1:
+                tag = part not in node or loc[i + 1] == part
+            else:
+                tag = (
+                    not missing
+                    and part not in node
+                    and part in (node.get("type"), node.get("role"))
+                )
+            if tag:
+                tag_seen = True
+                continue
+        out += f".{part}" if out else part
+        node = node.get(part) if isinstance(node, dict) else None
+        tag_seen = False
     return out or None
 
 
@@ -75,8 +94,8 @@ def invalid_json(detail: str) -> InvalidRequestError:
     )
 
 
-def from_validation_error(error: ValidationError) -> InvalidRequestError:
-    """The first problem of a request body as a 400 naming its ``param``."""
+def from_validation_error(error: ValidationError, data: Any) -> InvalidRequestError:
+    """The first problem of request body ``data`` (parsed JSON) as a 400 naming its ``param``."""
     items = error.errors(include_url=False)
     # A union reports one error per member; the deepest one is the most specific.
     first = max(items, key=lambda item: len(item["loc"]))
@@ -89,7 +108,7 @@ def from_validation_error(error: ValidationError) -> InvalidRequestError:
     loc = tuple(first["loc"])
     if not loc:
         return InvalidRequestError("The request body must be a JSON object.")
-    param = _param(loc)
+    param = _param(loc, data, missing=kind == "missing")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         field = str(first.get("ctx", {}).get("discriminator", "")).strip("'")
         param = f"{param}.{field}" if param and field else param

@@ -97,7 +97,11 @@ async def _parse(request: Request, model: type[M]) -> M:
     try:
         parsed = model.model_validate_json(body)
     except ValidationError as exc:
-        raise from_validation_error(exc) from None
+        try:  # the request as data, to name the field at fault (a body pydantic could not
+            data = orjson.loads(body)  # parse has no fields: json_invalid, which needs none)
+        except orjson.JSONDecodeError:
+            data = None
+        raise from_validation_error(exc, data) from None
     if isinstance(parsed, ChatCompletionRequest | CompletionRequest | EmbeddingRequest):
         check_limits(parsed, server.limits, len(body))
     return parsed

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from interference.api.wire_tools import ResponseFormat, Tool, ToolChoice, choice_problem
 
 _REQUEST = ConfigDict(strict=True, extra="ignore", frozen=False)
 # Upstream responses keep fields we do not model (``service_tier``, ``annotations``...): a
@@ -186,9 +195,9 @@ class ChatCompletionRequest(BaseModel):
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
     user: str | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # engine sampling extensions (llama.cpp / vLLM names)
     top_k: Annotated[int, Field(ge=0)] | None = None
@@ -204,19 +213,42 @@ class ChatCompletionRequest(BaseModel):
 
     def known_fields(self) -> dict[str, Any]:
         """The validated fields that are set (unknown extras left out)."""
-        return self.model_dump(exclude_none=True, include=set(type(self).model_fields))
+        return self.model_dump(
+            exclude_none=True, by_alias=True, include=set(type(self).model_fields)
+        )
 
     def upstream_fields(self) -> dict[str, Any]:
         """Every field a pass-through upstream should see (ours, like ``provider``, left out)."""
-        return self.model_dump(exclude_none=True, exclude={"provider"})
+        return self.model_dump(exclude_none=True, by_alias=True, exclude={"provider"})
 
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, value: dict[str, int] | None) -> dict[str, int] | None:
         if value is not None:
             for key in value:
-                if not (key.isascii() and key.isdigit()):
+                if not (key.isascii() and key.isdigit() and int(key) < 2**31):
                     raise ValueError(f"keys must be token ids given as strings; got {key!r}")
+        return value
+
+    # The cross-field rules are checked on the later field, which sees the earlier ones
+    # validated in ``info.data``: the error then names the field at fault.
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("logprobs") is not True:
+            raise ValueError("`top_logprobs` needs `logprobs: true`")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _chooses_a_declared_tool(
+        cls, value: ToolChoice | None, info: ValidationInfo
+    ) -> ToolChoice | None:
+        if value is not None and "tools" in info.data:
+            problem = choice_problem(value, info.data["tools"])
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
     @property

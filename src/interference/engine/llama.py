@@ -73,6 +73,32 @@ def engine_error(error: dict[str, Any]) -> InterferenceError:
     return ServerError(f"engine error: {message}")
 
 
+#: what llama.cpp's request handlers throw (as Cython maps C++ exceptions) while they read a
+#: request: std::invalid_argument (ValueError), nlohmann::json's type and parse errors and
+#: std::runtime_error from a tool or template parser (RuntimeError), std::out_of_range
+#: (IndexError). Out of memory (MemoryError) and anything else stays a fault of ours.
+_REQUEST_REFUSALS = (ValueError, RuntimeError, IndexError, KeyError, TypeError)
+_MAX_REFUSAL_CHARS = 400
+
+
+def refused_request(exc: BaseException, produced: bool) -> InterferenceError:
+    """The error for an exception raised by one of the engine's request handlers.
+
+    Before a handler produces anything it only parses and checks the request (its tools,
+    tool_choice, response_format and JSON schemas, the chat template over the messages), so an
+    exception then is the engine refusing the request: a 400 carrying its message, as
+    llama-server itself answers. Once output was produced, or for other exceptions, it is a
+    genuine fault: a 500.
+    """
+    if produced or not isinstance(exc, _REQUEST_REFUSALS):
+        return ServerError(f"engine failure: {exc}")
+    lines = str(exc).strip().splitlines()
+    detail = lines[0] if lines else type(exc).__name__
+    if len(detail) > _MAX_REFUSAL_CHARS:
+        detail = detail[:_MAX_REFUSAL_CHARS] + "..."
+    return InvalidRequestError(f"The model cannot take this request: {detail}")
+
+
 class LlamaEngine:
     """One loaded GGUF model served by llama.cpp's engine."""
 
@@ -225,9 +251,12 @@ class LlamaEngine:
             )
         body = orjson.dumps(payload).decode()
         with self._use() as server:
-            raw = await asyncio.get_running_loop().run_in_executor(
-                self._executor, server.handle_embeddings, body
-            )
+            try:
+                raw = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, server.handle_embeddings, body
+                )
+            except Exception as exc:
+                raise refused_request(exc, produced=False) from exc
         data: dict[str, Any] = orjson.loads(raw)
         if "error" in data:
             raise engine_error(data["error"])
@@ -241,7 +270,10 @@ class LlamaEngine:
             def call() -> None:
                 getattr(server, method)(body, result.append)
 
-            await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            except Exception as exc:
+                raise refused_request(exc, produced=bool(result)) from exc
         if not result:
             raise ServerError("the engine returned no response")
         data: dict[str, Any] = orjson.loads(result[-1])
@@ -258,9 +290,11 @@ class LlamaEngine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
+        produced = threading.Event()  # the engine delivered something: past reading the request
         body = orjson.dumps({**payload, "stream": True})
 
         def on_chunk(raw: bytes) -> bool:
+            produced.set()
             if stop.is_set():
                 return True
             try:
@@ -291,7 +325,7 @@ class LlamaEngine:
                         raise ModelNotReadyError("the engine is shutting down")
                     exc = future.exception()
                     if exc is not None:
-                        raise ServerError(f"engine failure: {exc}") from exc
+                        raise refused_request(exc, produced.is_set()) from exc
                     return
                 data: dict[str, Any] = orjson.loads(item)
                 if "error" in data:

@@ -68,6 +68,7 @@ from interference.providers.http import (
     json_object,
     sse_data,
 )
+from interference.providers.tool_use import ToolUse, tool_use
 
 ANTHROPIC_VERSION = "2023-06-01"
 #: ``max_tokens`` sent when the client sets no bound (Anthropic requires one)
@@ -185,35 +186,27 @@ def _messages(request: ChatCompletionRequest) -> tuple[str, list[Block]]:
     return "\n\n".join(text for text in system if text), turns
 
 
-def _tools(tools: list[dict[str, Any]]) -> list[Block]:
+def _tools(tools: ToolUse) -> list[Block]:
     translated: list[Block] = []
-    for i, tool in enumerate(tools):
-        function = tool.get("function")
-        if tool.get("type") != "function" or not isinstance(function, dict):
-            raise _invalid("only `function` tools are supported", f"tools[{i}]")
-        if not isinstance(function.get("name"), str):
-            raise _invalid("a function tool needs a `name`", f"tools[{i}].function.name")
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        item: Block = {"name": function["name"], "input_schema": schema}
-        if isinstance(function.get("description"), str):
-            item["description"] = function["description"]
+    for function in tools.functions:
+        schema = function.parameters or {"type": "object", "properties": {}}
+        item: Block = {"name": function.name, "input_schema": schema}
+        if function.description is not None:
+            item["description"] = function.description
         translated.append(item)
     return translated
 
 
-def _tool_choice(choice: str | dict[str, Any] | None, parallel: bool | None) -> Block | None:
-    named = choice.get("function") if isinstance(choice, dict) else None
+def _tool_choice(tools: ToolUse, explicit: bool, parallel: bool | None) -> Block | None:
     result: Block | None
-    if choice is None:
+    if tools.named is not None:
+        result = {"type": "tool", "name": tools.named}
+    elif not explicit:
         result = None
-    elif choice in ("auto", "none"):
-        result = {"type": choice}
-    elif choice == "required":
+    elif tools.mode == "required":
         result = {"type": "any"}
-    elif isinstance(named, dict) and isinstance(named.get("name"), str):
-        result = {"type": "tool", "name": named["name"]}
     else:
-        raise _invalid("expected auto, none, required or a named function", "tool_choice")
+        result = {"type": tools.mode}
     if parallel is False and (result is None or result["type"] != "none"):
         result = {**(result or {"type": "auto"}), "disable_parallel_tool_use": True}
     return result
@@ -239,9 +232,11 @@ def _body(request: ChatCompletionRequest, model: str, stream: bool) -> bytes:
         body["top_k"] = request.top_k
     if request.stop:
         body["stop_sequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
-    if request.tools:
-        body["tools"] = _tools(request.tools)
-        choice = _tool_choice(request.tool_choice, request.parallel_tool_calls)
+    tools = tool_use(request, "Anthropic's Messages API")
+    if tools is not None:
+        body["tools"] = _tools(tools)
+        explicit = request.tool_choice is not None
+        choice = _tool_choice(tools, explicit, request.parallel_tool_calls)
         if choice is not None:
             body["tool_choice"] = choice
     if request.user:

@@ -49,6 +49,7 @@ from interference.api.wire import (
     Usage,
     UserMessage,
 )
+from interference.api.wire_tools import FunctionDefinition, JsonObjectFormat, JsonSchemaFormat
 from interference.config import RemoteProviderConfig
 from interference.errors import InterferenceError, InvalidRequestError, UpstreamError
 from interference.providers.http import (
@@ -59,6 +60,7 @@ from interference.providers.http import (
     json_object,
     sse_data,
 )
+from interference.providers.tool_use import ToolUse, tool_use
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 _FILTERED = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY")
@@ -198,42 +200,29 @@ def _generation_config(request: ChatCompletionRequest) -> dict[str, Any]:
         "frequencyPenalty": request.frequency_penalty,
     }
     config.update((key, value) for key, value in values.items() if value is not None)
-    fmt = request.response_format or {}
-    kind = fmt.get("type")
-    if kind in ("json_object", "json_schema"):
+    fmt = request.response_format
+    if isinstance(fmt, JsonObjectFormat | JsonSchemaFormat):
         config["responseMimeType"] = "application/json"
-    if kind == "json_schema":
-        spec = fmt.get("json_schema")
-        if not isinstance(spec, dict):
-            raise _invalid("`json_schema` must be an object", "response_format")
-        if isinstance(spec.get("schema"), dict):
-            config["responseJsonSchema"] = spec["schema"]
-    elif kind not in (None, "text", "json_object"):
-        raise _invalid(f"unsupported response_format type {kind!r}", "response_format")
+        schema = fmt.json_schema.schema_ if isinstance(fmt, JsonSchemaFormat) else fmt.schema_
+        if schema is not None:
+            config["responseJsonSchema"] = schema
     return config
 
 
-def _declaration(tool: dict[str, Any]) -> dict[str, Any]:
-    function = tool.get("function")
-    if tool.get("type") != "function" or not isinstance(function, dict) or "name" not in function:
-        raise _invalid("only `function` tools with a name are supported", "tools")
-    declaration = {"name": function["name"]}
-    if function.get("description"):
-        declaration["description"] = function["description"]
-    if function.get("parameters") is not None:
-        declaration["parametersJsonSchema"] = function["parameters"]
+def _declaration(function: FunctionDefinition) -> dict[str, Any]:
+    declaration: dict[str, Any] = {"name": function.name}
+    if function.description:
+        declaration["description"] = function.description
+    if function.parameters is not None:
+        declaration["parametersJsonSchema"] = function.parameters
     return declaration
 
 
-def _tool_config(choice: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(choice, str):
-        if choice not in _TOOL_MODES:
-            raise _invalid(f"unsupported tool_choice {choice!r}", "tool_choice")
-        return {"functionCallingConfig": {"mode": _TOOL_MODES[choice]}}
-    name = (choice.get("function") or {}).get("name")
-    if choice.get("type") != "function" or not isinstance(name, str):
-        raise _invalid("tool_choice must name a function", "tool_choice")
-    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+def _tool_config(tools: ToolUse) -> dict[str, Any]:
+    config: dict[str, Any] = {"mode": _TOOL_MODES[tools.mode]}
+    if tools.named is not None:
+        config["allowedFunctionNames"] = [tools.named]
+    return {"functionCallingConfig": config}
 
 
 def gemini_body(request: ChatCompletionRequest) -> dict[str, Any]:
@@ -244,10 +233,11 @@ def gemini_body(request: ChatCompletionRequest) -> dict[str, Any]:
         body["systemInstruction"] = {"parts": system}
     if config := _generation_config(request):
         body["generationConfig"] = config
-    if request.tools:
-        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in request.tools]}]
-    if request.tool_choice is not None:
-        body["toolConfig"] = _tool_config(request.tool_choice)
+    tools = tool_use(request, "the Gemini API")
+    if tools is not None:
+        body["tools"] = [{"functionDeclarations": [_declaration(f) for f in tools.functions]}]
+        if request.tool_choice is not None:
+            body["toolConfig"] = _tool_config(tools)
     return body
 
 

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from interference.api.wire import (
+    AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChunkChoice,
     Delta,
+    Message,
+    TextPart,
     UserMessage,
 )
 from interference.api.wire_more import (
@@ -28,6 +31,7 @@ from interference.engine import EngineSettings, LlamaEngine, ModelFile
 from interference.errors import InvalidRequestError
 from interference.providers import local_tools
 from interference.providers.base import Provider, ServedModel
+from interference.providers.tool_use import tool_use
 
 # Request fields that are ours to handle, never forwarded to the engine as they are.
 _NOT_FORWARDED = {
@@ -128,31 +132,63 @@ class LocalProvider(Provider):
 
     def engine_payload(self, request: ChatCompletionRequest) -> dict[str, Any]:
         """The engine request: the client's fields, then the model's sampling defaults."""
-        messages = []
-        for i, message in enumerate(request.messages):
-            if isinstance(message, UserMessage) and not isinstance(message.content, str):
-                for j, part in enumerate(message.content):
-                    if part.type != "text":
-                        raise InvalidRequestError(
-                            f"The model `{self.model_id}` accepts text only; "
-                            f"content parts of type `{part.type}` are not supported.",
-                            param=f"messages[{i}].content[{j}].type",
-                        )
-            dumped = message.model_dump(exclude_none=True)
-            if dumped["role"] == "developer":  # chat templates know `system`
-                dumped["role"] = "system"
-            messages.append(dumped)
+        self._check_choices(request.n)
+        messages = [self._engine_message(i, message) for i, message in enumerate(request.messages)]
         payload = {k: v for k, v in request.known_fields().items() if k not in _NOT_FORWARDED}
         payload["messages"] = messages
         if request.token_limit is not None:
             payload["max_tokens"] = request.token_limit
         self._complete_payload(payload, request.stop, request.seed)
-        if request.tool_choice == "none":
-            for key in ("tools", "tool_choice", "parallel_tool_calls"):
-                payload.pop(key, None)
-        elif self.emulates_tools(request):
-            local_tools.apply(request, payload)
+        tools = tool_use(request, f"the local model `{self.model_id}`")
+        for key in ("tools", "tool_choice", "parallel_tool_calls"):
+            payload.pop(key, None)  # put back below in the form the engine takes
+        if tools is None or tools.mode == "none":
+            return payload
+        if not self.engine.supports_tools:
+            local_tools.apply(request, payload, tools)
+            return payload
+        # The engine takes tool_choice as a mode only (a named function would read as "auto"):
+        # a named function is the only one declared, and required.
+        functions = [f for f in tools.functions if tools.named in (None, f.name)]
+        payload["tools"] = [
+            {"type": "function", "function": f.model_dump(exclude_none=True, by_alias=True)}
+            for f in functions
+        ]
+        payload["tool_choice"] = "required" if tools.named else tools.mode
+        if request.parallel_tool_calls is not None:
+            payload["parallel_tool_calls"] = request.parallel_tool_calls
         return payload
+
+    def _engine_message(self, i: int, message: Message) -> dict[str, Any]:
+        """A message as the chat template takes it: text parts only, ``developer`` as
+        ``system``, an assistant's content parts (text, refusal) as one string."""
+        if isinstance(message, UserMessage) and not isinstance(message.content, str):
+            for j, part in enumerate(message.content):
+                if part.type != "text":
+                    raise InvalidRequestError(
+                        f"The model `{self.model_id}` accepts text only; "
+                        f"content parts of type `{part.type}` are not supported.",
+                        param=f"messages[{i}].content[{j}].type",
+                    )
+        dumped = message.model_dump(exclude_none=True)
+        if dumped["role"] == "developer":  # chat templates know `system`
+            dumped["role"] = "system"
+        if isinstance(message, AssistantMessage) and isinstance(message.content, list):
+            dumped["content"] = "".join(
+                part.text if isinstance(part, TextPart) else part.refusal
+                for part in message.content
+            )
+        return dumped
+
+    def _check_choices(self, n: int | None) -> None:
+        """The engine decodes the ``n`` choices of a request in ``n`` slots at once."""
+        slots = self.engine.settings.parallel
+        if n is not None and n > slots:
+            raise InvalidRequestError(
+                f"`n` can be at most {slots} for the local model `{self.model_id}` "
+                f"(its parallel slots); got {n}.",
+                param="n",
+            )
 
     def emulates_tools(self, request: ChatCompletionRequest) -> bool:
         """Whether tools are answered by grammar here (the template has no tool format)."""
@@ -191,6 +227,7 @@ class LocalProvider(Provider):
 
     def text_payload(self, request: CompletionRequest) -> dict[str, Any]:
         """The engine request of a legacy text completion, with the sampling defaults."""
+        self._check_choices(request.n)
         for name in ("echo", "suffix"):
             if getattr(request, name):
                 raise InvalidRequestError(

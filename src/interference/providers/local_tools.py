@@ -27,7 +27,8 @@ from interference.api.wire import (
     ToolCallDelta,
     ToolCallFunctionDelta,
 )
-from interference.errors import InvalidRequestError
+from interference.api.wire_tools import FunctionDefinition
+from interference.providers.tool_use import ToolUse
 
 _INSTRUCTIONS = (
     "You can call functions. Available functions, as JSON schemas of their arguments:\n"
@@ -39,49 +40,17 @@ _INSTRUCTIONS = (
 _ANSWER = ' To answer directly instead, reply with {"response": <your answer as a string>}.'
 
 
-def _functions(request: ChatCompletionRequest) -> list[dict[str, Any]]:
-    functions = []
-    for i, tool in enumerate(request.tools or []):
-        if tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
-            raise InvalidRequestError(
-                "Only tools of type `function` are supported.", param=f"tools[{i}].type"
-            )
-        function = tool["function"]
-        if not isinstance(function.get("name"), str) or not function["name"]:
-            raise InvalidRequestError("A function needs a name.", param=f"tools[{i}].function.name")
-        functions.append(function)
-    return functions
-
-
-def _chosen(
-    request: ChatCompletionRequest, functions: list[dict[str, Any]]
-) -> tuple[str, list[Any]]:
-    """The mode (``auto`` or ``required``) and the functions the model may call."""
-    choice = request.tool_choice or "auto"
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        named = [f for f in functions if f["name"] == name]
-        if not named:
-            raise InvalidRequestError(
-                f"tool_choice names `{name}`, which is not among the tools.", param="tool_choice"
-            )
-        return "required", named
-    if choice not in ("auto", "required"):
-        raise InvalidRequestError(f"Unknown tool_choice `{choice}`.", param="tool_choice")
-    return choice, functions
-
-
 def wants_tools(request: ChatCompletionRequest) -> bool:
     return bool(request.tools) and request.tool_choice != "none"
 
 
-def _schema(mode: str, functions: list[dict[str, Any]], parallel: bool) -> dict[str, Any]:
+def _schema(mode: str, functions: list[FunctionDefinition], parallel: bool) -> dict[str, Any]:
     calls = [
         {
             "type": "object",
             "properties": {
-                "name": {"const": f["name"]},
-                "arguments": f.get("parameters") or {"type": "object"},
+                "name": {"const": f.name},
+                "arguments": f.parameters or {"type": "object"},
             },
             "required": ["name", "arguments"],
             "additionalProperties": False,
@@ -136,16 +105,13 @@ def _history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def apply(request: ChatCompletionRequest, payload: dict[str, Any]) -> None:
+def apply(request: ChatCompletionRequest, payload: dict[str, Any], tools: ToolUse) -> None:
     """Rewrite an engine payload so the model answers with a tool call or a plain answer."""
-    mode, functions = _chosen(request, _functions(request))
+    mode = "auto" if tools.mode == "auto" else "required"
+    functions = [f for f in tools.functions if tools.named in (None, f.name)]
     declared = "\n".join(
         orjson.dumps(
-            {
-                "name": f["name"],
-                "description": f.get("description", ""),
-                "parameters": f.get("parameters", {}),
-            }
+            {"name": f.name, "description": f.description or "", "parameters": f.parameters or {}}
         ).decode()
         for f in functions
     )

@@ -82,6 +82,39 @@ def chunked(body: bytes, size: int = 512) -> Callable[[], Iterator[bytes]]:
     return parts
 
 
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+def function_tool(**fields: Any) -> dict[str, Any]:
+    """A function tool with ``fields`` of its ``function`` replaced (``UNSET`` removes one)."""
+    function = {**WEATHER_TOOL["function"], **fields}
+    return {"type": "function", "function": {k: v for k, v in function.items() if v is not UNSET}}
+
+
+def json_schema_format(**fields: Any) -> dict[str, Any]:
+    """``response_format`` of type ``json_schema`` with ``fields`` of its ``json_schema`` set."""
+    spec = {"name": "answer", "schema": {"type": "object"}, **fields}
+    return {"type": "json_schema", "json_schema": {k: v for k, v in spec.items() if v is not UNSET}}
+
+
+def nested_schema(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+def allowed_tools(mode: str, *names: str) -> dict[str, Any]:
+    tools = [{"type": "function", "function": {"name": name}} for name in names]
+    return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": tools}}
+
+
 OK_CHAT = chat()
 TOO_BIG = user("x" * (MAX_BODY + 100))
 
@@ -263,6 +296,253 @@ CASES: list[Case] = [
     post("range/max-tokens-negative", chat(max_tokens=-5), param="max_tokens"),
     post("range/seed-2-to-the-70", chat(seed=2**70), param="seed"),
     post("range/logit-bias-below-minus-100", chat(logit_bias={"1": -101}), param="logit_bias.1"),
+    post(
+        "range/logit-bias-token-2-to-the-31", chat(logit_bias={str(2**31): 1}), param="logit_bias"
+    ),
+    # --- response_format, after the spec's ResponseFormat* shapes
+    post("format/type-xml", chat(response_format={"type": "xml"}), param="response_format.type"),
+    post("format/no-type", chat(response_format={}), param="response_format.type"),
+    post("format/type-number", chat(response_format={"type": 1}), param="response_format.type"),
+    post(
+        "format/json-schema-missing",
+        chat(response_format={"type": "json_schema"}),
+        param="response_format.json_schema",
+    ),
+    post(
+        "format/json-schema-a-string",
+        chat(response_format={"type": "json_schema", "json_schema": "x"}),
+        param="response_format.json_schema",
+    ),
+    post(
+        "format/json-schema-no-name",
+        chat(response_format=json_schema_format(name=UNSET)),
+        param="response_format.json_schema.name",
+    ),
+    post(
+        "format/json-schema-name-with-space",
+        chat(response_format=json_schema_format(name="my schema")),
+        param="response_format.json_schema.name",
+    ),
+    post(
+        "format/json-schema-name-65-chars",
+        chat(response_format=json_schema_format(name="n" * 65)),
+        param="response_format.json_schema.name",
+    ),
+    post(
+        "format/json-schema-strict-string",
+        chat(response_format=json_schema_format(strict="yes")),
+        param="response_format.json_schema.strict",
+    ),
+    post(
+        "format/schema-a-string",
+        chat(response_format=json_schema_format(schema="object")),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-type-nonsense",
+        chat(response_format=json_schema_format(schema={"type": "nonsense"})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-nested-type-list-of-numbers",
+        chat(
+            response_format=json_schema_format(
+                schema={"type": "object", "properties": {"a": {"type": [1, 2]}}}
+            )
+        ),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-properties-a-list",
+        chat(response_format=json_schema_format(schema={"properties": [{"type": "string"}]})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-any-of-an-object",
+        chat(response_format=json_schema_format(schema={"anyOf": {"type": "string"}})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-required-a-string",
+        chat(response_format=json_schema_format(schema={"type": "object", "required": "a"})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-min-items-negative",
+        chat(response_format=json_schema_format(schema={"type": "array", "minItems": -1})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-max-length-float",
+        chat(response_format=json_schema_format(schema={"type": "string", "maxLength": 1.5})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-minimum-string",
+        chat(response_format=json_schema_format(schema={"type": "integer", "minimum": "1"})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-format-number",
+        chat(response_format=json_schema_format(schema={"type": "string", "format": 5})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-remote-ref",
+        chat(response_format=json_schema_format(schema={"$ref": "https://example.com/s.json"})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-ref-number",
+        chat(response_format=json_schema_format(schema={"$ref": 5})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-items-a-number",
+        chat(response_format=json_schema_format(schema={"type": "array", "items": 3})),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/schema-nested-70-deep",
+        chat(response_format=json_schema_format(schema=nested_schema(70))),
+        param="response_format.json_schema.schema",
+    ),
+    post(
+        "format/json-object-schema-a-number",
+        chat(response_format={"type": "json_object", "schema": 5}),
+        param="response_format.schema",
+    ),
+    # --- tools, after ChatCompletionTool / CustomToolChatCompletions
+    post("tools/type-retrieval", chat(tools=[{"type": "retrieval"}]), param="tools[0].type"),
+    post("tools/no-type", chat(tools=[{"function": {"name": "f"}}]), param="tools[0].type"),
+    post("tools/no-function", chat(tools=[{"type": "function"}]), param="tools[0].function"),
+    post(
+        "tools/function-a-string",
+        chat(tools=[{"type": "function", "function": "f"}]),
+        param="tools[0].function",
+    ),
+    post("tools/no-name", chat(tools=[function_tool(name=UNSET)]), param="tools[0].function.name"),
+    post(
+        "tools/name-with-space",
+        chat(tools=[function_tool(name="get weather")]),
+        param="tools[0].function.name",
+    ),
+    post(
+        "tools/name-with-dot",
+        chat(tools=[WEATHER_TOOL, function_tool(name="a.b")]),
+        param="tools[1].function.name",
+    ),
+    post("tools/name-empty", chat(tools=[function_tool(name="")]), param="tools[0].function.name"),
+    post(
+        "tools/description-number",
+        chat(tools=[function_tool(description=5)]),
+        param="tools[0].function.description",
+    ),
+    post(
+        "tools/strict-string",
+        chat(tools=[function_tool(strict="true")]),
+        param="tools[0].function.strict",
+    ),
+    post(
+        "tools/parameters-a-string",
+        chat(tools=[function_tool(parameters="{}")]),
+        param="tools[0].function.parameters",
+    ),
+    post(
+        "tools/parameters-type-string",
+        chat(tools=[function_tool(parameters={"type": "string"})]),
+        param="tools[0].function.parameters",
+    ),
+    post(
+        "tools/parameters-property-type-wat",
+        chat(
+            tools=[
+                function_tool(parameters={"type": "object", "properties": {"a": {"type": "wat"}}})
+            ]
+        ),
+        param="tools[0].function.parameters",
+    ),
+    post(
+        "tools/parameters-property-a-string",
+        chat(tools=[function_tool(parameters={"type": "object", "properties": {"a": "string"}})]),
+        param="tools[0].function.parameters",
+    ),
+    post("tools/custom-without-custom", chat(tools=[{"type": "custom"}]), param="tools[0].custom"),
+    post(
+        "tools/custom-format-bnf",
+        chat(tools=[{"type": "custom", "custom": {"name": "c", "format": {"type": "bnf"}}}]),
+        param="tools[0].custom.format.type",
+    ),
+    post(
+        "tools/custom-grammar-syntax-peg",
+        chat(
+            tools=[
+                {
+                    "type": "custom",
+                    "custom": {
+                        "name": "c",
+                        "format": {
+                            "type": "grammar",
+                            "grammar": {"definition": "x", "syntax": "peg"},
+                        },
+                    },
+                }
+            ]
+        ),
+        param="tools[0].custom.format.grammar.syntax",
+    ),
+    # --- tool_choice, after ChatCompletionToolChoiceOption, and naming what is declared
+    post(
+        "choice/sometimes", chat(tools=[WEATHER_TOOL], tool_choice="sometimes"), param="tool_choice"
+    ),
+    post("choice/required-without-tools", chat(tool_choice="required"), param="tool_choice"),
+    post(
+        "choice/function-without-function",
+        chat(tools=[WEATHER_TOOL], tool_choice={"type": "function"}),
+        param="tool_choice.function",
+    ),
+    post(
+        "choice/function-name-number",
+        chat(tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": 1}}),
+        param="tool_choice.function.name",
+    ),
+    post(
+        "choice/names-an-undeclared-function",
+        chat(tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}),
+        param="tool_choice",
+    ),
+    post(
+        "choice/named-without-tools",
+        chat(tool_choice={"type": "function", "function": {"name": "get_weather"}}),
+        param="tool_choice",
+    ),
+    post(
+        "choice/type-tool",
+        chat(tools=[WEATHER_TOOL], tool_choice={"type": "tool", "name": "get_weather"}),
+        param="tool_choice",
+    ),
+    post(
+        "choice/allowed-tools-mode-maybe",
+        chat(tools=[WEATHER_TOOL], tool_choice=allowed_tools("maybe", "get_weather")),
+        param="tool_choice.allowed_tools.mode",
+    ),
+    post(
+        "choice/allowed-tools-empty",
+        chat(tools=[WEATHER_TOOL], tool_choice=allowed_tools("auto")),
+        param="tool_choice.allowed_tools.tools",
+    ),
+    post(
+        "choice/allowed-tools-undeclared",
+        chat(tools=[WEATHER_TOOL], tool_choice=allowed_tools("required", "nope")),
+        param="tool_choice",
+    ),
+    # --- fields that only make sense together
+    post("together/top-logprobs-without-logprobs", chat(top_logprobs=2), param="top_logprobs"),
+    post(
+        "together/top-logprobs-logprobs-false",
+        chat(top_logprobs=0, logprobs=False),
+        param="top_logprobs",
+    ),
     # --- messages
     post("message/empty-list", chat(messages=[]), param="messages"),
     post("message/null", say(None), param="messages[0]"),

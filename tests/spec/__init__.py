@@ -6,8 +6,10 @@ leftover ``nullable: true``; it is rewritten as a ``null`` alternative before va
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +48,20 @@ def validate(instance: Any, schema_name: str) -> None:
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
     if errors:
         raise errors[0]
+
+
+def float_embeddings(body: Any) -> Any:
+    """An embeddings answer with its base64 embeddings (``encoding_format: "base64"``: the
+    little-endian float32 bytes, as OpenAI sends them) decoded into lists of floats, the only
+    form the spec's ``Embedding`` models. Each must decode to whole float32 values."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        return body
+    data = []
+    for item in body["data"]:
+        if isinstance(item, dict) and isinstance(item.get("embedding"), str):
+            raw = base64.b64decode(item["embedding"], validate=True)
+            assert raw, "an empty embedding"
+            assert len(raw) % 4 == 0, f"{len(raw)} bytes are no float32 vector"
+            item = {**item, "embedding": list(struct.unpack(f"<{len(raw) // 4}f", raw))}
+        data.append(item)
+    return {**body, "data": data}

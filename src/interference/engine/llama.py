@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from interference.engine.choices import merge_results, merge_streams, one_choice_payloads
 from interference.engine.weights import WeightFormat, prepare_weights
 from interference.errors import (
     ContextLengthExceededError,
@@ -63,7 +65,9 @@ def engine_error(error: dict[str, Any]) -> InterferenceError:
     if kind == "exceed_context_size_error":
         return ContextLengthExceededError(message, param="messages")
     if code == 400 or kind == "invalid_request_error":
-        return InvalidRequestError(message)
+        # llama.cpp names the field it refuses: "Field 'repeat_last_n': Value must be..."
+        field = re.match(r"Field '([A-Za-z0-9_]+)'", message)
+        return InvalidRequestError(message, param=field.group(1) if field else None)
     if code == 501 or kind == "not_supported_error":
         return InvalidRequestError(message, code="unsupported")
     if code == 404 or kind == "not_found_error":
@@ -227,21 +231,33 @@ class LlamaEngine:
             raise ModelNotReadyError(f"the model {self.settings.path.name} is not loaded yet")
         return self._server
 
+    # ``n`` choices are ``n`` engine requests of one choice each (choices.py says why).
+
     async def complete_chat(self, payload: dict[str, Any]) -> dict[str, Any]:
         """A non-streamed chat completion: the engine's response object."""
-        return await self._complete("handle_chat_completions", payload)
+        return await self._complete_choices("handle_chat_completions", payload)
 
     async def complete_text(self, payload: dict[str, Any]) -> dict[str, Any]:
         """A non-streamed legacy text completion."""
-        return await self._complete("handle_completions", payload)
+        return await self._complete_choices("handle_completions", payload)
 
     def stream_chat(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Stream chat completion chunks as the engine generates them."""
-        return self._stream("handle_chat_completions", payload)
+        return self._stream_choices("handle_chat_completions", payload)
 
     def stream_text(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Stream legacy text completion chunks."""
-        return self._stream("handle_completions", payload)
+        return self._stream_choices("handle_completions", payload)
+
+    async def _complete_choices(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        payloads = one_choice_payloads(payload)
+        results = await asyncio.gather(*(self._complete(method, p) for p in payloads))
+        return merge_results(list(results))
+
+    def _stream_choices(
+        self, method: str, payload: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        return merge_streams(one_choice_payloads(payload), lambda p: self._stream(method, p))
 
     async def embed(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Embeddings of the payload's ``input`` (OpenAI's response object)."""
@@ -327,7 +343,9 @@ class LlamaEngine:
                     if exc is not None:
                         raise refused_request(exc, produced.is_set()) from exc
                     return
-                data: dict[str, Any] = orjson.loads(item)
+                data: dict[str, Any] | None = orjson.loads(item)
+                if data is None:  # the engine's first event for a prompt list: nothing in it
+                    continue
                 if "error" in data:
                     raise engine_error(data["error"])
                 yield data

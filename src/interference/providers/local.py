@@ -138,6 +138,8 @@ class LocalProvider(Provider):
         payload["messages"] = messages
         if request.token_limit is not None:
             payload["max_tokens"] = request.token_limit
+        if payload.get("repeat_last_n") == -1:  # llama.cpp's documented "the whole context",
+            payload["repeat_last_n"] = self.engine.settings.context  # which its check refuses
         self._complete_payload(payload, request.stop, request.seed)
         tools = tool_use(request, f"the local model `{self.model_id}`")
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
@@ -173,6 +175,8 @@ class LocalProvider(Provider):
         dumped = message.model_dump(exclude_none=True)
         if dumped["role"] == "developer":  # chat templates know `system`
             dumped["role"] = "system"
+        if dumped["role"] != "assistant":  # the engine wants content (a function's may be null)
+            dumped.setdefault("content", "")
         if isinstance(message, AssistantMessage) and isinstance(message.content, list):
             dumped["content"] = "".join(
                 part.text if isinstance(part, TextPart) else part.refusal

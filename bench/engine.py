@@ -80,12 +80,23 @@ def engine_server(weights: str) -> Iterator[str]:
 
 
 @contextmanager
-def interference_server(weights: str) -> Iterator[str]:
+def interference_server(weights: str, provider: str | None = None) -> Iterator[str]:
+    """``interference serve`` with one local provider: ``provider`` (a YAML flow mapping of
+    its settings; ``{}`` for the defaults), else the engine comparison's fixed layout."""
+    with interference_process(weights, provider) as (url, _):
+        yield url
+
+
+@contextmanager
+def interference_process(
+    weights: str, provider: str | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     config = ROOT / "bench" / ".engine-bench.yaml"
-    config.write_text(
-        f"providers:\n  local: {{kind: local, parallel: {PARALLEL}, context: {CONTEXT}, "
-        f"max_queue: 8, weights: {weights}}}\n"
-    )
+    if provider is None:
+        provider = f"{{parallel: {PARALLEL}, context: {CONTEXT}, max_queue: 8}}"
+    settings = provider.strip().removeprefix("{").removesuffix("}").strip()
+    extra = f", {settings}" if settings else ""
+    config.write_text(f"providers:\n  local: {{kind: local, weights: {weights}{extra}}}\n")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -108,7 +119,7 @@ def interference_server(weights: str) -> Iterator[str]:
         for line in process.stdout:
             found = re.search(r"ready in .* at (http://\S+)", line)
             if found:
-                yield found.group(1)
+                yield found.group(1), process
                 break
     finally:
         process.send_signal(signal.SIGTERM)

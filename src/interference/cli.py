@@ -8,7 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from interference import __version__
-from interference.config import Config, ConfigError, LocalModelConfig, load_config
+from interference.config import (
+    Config,
+    ConfigError,
+    LocalModelConfig,
+    load_config,
+    with_updates,
+)
 from interference.errors import InterferenceError
 
 
@@ -75,17 +81,15 @@ def _parser() -> argparse.ArgumentParser:
 def _configure(args: argparse.Namespace) -> Config:
     path = args.config or os.environ.get("INTERFERENCE_CONFIG")
     config = load_config(path) if path else Config()
-    server = config.server.model_copy(
-        update={
-            k: v
-            for k, v in {
-                "host": args.host,
-                "port": args.port,
-                "log_level": args.log_level,
-                "log_format": getattr(args, "log_format", None),
-            }.items()
-            if v is not None
-        }
+    server = with_updates(
+        config.server,
+        {
+            "host": args.host,
+            "port": args.port,
+            "log_level": args.log_level,
+            "log_format": getattr(args, "log_format", None),
+        },
+        "the command line",
     )
     providers = dict(config.providers)
     locals_ = config.local_providers
@@ -94,7 +98,7 @@ def _configure(args: argparse.Namespace) -> Config:
     if args.model is not None:
         first = LocalModelConfig(model=args.model)
     overrides = {"parallel": args.parallel, "context": args.context}
-    first = first.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    first = with_updates(first, overrides, "the command line")
     if name in locals_ or args.model is not None or any(overrides.values()):
         providers[name] = first
     return config.model_copy(update={"server": server, "providers": providers})

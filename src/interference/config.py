@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from interference.engine.catalog import DEFAULT_MODEL_ID
 from interference.engine.sampling import SamplingDefaults
 from interference.engine.weights import WeightFormat
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 #: OpenAI model names that, by default, are aliases of the first configured model, so that
 #: scripts written for OpenAI work unchanged.
@@ -109,11 +111,15 @@ class LocalModelConfig(BaseModel):
     model: str = Field(default=DEFAULT_MODEL_ID, description="a known model name or GGUF path")
     id: str | None = Field(default=None, description="public model id (default: from the file)")
     aliases: list[str] = Field(default_factory=list)
-    parallel: int = Field(default=4, ge=1, le=64, description="slots decoded together")
+    # 8 slots of 2048 tokens: 8 streams get 2x one stream's tokens/s on two cores, in the
+    # memory 4 slots of 4096 took (bench/README.md, "Slots and KV-cache layout")
+    parallel: int = Field(default=8, ge=1, le=64, description="slots decoded together")
     max_queue: int = Field(
         default=16, ge=0, description="requests that may wait for a slot; past it: 429"
     )
-    context: int = Field(default=4096, ge=128, description="tokens of context per slot")
+    context: int = Field(
+        default=2048, ge=128, description="tokens of context per slot (prompt and answer)"
+    )
     threads: int | None = Field(default=None, ge=1)
     prompt_cache_mib: int = Field(default=256, ge=0)
     embeddings: bool = Field(default=True, description="serve /v1/embeddings from this model")
@@ -131,6 +137,18 @@ class LocalModelConfig(BaseModel):
         default=None, description="folder for converted weights (default: the user's cache)"
     )
     sampling: SamplingDefaults | None = None
+
+    @model_validator(mode="after")
+    def _slots_the_engine_can_pool(self) -> LocalModelConfig:
+        # llama.cpp's pooled embeddings abort the whole process at load (a failed GGML_ASSERT
+        # in a matrix product) when the slot count is not a power of two: say so instead.
+        if self.embeddings and self.parallel & (self.parallel - 1):
+            raise ValueError(
+                f"parallel must be a power of two (1, 2, 4, 8, 16, 32 or 64) while embeddings "
+                f"are on, not {self.parallel}: llama.cpp's pooled embeddings cannot take "
+                f"another count; set `embeddings: false` to use {self.parallel} slots"
+            )
+        return self
 
 
 class Timeouts(BaseModel):
@@ -294,6 +312,17 @@ def config_from_dict(data: Any, source: str = "configuration") -> Config:
         raise ConfigError(_describe(exc, source)) from None
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def with_updates(model: _Model, updates: dict[str, Any], source: str) -> _Model:
+    """``model`` with ``updates`` (those not None) applied and validated like a file's values."""
+    changes = {key: value for key, value in updates.items() if value is not None}
+    if not changes:
+        return model
+    try:
+        return type(model).model_validate({**model.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
 
 
 def load_config(path: str | Path) -> Config:

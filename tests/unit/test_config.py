@@ -6,7 +6,13 @@ import pytest
 
 from interference.cli import _configure, _parser
 from interference.cli import main as cli_main
-from interference.config import Config, ConfigError, RemoteProviderConfig, load_config
+from interference.config import (
+    Config,
+    ConfigError,
+    RemoteProviderConfig,
+    config_from_dict,
+    load_config,
+)
 
 FULL = """
 server:
@@ -147,7 +153,7 @@ def test_command_line_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Mon
             "--port",
             "9999",
             "--parallel",
-            "3",
+            "16",
             "--log-level",
             "warning",
         ]
@@ -155,7 +161,7 @@ def test_command_line_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Mon
     config = _configure(args)
     assert config.server.port == 9999
     assert config.server.log_level == "warning"
-    assert config.local_providers["embedded"].parallel == 3
+    assert config.local_providers["embedded"].parallel == 16
     assert config.local_providers["embedded"].id == "tiny"
     assert "cloud" in config.providers
 
@@ -201,3 +207,28 @@ def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     config = config_from_dict(yaml.safe_load(example), "README.md")
     assert set(config.providers) == {"local", "openai", "groq", "ollama", "claude", "gemini"}
     assert config.models["gpt-4o"].fallbacks == ["smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--parallel", "3"], "parallel must be a power of two"),
+        (["--parallel", "0"], "parallel: Input should be greater than or equal to 1"),
+        (["--context", "10"], "context: Input should be greater than or equal to 128"),
+        (["--port", "70000"], "port: Input should be less than or equal to 65535"),
+    ],
+)
+def test_command_line_overrides_are_validated_like_the_file(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        _configure(_parser().parse_args(["serve", *argv]))
+    assert "the command line" in str(raised.value)
+    assert message in str(raised.value)
+
+
+def test_slots_must_be_a_power_of_two_only_with_embeddings() -> None:
+    with pytest.raises(ConfigError, match="set `embeddings: false` to use 6 slots"):
+        config_from_dict({"providers": {"local": {"kind": "local", "parallel": 6}}}, "x.yaml")
+    config = config_from_dict(
+        {"providers": {"local": {"kind": "local", "parallel": 6, "embeddings": False}}}, "x.yaml"
+    )
+    assert config.local_providers["local"].parallel == 6

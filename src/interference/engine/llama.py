@@ -47,8 +47,8 @@ class EngineSettings:
     """How one GGUF model is run."""
 
     path: Path
-    parallel: int = 4
-    context: int = 4096  # tokens per slot
+    parallel: int = 8
+    context: int = 2048  # tokens per slot
     threads: int | None = None
     prompt_cache_mib: int = 256
     embeddings: bool = True  # also serve /v1/embeddings (mean pooling)
@@ -57,12 +57,18 @@ class EngineSettings:
     weights_cache: Path | None = None  # where conversions are kept (default: the user cache)
 
 
-def engine_error(error: dict[str, Any]) -> InterferenceError:
-    """Translate an error object of llama.cpp's server into our exception hierarchy."""
+def engine_error(error: dict[str, Any], context: int | None = None) -> InterferenceError:
+    """Translate an error object of llama.cpp's server into our exception hierarchy
+    (``context``: the engine's tokens per slot, named in a context-size refusal)."""
     message = str(error.get("message") or "the engine rejected the request")
     kind = error.get("type")
     code = error.get("code")
     if kind == "exceed_context_size_error":
+        if context is not None:
+            message += (
+                f" This local model has {context} tokens of context per request (prompt and "
+                "answer): the `context` setting of its provider (`--context`) raises it."
+            )
         return ContextLengthExceededError(message, param="messages")
     if code == 400 or kind == "invalid_request_error":
         # llama.cpp names the field it refuses: "Field 'repeat_last_n': Value must be..."
@@ -275,7 +281,7 @@ class LlamaEngine:
                 raise refused_request(exc, produced=False) from exc
         data: dict[str, Any] = orjson.loads(raw)
         if "error" in data:
-            raise engine_error(data["error"])
+            raise engine_error(data["error"], self.settings.context)
         return data
 
     async def _complete(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +300,7 @@ class LlamaEngine:
             raise ServerError("the engine returned no response")
         data: dict[str, Any] = orjson.loads(result[-1])
         if "error" in data:
-            raise engine_error(data["error"])
+            raise engine_error(data["error"], self.settings.context)
         return data
 
     async def _stream(
@@ -347,7 +353,7 @@ class LlamaEngine:
                 if data is None:  # the engine's first event for a prompt list: nothing in it
                     continue
                 if "error" in data:
-                    raise engine_error(data["error"])
+                    raise engine_error(data["error"], self.settings.context)
                 yield data
         finally:
             stop.set()

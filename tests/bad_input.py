@@ -299,6 +299,9 @@ CASES: list[Case] = [
     post(
         "range/logit-bias-token-2-to-the-31", chat(logit_bias={str(2**31): 1}), param="logit_bias"
     ),
+    post(
+        "range/logit-bias-token-3000-digits", chat(logit_bias={"9" * 3000: 1}), param="logit_bias"
+    ),
     # --- response_format, after the spec's ResponseFormat* shapes
     post("format/type-xml", chat(response_format={"type": "xml"}), param="response_format.type"),
     post("format/no-type", chat(response_format={}), param="response_format.type"),

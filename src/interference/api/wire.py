@@ -226,7 +226,7 @@ class ChatCompletionRequest(BaseModel):
     def _token_ids(cls, value: dict[str, int] | None) -> dict[str, int] | None:
         if value is not None:
             for key in value:
-                if not (key.isascii() and key.isdigit() and int(key) < 2**31):
+                if not (key.isascii() and key.isdigit() and len(key) <= 10 and int(key) < 2**31):
                     raise ValueError(f"keys must be token ids given as strings; got {key!r}")
         return value
 

@@ -151,10 +151,9 @@ class LocalProvider(Provider):
             return payload
         # The engine takes tool_choice as a mode only (a named function would read as "auto"):
         # a named function is the only one declared, and required.
-        functions = [f for f in tools.functions if tools.named in (None, f.name)]
         payload["tools"] = [
             {"type": "function", "function": f.model_dump(exclude_none=True, by_alias=True)}
-            for f in functions
+            for f in tools.callable
         ]
         payload["tool_choice"] = "required" if tools.named else tools.mode
         if request.parallel_tool_calls is not None:
@@ -185,7 +184,8 @@ class LocalProvider(Provider):
         return dumped
 
     def _check_choices(self, n: int | None) -> None:
-        """The engine decodes the ``n`` choices of a request in ``n`` slots at once."""
+        """``n`` choices are ``n`` engine requests run at once (engine/choices.py), a slot
+        each: no more than the model has."""
         slots = self.engine.settings.parallel
         if n is not None and n > slots:
             raise InvalidRequestError(

@@ -108,7 +108,7 @@ def _history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def apply(request: ChatCompletionRequest, payload: dict[str, Any], tools: ToolUse) -> None:
     """Rewrite an engine payload so the model answers with a tool call or a plain answer."""
     mode = "auto" if tools.mode == "auto" else "required"
-    functions = [f for f in tools.functions if tools.named in (None, f.name)]
+    functions = tools.callable
     declared = "\n".join(
         orjson.dumps(
             {"name": f.name, "description": f.description or "", "parameters": f.parameters or {}}

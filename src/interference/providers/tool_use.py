@@ -29,6 +29,11 @@ class ToolUse:
     #: the function ``tool_choice`` names, if it names one
     named: str | None = None
 
+    @property
+    def callable(self) -> list[FunctionDefinition]:
+        """The functions a call may name: the named one only, when ``tool_choice`` names one."""
+        return [f for f in self.functions if self.named in (None, f.name)]
+
 
 def tool_use(request: ChatCompletionRequest, target: str) -> ToolUse | None:
     """The request's tools for ``target`` (a phrase naming the provider), None without tools."""

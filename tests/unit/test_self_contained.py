@@ -4,7 +4,7 @@ A user's clone has no folders beside it (CI's checkout happens to, which once hi
 tests). Two ways a file can reach past the repository's root are looked for in every file git
 knows of (tracked, or new and not ignored):
 
-- a relative path with ``..`` segments (``../shared/x``) that climbs above the root when read
+- a relative path with ``..`` segments (``../beside/x``) that climbs above the root when read
   from the file's own folder (where Makefiles and scripts run, and what a link in a page means);
 - in Python, ``Path(__file__)`` walked up (``.parents[N]``, ``.parent.parent``) past the root.
 """
@@ -127,16 +127,16 @@ def test_nothing_in_the_repository_points_outside_it() -> None:
 @pytest.mark.parametrize(
     ("name", "line"),
     [
-        ("tests/spec.py", 'SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec.json"'),
+        ("tests/spec.py", 'SPEC = Path(__file__).resolve().parents[2] / "beside" / "spec.json"'),
         ("tests/e2e/x.py", 'S = Path(__file__).parents[3] / "s"'),
-        ("tests/e2e/x.py", 'HERE = Path(__file__).parent\nSEED = HERE.parents[2] / "shared" / "x"'),
+        ("tests/e2e/x.py", 'HERE = Path(__file__).parent\nSEED = HERE.parents[2] / "beside" / "x"'),
         ("tests/x.py", "HERE = Path(__file__).resolve()\nUP = HERE.parent.parent.parent"),
         ("bench/x.py", "ROOT = Path(__file__).parent.parent.parent"),
-        ("Makefile", "\tcp ../shared/openai-spec/openapi.json tests/"),
-        ("Makefile", "SPEC ?= ../shared/openai-spec"),
+        ("Makefile", "\tcp ../beside/spec/openapi.json tests/"),
+        ("Makefile", "SPEC ?= ../beside/spec"),
         (".ci/run", 'cd "$(dirname "$0")/../.." && make test\nsource ../../env'),
-        ("tests/x.py", 'SPEC = "../../shared/openai-spec/openapi.json"'),
-        ("README.md", "see [the notes](../shared/reference/README.md)"),
+        ("tests/x.py", 'SPEC = "../../beside/spec/openapi.json"'),
+        ("README.md", "see [the notes](../beside/notes/README.md)"),
         ("docs/a.md", "[up](../../elsewhere.md)"),
         ("tests/x.py", "os.chdir('..' )\nos.chdir('../..')"),
         ("src/pkg/m.py", 'open(r"..\\..\\..\\secrets.txt")'),

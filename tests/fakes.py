@@ -6,24 +6,12 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
-from interference.api.wire import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChunkChoice,
-    Delta,
-    Usage,
-)
-from interference.api.wire_more import (
-    Completion,
-    CompletionChoice,
-    CompletionRequest,
-    Embedding,
-    EmbeddingList,
-    EmbeddingRequest,
-    EmbeddingUsage,
-)
 from interference.errors import InterferenceError
 from interference.providers.base import Provider, ServedModel
+from interference.wire.chat import ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta
+from interference.wire.common import Usage
+from interference.wire.completions import Completion, CompletionChoice, CompletionRequest
+from interference.wire.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 
 
 class FakeProvider(Provider):

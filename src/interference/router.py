@@ -22,9 +22,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from interference.api.chunks import Batch
-from interference.api.wire import ChatCompletion, ChatCompletionRequest, ModelCard
-from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.config import ConfigError, RoutingConfig, Timeouts
 from interference.errors import (
     InterferenceError,
@@ -36,6 +33,11 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.providers.base import Provider
+from interference.wire.chat import ChatCompletion, ChatCompletionRequest
+from interference.wire.chunks import Batch
+from interference.wire.completions import CompletionRequest
+from interference.wire.embeddings import EmbeddingRequest
+from interference.wire.models import ModelCard
 
 T = TypeVar("T")
 #: the requests the router can route: each names a ``model`` and may pin a ``provider``

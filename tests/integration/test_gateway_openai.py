@@ -12,9 +12,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from interference.api.app import create_app
-from interference.api.wire import ChatCompletionRequest
 from interference.config import RemoteProviderConfig, config_from_dict
 from interference.providers.openai import OpenAIProvider
+from interference.wire.chat import ChatCompletionRequest
 from tests.integration.openai_fake import openai_upstream
 from tests.spec import validate
 from tests.upstream import FakeUpstream, refused_url

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from interference.api.wire import ChatCompletionChunk, ChatCompletionRequest
 from interference.config import RemoteProviderConfig
 from interference.errors import (
     InterferenceError,
@@ -25,6 +24,7 @@ from interference.errors import (
 )
 from interference.providers.anthropic import AnthropicProvider
 from interference.providers.base import collect_chunks
+from interference.wire.chat import ChatCompletionChunk, ChatCompletionRequest
 from tests.integration.anthropic_fake import TEXT_REPLY, TOOL_REPLY, FakeAnthropic
 from tests.upstream import refused_url
 

@@ -13,8 +13,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from interference.api.app import create_app
-from interference.api.wire import ChatCompletionRequest
 from interference.config import Config, ServerConfig
+from interference.wire.chat import ChatCompletionRequest
 from tests.asgi import post_once
 from tests.bad_input import (
     CASES,

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from interference.api.chunks import RawChunk, RawReply
+from interference.wire.chunks import RawChunk, RawReply
 from tests.spec import validate
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}

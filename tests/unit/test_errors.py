@@ -11,7 +11,6 @@ from starlette.testclient import TestClient
 
 from interference.api.app import create_app
 from interference.api.errors import error_response, from_validation_error
-from interference.api.wire import ChatCompletionRequest
 from interference.config import Config, ServerConfig
 from interference.errors import (
     AuthenticationError,
@@ -23,6 +22,7 @@ from interference.errors import (
     ServerError,
     UpstreamTimeoutError,
 )
+from interference.wire.chat import ChatCompletionRequest
 from tests.fakes import FakeProvider
 from tests.spec import validate
 

@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from interference.api.wire import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from interference.config import RemoteProviderConfig
 from interference.errors import (
     InvalidRequestError,
@@ -18,6 +17,7 @@ from interference.errors import (
 )
 from interference.providers.base import collect_chunks
 from interference.providers.gemini import GeminiProvider, gemini_body
+from interference.wire.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from tests.integration.gemini_fake import FakeGemini
 from tests.upstream import FakeUpstream, refused_url
 

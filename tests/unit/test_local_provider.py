@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from interference.api.wire import ChatCompletionRequest
 from interference.config import LocalModelConfig
 from interference.engine import resolve_model
 from interference.engine.sampling import SMOLLM2_135M, SamplingDefaults
 from interference.errors import InvalidRequestError
 from interference.providers.local import LocalProvider
+from interference.wire.chat import ChatCompletionRequest
 
 
 def provider(**config: Any) -> LocalProvider:

@@ -11,7 +11,11 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from interference.api.wire import (
+from interference.errors import InvalidRequestError
+from interference.providers import local_tools
+from interference.providers.base import collect_chunks
+from interference.providers.tool_use import tool_use
+from interference.wire.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -19,12 +23,8 @@ from interference.api.wire import (
     ChunkChoice,
     Delta,
     ResponseMessage,
-    Usage,
 )
-from interference.errors import InvalidRequestError
-from interference.providers import local_tools
-from interference.providers.base import collect_chunks
-from interference.providers.tool_use import tool_use
+from interference.wire.common import Usage
 
 WEATHER = {
     "type": "function",

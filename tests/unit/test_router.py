@@ -9,8 +9,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from interference.api.chunks import Batch
-from interference.api.wire import ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta
 from interference.config import ConfigError, CooldownConfig, RetryConfig, RoutingConfig, Timeouts
 from interference.errors import (
     InterferenceError,
@@ -23,6 +21,8 @@ from interference.errors import (
 )
 from interference.providers.base import Provider, ServedModel, collect_chunks
 from interference.router import Deployment, PublicModel, Router
+from interference.wire.chat import ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta
+from interference.wire.chunks import Batch
 
 
 class Scripted(Provider):
@@ -419,7 +419,7 @@ def test_total_timeout_bounds_a_slow_stream() -> None:
 
 
 def test_a_provider_that_refuses_a_stream_at_once_leaves_no_request_in_flight() -> None:
-    from interference.api.wire_more import CompletionRequest
+    from interference.wire.completions import CompletionRequest
 
     deployment = Deployment(Scripted("a"), "up")  # Scripted serves no text completions
     router = router_for([deployment])

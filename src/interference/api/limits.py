@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from interference.api.wire import ChatCompletionRequest
-from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.config import LimitsConfig
 from interference.errors import InvalidRequestError
+from interference.wire.chat import ChatCompletionRequest
+from interference.wire.completions import CompletionRequest
+from interference.wire.embeddings import EmbeddingRequest
 
 #: keys whose string values are tags, not text
 _TAGS = frozenset({"role", "type"})

@@ -16,23 +16,22 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from interference import __version__
-from interference.api.chunks import Batch, Reply
 from interference.api.errors import error_body, from_validation_error, invalid_json
 from interference.api.landing import chat_page, ui_asset, wants_html
 from interference.api.limits import check_limits
 from interference.api.record import record_of
 from interference.api.sse import DONE, EventStreamResponse, event
-from interference.api.wire import (
-    ChatCompletionRequest,
-    ModelList,
-)
-from interference.api.wire_more import CompletionRequest, EmbeddingRequest
 from interference.errors import (
     InterferenceError,
     RequestTooLargeError,
     ServerError,
     UnsupportedMediaTypeError,
 )
+from interference.wire.chat import ChatCompletionRequest
+from interference.wire.chunks import Batch, Reply
+from interference.wire.completions import CompletionRequest
+from interference.wire.embeddings import EmbeddingRequest
+from interference.wire.models import ModelList
 
 if TYPE_CHECKING:
     from interference.api.guard import RequestGuard

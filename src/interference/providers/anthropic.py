@@ -28,29 +28,6 @@ from typing import Any, ClassVar
 
 import orjson
 
-from interference.api.wire import (
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    Choice,
-    ChunkChoice,
-    Delta,
-    DeveloperMessage,
-    FinishReason,
-    FunctionCall,
-    ImagePart,
-    PromptTokensDetails,
-    ResponseMessage,
-    ResponseToolCall,
-    SystemMessage,
-    TextPart,
-    ToolCallDelta,
-    ToolCallFunctionDelta,
-    ToolMessage,
-    Usage,
-    UserMessage,
-)
 from interference.config import RemoteProviderConfig
 from interference.errors import (
     InterferenceError,
@@ -69,6 +46,28 @@ from interference.providers.http import (
     sse_data,
 )
 from interference.providers.tool_use import ToolUse, tool_use
+from interference.wire.chat import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    DeveloperMessage,
+    FinishReason,
+    FunctionCall,
+    ImagePart,
+    ResponseMessage,
+    ResponseToolCall,
+    SystemMessage,
+    TextPart,
+    ToolCallDelta,
+    ToolCallFunctionDelta,
+    ToolMessage,
+    UserMessage,
+)
+from interference.wire.common import PromptTokensDetails, Usage
 
 ANTHROPIC_VERSION = "2023-06-01"
 #: ``max_tokens`` sent when the client sets no bound (Anthropic requires one)

@@ -8,7 +8,7 @@ defaults to collecting that stream; a provider with a cheaper non-streamed path 
 The routes call the provider through four thin methods, ``chat_reply``, ``chat_batches``,
 ``text_reply`` and ``text_batches``, whose defaults wrap the methods above. A provider that can
 pass an upstream's answer on without re-modelling it (``openai``) overrides them to return
-:mod:`interference.api.chunks` objects, and to yield every chunk that arrived together as one
+:mod:`interference.wire.chunks` objects, and to yield every chunk that arrived together as one
 batch, which the relay then writes at once.
 """
 
@@ -19,8 +19,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from interference.api.chunks import Batch, Reply
-from interference.api.wire import (
+from interference.errors import InvalidRequestError, UpstreamError
+from interference.wire.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -28,15 +28,11 @@ from interference.api.wire import (
     FunctionCall,
     ResponseMessage,
     ResponseToolCall,
-    Usage,
 )
-from interference.api.wire_more import (
-    Completion,
-    CompletionRequest,
-    EmbeddingList,
-    EmbeddingRequest,
-)
-from interference.errors import InvalidRequestError, UpstreamError
+from interference.wire.chunks import Batch, Reply
+from interference.wire.common import Usage
+from interference.wire.completions import Completion, CompletionRequest
+from interference.wire.embeddings import EmbeddingList, EmbeddingRequest
 
 
 @dataclass(frozen=True)

@@ -27,29 +27,6 @@ from urllib.parse import quote
 
 import orjson
 
-from interference.api.wire import (
-    AssistantMessage,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    Choice,
-    ChunkChoice,
-    Delta,
-    DeveloperMessage,
-    FinishReason,
-    FunctionCall,
-    FunctionMessage,
-    PromptTokensDetails,
-    ResponseMessage,
-    ResponseToolCall,
-    SystemMessage,
-    ToolCallDelta,
-    ToolCallFunctionDelta,
-    ToolMessage,
-    Usage,
-    UserMessage,
-)
-from interference.api.wire_tools import FunctionDefinition, JsonObjectFormat, JsonSchemaFormat
 from interference.config import RemoteProviderConfig
 from interference.errors import InterferenceError, InvalidRequestError, UpstreamError
 from interference.providers.http import (
@@ -61,6 +38,28 @@ from interference.providers.http import (
     sse_data,
 )
 from interference.providers.tool_use import ToolUse, tool_use
+from interference.wire.chat import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    DeveloperMessage,
+    FinishReason,
+    FunctionCall,
+    FunctionMessage,
+    ResponseMessage,
+    ResponseToolCall,
+    SystemMessage,
+    ToolCallDelta,
+    ToolCallFunctionDelta,
+    ToolMessage,
+    UserMessage,
+)
+from interference.wire.common import PromptTokensDetails, Usage
+from interference.wire.tools import FunctionDefinition, JsonObjectFormat, JsonSchemaFormat
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 _FILTERED = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY")

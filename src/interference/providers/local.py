@@ -9,7 +9,13 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from interference.api.wire import (
+from interference.config import LocalModelConfig
+from interference.engine import EngineSettings, LlamaEngine, ModelFile
+from interference.errors import InvalidRequestError
+from interference.providers import local_tools
+from interference.providers.base import Provider, ServedModel
+from interference.providers.tool_use import tool_use
+from interference.wire.chat import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -20,18 +26,8 @@ from interference.api.wire import (
     TextPart,
     UserMessage,
 )
-from interference.api.wire_more import (
-    Completion,
-    CompletionRequest,
-    EmbeddingList,
-    EmbeddingRequest,
-)
-from interference.config import LocalModelConfig
-from interference.engine import EngineSettings, LlamaEngine, ModelFile
-from interference.errors import InvalidRequestError
-from interference.providers import local_tools
-from interference.providers.base import Provider, ServedModel
-from interference.providers.tool_use import tool_use
+from interference.wire.completions import Completion, CompletionRequest
+from interference.wire.embeddings import EmbeddingList, EmbeddingRequest
 
 # Request fields that are ours to handle, never forwarded to the engine as they are.
 _NOT_FORWARDED = {

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from interference.api.wire import (
+from interference.providers.tool_use import ToolUse
+from interference.wire.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -27,8 +28,7 @@ from interference.api.wire import (
     ToolCallDelta,
     ToolCallFunctionDelta,
 )
-from interference.api.wire_tools import FunctionDefinition
-from interference.providers.tool_use import ToolUse
+from interference.wire.tools import FunctionDefinition
 
 _INSTRUCTIONS = (
     "You can call functions. Available functions, as JSON schemas of their arguments:\n"

@@ -4,7 +4,7 @@ OpenAI, Groq, OpenRouter, DeepSeek, Mistral, Together, Fireworks, vLLM, llama.cp
 llama-server, Ollama's ``/v1``, LM Studio or another interference. The request goes upstream as
 the client sent it (unknown fields included) with the deployment's model id. Answers are passed
 on as the upstream wrote them (checked for the spec's shape; ``id``, ``created`` and ``model``
-rewritten: :mod:`interference.api.chunks`), streamed events as they arrive.
+rewritten: :mod:`interference.wire.chunks`), streamed events as they arrive.
 """
 
 from __future__ import annotations
@@ -16,14 +16,6 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from interference.api.chunks import Kind, RawChunk, RawReply
-from interference.api.wire import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from interference.api.wire_more import (
-    Completion,
-    CompletionRequest,
-    EmbeddingList,
-    EmbeddingRequest,
-)
 from interference.errors import InterferenceError, UpstreamError
 from interference.providers.http import (
     HTTPProvider,
@@ -32,6 +24,10 @@ from interference.providers.http import (
     json_object,
     sse_batches,
 )
+from interference.wire.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from interference.wire.chunks import Kind, RawChunk, RawReply
+from interference.wire.completions import Completion, CompletionRequest
+from interference.wire.embeddings import EmbeddingList, EmbeddingRequest
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 T = TypeVar("T")

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from interference.api.wire import ChatCompletionRequest
-from interference.api.wire_tools import (
+from interference.errors import InvalidRequestError
+from interference.wire.chat import ChatCompletionRequest
+from interference.wire.tools import (
     AllowedToolsChoice,
     CustomTool,
     FunctionDefinition,
     NamedFunctionChoice,
 )
-from interference.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)

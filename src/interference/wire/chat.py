@@ -1,14 +1,9 @@
-"""Pydantic wire models of the OpenAI chat API, mirroring the official spec field by field.
-
-Requests are validated in strict mode (``"0.5"`` is not a number, ``true`` is not an integer),
-unknown top-level fields are ignored as OpenAI does, and each field carries the spec's ranges.
-Responses are dumped with ``exclude_unset=True``: a field appears on the wire exactly when it
-was set, so nullable-but-required fields (``finish_reason: null``) are set explicitly.
-"""
+"""The OpenAI chat completions dialect: ``POST /v1/chat/completions``, its request, answer and
+stream chunk, mirroring the spec (https://platform.openai.com/docs/api-reference/chat/create)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -19,12 +14,9 @@ from pydantic import (
     model_validator,
 )
 
-from interference.api.wire_tools import ResponseFormat, Tool, ToolChoice, choice_problem
-
-_REQUEST = ConfigDict(strict=True, extra="ignore", frozen=False)
-# Upstream responses keep fields we do not model (``service_tier``, ``annotations``...): a
-# gateway passes them on.
-_RESPONSE = ConfigDict(extra="allow")
+from interference.wire.common import REQUEST as _REQUEST
+from interference.wire.common import AnswerMethods, StreamOptions, Usage, WireModel
+from interference.wire.tools import ResponseFormat, Tool, ToolChoice, choice_problem
 
 # --- request: message content parts ---------------------------------------------------------
 
@@ -161,12 +153,6 @@ Message = Annotated[
 # --- request: the chat completion ---------------------------------------------------------
 
 
-class StreamOptions(BaseModel):
-    model_config = _REQUEST
-    include_usage: bool | None = None
-    include_obfuscation: bool | None = None
-
-
 class ChatCompletionRequest(BaseModel):
     """``CreateChatCompletionRequest``, plus the engine's sampling extensions.
 
@@ -261,74 +247,9 @@ class ChatCompletionRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-# --- responses ----------------------------------------------------------------------------
+# --- answers ------------------------------------------------------------------------------
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "function_call"]
-
-
-class WireModel(BaseModel):
-    """Base of response objects: ``to_json`` writes only the fields that were set.
-
-    ``_always`` names the fields that are on the wire even when left at their default (the
-    spec requires them: ``object``, nullable ``finish_reason``, ``refusal``...).
-    """
-
-    model_config = _RESPONSE
-    _always: ClassVar[tuple[str, ...]] = ()
-
-    def model_post_init(self, context: Any, /) -> None:
-        self.model_fields_set.update(self._always)
-
-    def to_json(self) -> bytes:
-        return self.model_dump_json(exclude_unset=True).encode()
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True)
-
-
-class AnswerMethods:
-    """What completions and chunks share: the :class:`~interference.api.chunks.Reply` and
-    :class:`~interference.api.chunks.StreamChunk` protocols (a plain mixin, no fields)."""
-
-    if TYPE_CHECKING:
-        id: str
-        created: int
-        model: str
-        usage: Usage | None
-        choices: list[Any]
-
-        @property
-        def model_fields_set(self) -> set[str]: ...
-
-    def stamp(self, cid: str, created: int, model: str) -> None:
-        self.id = cid
-        self.created = created
-        self.model = model
-        self.model_fields_set.discard("system_fingerprint")  # the upstream's, not ours
-
-    def token_counts(self) -> tuple[int, int] | None:
-        usage = self.usage
-        return None if usage is None else (usage.prompt_tokens, usage.completion_tokens)
-
-    def completion_tokens(self) -> int | None:
-        return None if self.usage is None else self.usage.completion_tokens
-
-    def drop_usage(self) -> None:
-        self.model_fields_set.discard("usage")
-
-    def has_choices(self) -> bool:
-        return bool(self.choices)
-
-
-class PromptTokensDetails(WireModel):
-    cached_tokens: int = 0
-
-
-class Usage(WireModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class ToolCallFunctionDelta(WireModel):
@@ -420,23 +341,3 @@ class ChatCompletionChunk(WireModel, AnswerMethods):
             if choice.finish_reason or delta.content or delta.tool_calls or delta.refusal:
                 return True
         return False
-
-
-class ModelCard(WireModel):
-    """``Model`` of ``GET /v1/models``."""
-
-    _always = ("object",)
-
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-
-
-class ModelList(WireModel):
-    """``ListModelsResponse``."""
-
-    _always = ("object",)
-
-    object: Literal["list"] = "list"
-    data: list[ModelCard]

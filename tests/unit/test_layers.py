@@ -1,0 +1,133 @@
+"""The layers of the code, pinned by what each module imports (read from its source, every
+``import`` at any depth counted, lazy ones inside functions included):
+
+    wire/  <-  engine/, providers/, router  <-  api/  <-  server, cli
+
+- ``wire/`` (the API dialects' models) imports nothing else of interference;
+- ``errors`` imports nothing of interference;
+- the engine, the providers, the router and the configuration never import ``api/``;
+- the engine never imports the providers, the router or the server;
+- only ``api/`` and ``server`` import the HTTP server stack (starlette, uvicorn).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PACKAGE = SRC / "interference"
+
+
+def module_name(path: Path, src: Path = SRC) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path, src: Path = SRC) -> set[str]:
+    """Every module ``path`` (a file under ``src``) imports, relative imports resolved."""
+    name = module_name(path, src)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = {module_name(path): imports_of(path) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def under(name: str, *prefixes: str) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def offenders(selected: Callable[[str], bool], forbidden: tuple[str, ...]) -> list[str]:
+    """``module imports forbidden-module`` for each selected module that does."""
+    return sorted(
+        f"{name} imports {imported}"
+        for name, imported_set in MODULES.items()
+        if selected(name)
+        for imported in imported_set
+        if under(imported, *forbidden)
+    )
+
+
+def test_every_module_is_seen() -> None:
+    assert "interference.wire.chat" in MODULES
+    assert "interference.api.routes" in MODULES
+    assert "interference.wire.chat" in MODULES["interference.api.routes"]
+
+
+def test_wire_imports_nothing_else_of_ours() -> None:
+    found = sorted(
+        f"{name} imports {imported}"
+        for name, imported_set in MODULES.items()
+        if under(name, "interference.wire")
+        for imported in imported_set
+        if under(imported, "interference") and not under(imported, "interference.wire")
+    )
+    assert found == []
+
+
+def test_errors_import_nothing_of_ours() -> None:
+    assert not [m for m in MODULES["interference.errors"] if under(m, "interference")]
+
+
+LOWER = (
+    "interference.wire",
+    "interference.engine",
+    "interference.providers",
+    "interference.router",
+    "interference.config",
+    "interference.errors",
+)
+
+
+@pytest.mark.parametrize(
+    ("selected", "forbidden"),
+    [
+        pytest.param(
+            lambda name: under(name, *LOWER),
+            ("interference.api", "interference.server"),
+            id="below-api",
+        ),
+        pytest.param(
+            lambda name: under(name, "interference.engine"),
+            ("interference.providers", "interference.router", "interference.cli"),
+            id="engine-below-providers",
+        ),
+        pytest.param(
+            lambda name: not under(name, "interference.api", "interference.server"),
+            ("starlette", "uvicorn"),
+            id="http-server-stack-only-in-api-and-server",
+        ),
+    ],
+)
+def test_lower_layers_never_import_higher_ones(
+    selected: Callable[[str], bool], forbidden: tuple[str, ...]
+) -> None:
+    assert offenders(selected, forbidden) == []
+
+
+def test_the_checks_catch_an_upward_import(tmp_path: Path) -> None:
+    """The import reader sees lazy and relative imports too."""
+    module = tmp_path / "src" / "interference" / "providers" / "fake.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("def f():\n    from ..api import routes\n    import starlette.responses\n")
+    found = imports_of(module, tmp_path / "src")
+    assert "interference.api.routes" in found
+    assert "starlette.responses" in found

@@ -91,7 +91,7 @@ LOWER = (
     "interference.wire",
     "interference.engine",
     "interference.providers",
-    "interference.router",
+    "interference.routing",
     "interference.config",
     "interference.errors",
 )
@@ -107,7 +107,7 @@ LOWER = (
         ),
         pytest.param(
             lambda name: under(name, "interference.engine"),
-            ("interference.providers", "interference.router", "interference.cli"),
+            ("interference.providers", "interference.routing", "interference.cli"),
             id="engine-below-providers",
         ),
         pytest.param(

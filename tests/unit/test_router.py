@@ -20,7 +20,8 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.providers.base import Provider, ServedModel, collect_chunks
-from interference.router import Deployment, PublicModel, Router
+from interference.routing.router import Router
+from interference.routing.table import Deployment, PublicModel
 from interference.wire.chat import ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta
 from interference.wire.chunks import Batch
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from interference.router import StreamBounds
+from interference.routing.bounds import StreamBounds
 
 T = TypeVar("T")
 

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from interference.api.guard import RequestGuard
     from interference.config import Config
     from interference.providers.base import Provider
-    from interference.router import Deployment, Router, StreamAnswer
+    from interference.routing.router import Router, StreamAnswer
+    from interference.routing.table import Deployment
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -19,10 +19,10 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from interference.config import ConfigError, RoutingConfig, Timeouts
+from interference.config import ConfigError, RoutingConfig
 from interference.errors import (
     InterferenceError,
     InvalidRequestError,
@@ -33,6 +33,8 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.providers.base import Provider
+from interference.routing.bounds import StreamBounds
+from interference.routing.table import Deployment, PublicModel
 from interference.wire.chat import ChatCompletion, ChatCompletionRequest
 from interference.wire.chunks import Batch
 from interference.wire.completions import CompletionRequest
@@ -42,61 +44,6 @@ from interference.wire.models import ModelCard
 T = TypeVar("T")
 #: the requests the router can route: each names a ``model`` and may pin a ``provider``
 Routable: TypeAlias = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
-
-
-@dataclass(eq=False)
-class Deployment:
-    """One provider + upstream model id, with its live health and load."""
-
-    provider: Provider
-    model: str
-    weight: float = 1.0
-    max_concurrency: int | None = None
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    in_flight: int = 0
-    consecutive_failures: int = 0
-    cooldown_until: float = 0.0
-    ttft_ewma: float | None = None
-    successes: int = 0
-    failures: int = 0
-    last_error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.provider.name}/{self.model}"
-
-    def cooling(self, now: float) -> bool:
-        return now < self.cooldown_until
-
-    def saturated(self) -> bool:
-        return self.max_concurrency is not None and self.in_flight >= self.max_concurrency
-
-    def describe(self, now: float) -> dict[str, Any]:
-        return {
-            "deployment": self.name,
-            "provider": self.provider.name,
-            "model": self.model,
-            "weight": self.weight,
-            "in_flight": self.in_flight,
-            "max_concurrency": self.max_concurrency,
-            "healthy": not self.cooling(now),
-            "cooldown_remaining_s": round(max(0.0, self.cooldown_until - now), 1),
-            "consecutive_failures": self.consecutive_failures,
-            "successes": self.successes,
-            "failures": self.failures,
-            "ttft_ms": None if self.ttft_ewma is None else round(self.ttft_ewma * 1000, 1),
-            "last_error": self.last_error,
-        }
-
-
-@dataclass(eq=False)
-class PublicModel:
-    name: str
-    deployments: list[Deployment]
-    fallbacks: list[str] = field(default_factory=list)
-    owned_by: str = "interference"
-    created: int = 0
-    rotation: int = 0  # round-robin position
 
 
 @dataclass
@@ -120,69 +67,6 @@ class StreamAnswer:
 def _meaningful(batch: Batch) -> bool:
     """Whether a batch carries output (so a failure after it can no longer fall back)."""
     return any(chunk.has_output() for chunk in batch)
-
-
-class StreamBounds:
-    """The idle-gap and total-time bounds on the waits for a stream's chunks, with one timer.
-
-    An ``asyncio.timeout`` around each wait costs a timer (a heap push and pop) per chunk; this
-    keeps a single timer that is moved on only when it fires while the stream is still inside
-    its bounds, so a steady stream pays one clock read per wait. When a bound is crossed the
-    waiting task is cancelled and :meth:`next` raises ``TimeoutError`` (a cancellation from
-    elsewhere passes through as it is).
-    """
-
-    def __init__(self, idle: float, total_left: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._idle = idle
-        self._deadline = self._loop.time() + total_left
-        self._since = 0.0  # when the current wait began
-        self._waiting = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._cancelling = 0  # the task's cancel requests when the current wait began
-        self._fired = False
-        self.crossed = ""  # which bound: "idle gap" or "total time"
-
-    async def next(self, upstream: AsyncGenerator[T, None]) -> T:
-        now = self._loop.time()
-        if now >= self._deadline:
-            self.crossed = "total time"
-            raise TimeoutError
-        self._since = now
-        self._cancelling = self._task.cancelling()
-        if self._timer is None:
-            self._timer = self._loop.call_at(min(now + self._idle, self._deadline), self._check)
-        self._waiting = True
-        try:
-            return await anext(upstream)
-        except asyncio.CancelledError:
-            if self._fired and self._task.uncancel() <= self._cancelling:
-                raise TimeoutError from None
-            raise
-        finally:
-            self._waiting = False
-
-    def _check(self) -> None:
-        self._timer = None
-        if not self._waiting:
-            return  # the next wait sets a new timer
-        now = self._loop.time()
-        idle_end = self._since + self._idle
-        due = min(idle_end, self._deadline)
-        if now < due:
-            self._timer = self._loop.call_at(due, self._check)
-            return
-        self.crossed = "idle gap" if idle_end <= self._deadline else "total time"
-        self._fired = True
-        self._task.cancel()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class Router:

@@ -1,0 +1,139 @@
+"""The model table: each public model name with its deployments, and the aliases, built from
+the configuration and the providers; a deployment carries its live health and load."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from interference.config import (
+    OPENAI_ALIASES,
+    Config,
+    LocalModelConfig,
+    RemoteProviderConfig,
+    Timeouts,
+)
+from interference.providers.base import Provider
+
+#: a local generation may legitimately run long (no max_tokens: until its context is full)
+LOCAL_TIMEOUTS = Timeouts(first_token=300, idle=120, total=3600)
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One provider + upstream model id, with its live health and load."""
+
+    provider: Provider
+    model: str
+    weight: float = 1.0
+    max_concurrency: int | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    in_flight: int = 0
+    consecutive_failures: int = 0
+    cooldown_until: float = 0.0
+    ttft_ewma: float | None = None
+    successes: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+    def cooling(self, now: float) -> bool:
+        return now < self.cooldown_until
+
+    def saturated(self) -> bool:
+        return self.max_concurrency is not None and self.in_flight >= self.max_concurrency
+
+    def describe(self, now: float) -> dict[str, Any]:
+        return {
+            "deployment": self.name,
+            "provider": self.provider.name,
+            "model": self.model,
+            "weight": self.weight,
+            "in_flight": self.in_flight,
+            "max_concurrency": self.max_concurrency,
+            "healthy": not self.cooling(now),
+            "cooldown_remaining_s": round(max(0.0, self.cooldown_until - now), 1),
+            "consecutive_failures": self.consecutive_failures,
+            "successes": self.successes,
+            "failures": self.failures,
+            "ttft_ms": None if self.ttft_ewma is None else round(self.ttft_ewma * 1000, 1),
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(eq=False)
+class PublicModel:
+    name: str
+    deployments: list[Deployment]
+    fallbacks: list[str] = field(default_factory=list)
+    owned_by: str = "interference"
+    created: int = 0
+    rotation: int = 0  # round-robin position
+
+
+@dataclass
+class ModelTable:
+    """The public models by name and the aliases that name them."""
+
+    models: dict[str, PublicModel]
+    aliases: dict[str, str]
+
+    @classmethod
+    def from_config(cls, config: Config, providers: Sequence[Provider]) -> ModelTable:
+        return cls(build_models(config, providers), build_aliases(config, providers))
+
+
+def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, PublicModel]:
+    """Public models: every model a provider serves by itself, then the configured ones."""
+    by_name = {p.name: p for p in providers}
+    now = int(time.time())
+    models: dict[str, PublicModel] = {}
+    for provider in providers:
+        for served in provider.models():
+            deployment = Deployment(
+                provider, served.id, max_concurrency=provider.capacity, timeouts=LOCAL_TIMEOUTS
+            )
+            models[served.id] = PublicModel(
+                served.id, [deployment], [], served.owned_by, served.created
+            )
+    for name, declared in config.models.items():
+        deployments = []
+        owned_by = declared.owned_by
+        for item in declared.deployments:
+            provider = by_name[item.provider]
+            provider_config = config.providers.get(item.provider)
+            own = provider.models()
+            timeouts: Timeouts
+            limit = item.max_concurrency
+            if own:  # a provider of one model (local) serves it whatever the id says
+                upstream = own[0].id
+                timeouts = item.timeouts or LOCAL_TIMEOUTS
+                limit = limit or provider.capacity
+            else:
+                upstream = item.model or name
+                remote = (
+                    provider_config if isinstance(provider_config, RemoteProviderConfig) else None
+                )
+                timeouts = item.timeouts or (remote.timeouts if remote else Timeouts())
+            owned_by = owned_by or getattr(provider_config, "owned_by", None) or provider.kind
+            deployments.append(Deployment(provider, upstream, item.weight, limit, timeouts))
+        models[name] = PublicModel(name, deployments, declared.fallbacks, owned_by or "", now)
+    return models
+
+
+def build_aliases(config: Config, providers: Sequence[Provider]) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    served = [m.id for p in providers for m in p.models()]
+    if config.openai_aliases and served:
+        aliases.update(dict.fromkeys(OPENAI_ALIASES, served[0]))
+    for provider in providers:
+        provider_config = config.providers.get(provider.name)
+        if isinstance(provider_config, LocalModelConfig) and provider.models():
+            aliases.update(dict.fromkeys(provider_config.aliases, provider.models()[0].id))
+    aliases.update(config.aliases)
+    return aliases

@@ -93,6 +93,8 @@ class ServingFake(FakeProvider):
     """The fake chat provider, also answering text completions (``n`` choices; a stream of
     ``words``) and embeddings (one per input), so that a request these routes accept is a 200."""
 
+    endpoints = frozenset({"chat", "text", "embeddings"})
+
     def _completion(self, request: CompletionRequest, text: str, finish: Any) -> Completion:
         choices = [
             CompletionChoice(index=i, text=text, finish_reason=finish)

@@ -422,7 +422,9 @@ def test_total_timeout_bounds_a_slow_stream() -> None:
 def test_a_provider_that_refuses_a_stream_at_once_leaves_no_request_in_flight() -> None:
     from interference.wire.completions import CompletionRequest
 
-    deployment = Deployment(Scripted("a"), "up")  # Scripted serves no text completions
+    provider = Scripted("a")
+    provider.endpoints = frozenset({"chat", "text"})  # says it does, then refuses when asked
+    deployment = Deployment(provider, "up")
     router = router_for([deployment])
     text = CompletionRequest.model_validate({"model": "m", "prompt": "hi"})
 
@@ -432,3 +434,43 @@ def test_a_provider_that_refuses_a_stream_at_once_leaves_no_request_in_flight() 
     with pytest.raises(InvalidRequestError, match="does not serve text completions"):
         asyncio.run(run())
     assert deployment.in_flight == 0
+
+
+def test_a_request_goes_only_to_deployments_that_serve_its_endpoint() -> None:
+    """Embeddings of a model whose first deployment answers chat only go to the next one."""
+    from interference.wire.embeddings import EmbeddingList, EmbeddingRequest
+
+    class Embedder(Scripted):
+        endpoints = frozenset({"chat", "embeddings"})
+
+        async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
+            self.calls += 1
+            return EmbeddingList(model=model, data=[], usage={"prompt_tokens": 1})
+
+    chat_only, embedder = Scripted("chat-only"), Embedder("embedder")
+    router = router_for([Deployment(chat_only, "up"), Deployment(embedder, "up")])
+    request = EmbeddingRequest.model_validate({"model": "m", "input": "hi"})
+
+    async def run() -> Any:
+        return await router.call(request, lambda d: d.provider.embed(request, d.model))
+
+    answer = asyncio.run(run())
+    assert answer.deployment.provider is embedder
+    assert answer.attempts == 1
+    assert (chat_only.calls, embedder.calls) == (0, 1)
+
+
+def test_a_model_no_deployment_of_which_serves_the_endpoint_is_a_400() -> None:
+    from interference.wire.embeddings import EmbeddingRequest
+
+    router = router_for([Deployment(Scripted("a"), "up")])
+    request = EmbeddingRequest.model_validate({"model": "m", "input": "hi"})
+
+    async def run() -> Any:
+        return await router.call(request, lambda d: d.provider.embed(request, d.model))
+
+    with pytest.raises(InvalidRequestError) as refused:
+        asyncio.run(run())
+    assert refused.value.code == "unsupported"
+    assert refused.value.param == "model"
+    assert "does not serve embeddings: none of its deployments (scripted) can" in str(refused.value)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from interference.errors import InvalidRequestError, UpstreamError
 from interference.wire.chat import (
@@ -34,6 +34,14 @@ from interference.wire.common import Usage
 from interference.wire.completions import Completion, CompletionRequest
 from interference.wire.embeddings import EmbeddingList, EmbeddingRequest
 
+#: what a provider can answer: chat completions, legacy text completions, embeddings
+Endpoint = Literal["chat", "text", "embeddings"]
+ENDPOINT_NAMES: dict[Endpoint, str] = {
+    "chat": "chat completions",
+    "text": "text completions",
+    "embeddings": "embeddings",
+}
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -49,6 +57,8 @@ class Provider(ABC):
 
     #: the ``kind`` name used in configuration files
     kind: ClassVar[str]
+    #: what it answers; the router passes a request only to deployments that serve its endpoint
+    endpoints: frozenset[Endpoint] = frozenset({"chat"})
 
     def __init__(self, name: str) -> None:
         self.name = name

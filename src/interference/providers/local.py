@@ -13,7 +13,7 @@ from interference.config import LocalModelConfig
 from interference.engine import EngineSettings, LlamaEngine, ModelFile
 from interference.errors import InvalidRequestError
 from interference.providers import local_tools
-from interference.providers.base import Provider, ServedModel
+from interference.providers.base import Endpoint, Provider, ServedModel
 from interference.providers.tool_use import tool_use
 from interference.wire.chat import (
     AssistantMessage,
@@ -70,6 +70,10 @@ class LocalProvider(Provider):
         self._load_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self.capacity = config.parallel + config.max_queue
+        served: set[Endpoint] = {"chat", "text"}
+        if config.embeddings:
+            served.add("embeddings")
+        self.endpoints = frozenset(served)
 
     @property
     def ready(self) -> bool:

@@ -37,6 +37,7 @@ Forwarded = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 class OpenAIProvider(HTTPProvider):
     kind: ClassVar[str] = "openai"
+    endpoints = frozenset({"chat", "text", "embeddings"})
 
     def auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}

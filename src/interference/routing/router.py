@@ -32,7 +32,7 @@ from interference.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from interference.providers.base import Provider
+from interference.providers.base import ENDPOINT_NAMES, Endpoint, Provider
 from interference.routing.bounds import StreamBounds
 from interference.routing.table import Deployment, PublicModel
 from interference.wire.chat import ChatCompletion, ChatCompletionRequest
@@ -44,6 +44,11 @@ from interference.wire.models import ModelCard
 T = TypeVar("T")
 #: the requests the router can route: each names a ``model`` and may pin a ``provider``
 Routable: TypeAlias = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+_ENDPOINTS: dict[type[Routable], Endpoint] = {
+    ChatCompletionRequest: "chat",
+    CompletionRequest: "text",
+    EmbeddingRequest: "embeddings",
+}
 
 
 @dataclass
@@ -176,12 +181,24 @@ class Router:
             model = self.resolve(name)
             if model not in chain:
                 chain.append(model)
+        endpoint = _ENDPOINTS[type(request)]
+        serving = [d for m in chain for d in m.deployments if endpoint in d.provider.endpoints]
+        if not serving:
+            kinds = sorted({d.provider.kind for m in chain for d in m.deployments})
+            raise InvalidRequestError(
+                f"The model `{request.model}` does not serve {ENDPOINT_NAMES[endpoint]}: "
+                f"none of its deployments ({', '.join(kinds)}) can.",
+                param="model",
+                code="unsupported",
+            )
         pinned = request.provider
         if pinned is not None and pinned not in {p.name for p in self.providers}:
             raise InvalidRequestError(f"Unknown provider `{pinned}`.", param="provider")
         candidates: list[Deployment] = []
         for model in chain:
             for deployment in self._order(model):
+                if endpoint not in deployment.provider.endpoints:
+                    continue  # a later deployment or fallback that can serves it
                 if pinned is None or deployment.provider.name == pinned:
                     candidates.append(deployment)
         if not candidates:

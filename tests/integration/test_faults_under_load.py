@@ -16,7 +16,7 @@ load. The pooled keep-alive upstream connections are the one thing legitimately 
 closed before each comparison (after checking that each is idle in its pool), on both sides of the
 baseline alike.
 
-The size limits on upstream answers (``transport._MAX_BODY``, ``http._MAX_EVENT``) are lowered for
+The size limits on upstream answers (``fast._MAX_BODY``, ``sse.MAX_EVENT``) are lowered for
 the load tests so that the endless bodies cost little; one test runs at the real limits.
 """
 
@@ -44,8 +44,8 @@ from starlette.routing import Route
 
 from interference.api.app import create_app
 from interference.config import Config, config_from_dict
-from interference.providers import http, transport
 from interference.providers.http import HTTPProvider
+from interference.upstream import fast, sse
 from tests.integration.openai_fake import openai_upstream
 from tests.upstream import FakeUpstream, loopback_socket, refused_url, start_serving
 
@@ -93,7 +93,7 @@ def huge_upstream() -> FakeUpstream:
     async def endless(prefix: bytes) -> AsyncIterator[bytes]:
         # 16 MiB past the limits, then silence: were they not enforced, a timeout would end the
         # request, and what it buffered meanwhile would be bounded all the same
-        size = max(transport._MAX_BODY, http._MAX_EVENT) + (16 << 20)
+        size = max(fast._MAX_BODY, sse.MAX_EVENT) + (16 << 20)
         piece = b"x" * HUGE
         try:
             yield prefix
@@ -409,8 +409,8 @@ def gateway(upstreams: dict[str, FakeUpstream]) -> Iterator[Gateway]:
 
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport, "_MAX_BODY", 1 << 20)
-    monkeypatch.setattr(http, "_MAX_EVENT", 256 << 10)
+    monkeypatch.setattr(fast, "_MAX_BODY", 1 << 20)
+    monkeypatch.setattr(sse, "MAX_EVENT", 256 << 10)
 
 
 @pytest.fixture

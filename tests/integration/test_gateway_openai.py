@@ -303,7 +303,7 @@ def test_closing_the_stream_closes_the_upstream_request(upstreams: list[FakeUpst
     ],
 )
 def test_an_upstream_context_overflow_is_context_length_exceeded(message: str) -> None:
-    from interference.providers.http import error_from_status
+    from interference.upstream.errors import error_from_status
 
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
     error = error_from_status("up", 400, body)

@@ -1,9 +1,10 @@
 """The layers of the code, pinned by what each module imports (read from its source, every
 ``import`` at any depth counted, lazy ones inside functions included):
 
-    wire/  <-  engine/, providers/, router  <-  api/  <-  server, cli
+    wire/, upstream/  <-  engine/, providers/  <-  routing/  <-  api/  <-  server, cli
 
 - ``wire/`` (the API dialects' models) imports nothing else of interference;
+- ``upstream/`` (HTTP clients, SSE, error mapping) knows no dialect, provider or route;
 - ``errors`` imports nothing of interference;
 - the engine, the providers, the router and the configuration never import ``api/``;
 - the engine never imports the providers, the router or the server;
@@ -83,12 +84,31 @@ def test_wire_imports_nothing_else_of_ours() -> None:
     assert found == []
 
 
+def test_upstream_knows_no_dialect_provider_or_route() -> None:
+    """The HTTP clients, SSE decoding and error mapping sit below the providers."""
+    assert (
+        offenders(
+            lambda name: under(name, "interference.upstream"),
+            (
+                "interference.wire",
+                "interference.providers",
+                "interference.routing",
+                "interference.api",
+                "interference.engine",
+                "interference.config",
+            ),
+        )
+        == []
+    )
+
+
 def test_errors_import_nothing_of_ours() -> None:
     assert not [m for m in MODULES["interference.errors"] if under(m, "interference")]
 
 
 LOWER = (
     "interference.wire",
+    "interference.upstream",
     "interference.engine",
     "interference.providers",
     "interference.routing",

@@ -1,12 +1,12 @@
-"""Incremental SSE parsing of upstream bodies (providers.http.SSEDecoder)."""
+"""Incremental SSE parsing of upstream bodies (upstream.sse.SSEDecoder)."""
 
 from __future__ import annotations
 
 import pytest
 
-from interference.providers import http
-from interference.providers.http import SSEDecoder
-from interference.providers.transport import ProtocolError
+from interference.upstream import errors, sse
+from interference.upstream.client import ProtocolError
+from interference.upstream.sse import SSEDecoder
 
 STREAM = b'data: {"a":1}\n\n: ping\n\nevent: chunk\ndata: {"b":2}\nid: 7\n\ndata: [DONE]\n\n'
 EXPECTED = [b'{"a":1}', b'{"b":2}', b"[DONE]"]
@@ -129,7 +129,7 @@ def test_a_leading_byte_order_mark_is_dropped_even_when_split() -> None:
 
 @pytest.fixture
 def small_events(monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(http, "_MAX_EVENT", 100)
+    monkeypatch.setattr(sse, "MAX_EVENT", 100)
     return 100
 
 
@@ -160,7 +160,7 @@ def test_many_events_past_the_limit_together_are_fine(small_events: int) -> None
 
 
 def test_an_event_too_large_is_a_malformed_upstream_answer() -> None:
-    error = http.error_from_exception("up", ProtocolError("an SSE event ... exceeds"))
+    error = errors.error_from_exception("up", ProtocolError("an SSE event ... exceeds"))
     assert error.status == 502
     assert error.retryable
     assert "malformed upstream response" in error.message

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import uvloop
 
-from interference.providers import http, transport
-from interference.providers.http import sse_batches
-from interference.providers.transport import ConnectError, ProtocolError, UpstreamClient
+from interference.upstream import fast, sse
+from interference.upstream.client import ConnectError, ProtocolError
+from interference.upstream.fast import FastClient as UpstreamClient
+from interference.upstream.sse import sse_batches
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Script"], Awaitable[None]]
 
@@ -398,7 +399,7 @@ async def each_fails(client: UpstreamClient, paths: tuple[str, ...], match: str)
 def test_a_body_read_whole_over_the_limit_fails_and_closes_the_connection(
     run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transport, "_MAX_BODY", 1000)
+    monkeypatch.setattr(fast, "_MAX_BODY", 1000)
 
     async def answer(path: bytes, writer: asyncio.StreamWriter) -> None:
         if path == b"/fits":  # exactly the limit
@@ -439,7 +440,7 @@ def test_a_body_read_whole_over_the_limit_fails_and_closes_the_connection(
 def test_a_response_head_over_the_limit_fails_and_closes_the_connection(
     run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transport, "_MAX_HEAD", 1024)
+    monkeypatch.setattr(fast, "_MAX_HEAD", 1024)
     head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n"  # a 19-byte header line
     header = b"x-h: " + b"v" * 90 + b"\r\n"  # 100 bytes on the wire (and as counted)
 
@@ -506,7 +507,7 @@ def test_a_request_cancelled_before_the_answer_closes_its_connection(run: Any) -
 def test_an_sse_event_over_the_limit_fails_the_stream_and_closes_the_connection(
     run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(http, "_MAX_EVENT", 1000)
+    monkeypatch.setattr(sse, "MAX_EVENT", 1000)
     hung_up = asyncio.Event()
 
     async def no_blank_line(

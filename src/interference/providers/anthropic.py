@@ -38,14 +38,10 @@ from interference.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from interference.providers.http import (
-    HTTPProvider,
-    check_status,
-    error_from_exception,
-    json_object,
-    sse_data,
-)
+from interference.providers.http import HTTPProvider, json_object
 from interference.providers.tool_use import ToolUse, tool_use
+from interference.upstream.errors import check_status, upstream_errors
+from interference.upstream.sse import sse_data
 from interference.wire.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -392,7 +388,7 @@ class AnthropicProvider(HTTPProvider):
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = _body(request, model, stream=True)
         translator = _StreamTranslator(self.name, model)
-        try:
+        with upstream_errors(self.name):
             async with self.client.stream(
                 "POST", self._path, content=body, headers=_SSE
             ) as response:
@@ -403,18 +399,10 @@ class AnthropicProvider(HTTPProvider):
                     if translator.done:
                         return
             raise UpstreamError(f"{self.name}: the upstream stream ended without message_stop")
-        except InterferenceError:
-            raise
-        except Exception as exc:
-            raise error_from_exception(self.name, exc) from exc
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         body = _body(request, model, stream=False)
-        try:
+        with upstream_errors(self.name):
             response = await self.client.post(self._path, content=body, headers=_JSON)
             await check_status(self.name, response)
             return _completion(json_object(response.content), model)
-        except InterferenceError:
-            raise
-        except Exception as exc:
-            raise error_from_exception(self.name, exc) from exc

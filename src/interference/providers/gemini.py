@@ -29,15 +29,10 @@ import orjson
 
 from interference.config import RemoteProviderConfig
 from interference.errors import InterferenceError, InvalidRequestError, UpstreamError
-from interference.providers.http import (
-    HTTPProvider,
-    check_status,
-    error_from_exception,
-    error_from_status,
-    json_object,
-    sse_data,
-)
+from interference.providers.http import HTTPProvider, json_object
 from interference.providers.tool_use import ToolUse, tool_use
+from interference.upstream.errors import check_status, error_from_status, upstream_errors
+from interference.upstream.sse import sse_data
 from interference.wire.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -327,17 +322,13 @@ class GeminiProvider(HTTPProvider):
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         body = orjson.dumps(gemini_body(request))
-        try:
+        with upstream_errors(self.name):
             response = await self.client.post(
                 self._path(model, "generateContent"), content=body, headers=_JSON
             )
             await check_status(self.name, response)
             data = json_object(response.content)
             return self._completion(data, model)
-        except InterferenceError:
-            raise
-        except Exception as exc:
-            raise error_from_exception(self.name, exc) from exc
 
     def _completion(self, data: dict[str, Any], model: str) -> ChatCompletion:
         if "error" in data:
@@ -371,7 +362,7 @@ class GeminiProvider(HTTPProvider):
         def chunk(choices: list[ChunkChoice]) -> ChatCompletionChunk:
             return ChatCompletionChunk(choices=choices, **head)
 
-        try:
+        with upstream_errors(self.name):
             async with self.client.stream(
                 "POST", path, params={"alt": "sse"}, content=body, headers=_JSON
             ) as response:
@@ -410,10 +401,6 @@ class GeminiProvider(HTTPProvider):
                 raise UpstreamError(f"{self.name}: the upstream stream had no candidates")
             if started - finished:
                 raise UpstreamError(f"{self.name}: the upstream stream ended before its finish")
-        except InterferenceError:
-            raise
-        except Exception as exc:
-            raise error_from_exception(self.name, exc) from exc
         if usage is not None:
             yield ChatCompletionChunk(choices=[], usage=usage, **head)
 

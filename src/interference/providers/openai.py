@@ -16,14 +16,10 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 from pydantic import BaseModel
 
-from interference.errors import InterferenceError, UpstreamError
-from interference.providers.http import (
-    HTTPProvider,
-    check_status,
-    error_from_exception,
-    json_object,
-    sse_batches,
-)
+from interference.errors import UpstreamError
+from interference.providers.http import HTTPProvider, json_object
+from interference.upstream.errors import check_status, error_from_exception, upstream_errors
+from interference.upstream.sse import sse_batches
 from interference.wire.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from interference.wire.chunks import Kind, RawChunk, RawReply
 from interference.wire.completions import Completion, CompletionRequest
@@ -58,7 +54,7 @@ class OpenAIProvider(HTTPProvider):
         self, path: str, body: bytes, kind: Kind
     ) -> AsyncGenerator[list[RawChunk], None]:
         """The upstream's SSE stream, each arrival's events as one batch, until ``[DONE]``."""
-        try:
+        with upstream_errors(self.name):
             async with self.client.stream("POST", path, content=body, headers=_JSON) as response:
                 await check_status(self.name, response)
                 async with aclosing(sse_batches(response)) as arrivals:
@@ -70,10 +66,6 @@ class OpenAIProvider(HTTPProvider):
                             await response.drain()  # keeps the connection for the next request
                             return
             raise UpstreamError(f"{self.name}: the upstream stream ended without [DONE]")
-        except InterferenceError:
-            raise
-        except Exception as exc:
-            raise error_from_exception(self.name, exc) from exc
 
     def _decode(self, events: list[bytes], kind: Kind) -> tuple[list[RawChunk], bool]:
         """The chunks of ``events`` and whether ``[DONE]`` came; an error event or a malformed
@@ -89,14 +81,10 @@ class OpenAIProvider(HTTPProvider):
         return batch, False
 
     async def _post(self, path: str, body: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
-        try:
+        with upstream_errors(self.name):
             response = await self.client.post(path, content=body, headers=_JSON)
             await check_status(self.name, response)
             return parse(json_object(response.content))
-        except InterferenceError:
-            raise
-        except Exception as exc:
-            raise error_from_exception(self.name, exc) from exc
 
     # --- the routes' fast path: the upstream's JSON with only id, created and model rewritten
 

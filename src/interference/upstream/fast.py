@@ -1,4 +1,4 @@
-"""The HTTP/1.1 client every remote provider talks through: one keep-alive pool per provider.
+"""The fast HTTP/1.1 client, the default for every remote provider: one keep-alive pool each.
 
 A gateway's upstream client does one thing per call: write a POST, read the answer as it
 arrives. This one is an ``asyncio.Protocol`` with httptools' response parser (the C parser
@@ -21,7 +21,7 @@ and polls every pooled connection per request: bench/README.md, "Gateway overhea
   bytes, or a body read whole (``aread()``: a non-streamed answer, an error's body) over
   ``_MAX_BODY`` bytes, fails with :class:`ProtocolError` and closes the connection. A streamed
   body has no size bound here: the router bounds it in time, and the SSE decoder
-  (:mod:`interference.providers.http`) bounds each event.
+  (:mod:`interference.upstream.sse`) bounds each event.
 - A request given up on while it waits for its answer's head (cancelled: a timeout) closes its
   connection, as does a malformed head.
 """
@@ -38,6 +38,7 @@ from typing import Any, cast
 import httptools
 
 from interference import __version__
+from interference.upstream.client import ConnectError, ProtocolError
 
 _KEEPALIVE_S = 30.0
 _HIGH_WATER = 1 << 20
@@ -52,14 +53,6 @@ def _check_header_values(values: Iterable[str]) -> None:
     for value in values:
         if "\r" in value or "\n" in value:
             raise ValueError("a line break in a request target or header value")
-
-
-class ConnectError(OSError):
-    """The upstream could not be reached (refused, unresolvable, TLS handshake failed)."""
-
-
-class ProtocolError(ValueError):
-    """The upstream's answer is not valid HTTP/1.1."""
 
 
 def _head_too_large() -> ProtocolError:
@@ -204,8 +197,9 @@ def _body_too_large() -> ProtocolError:
     return ProtocolError(f"the upstream's answer exceeds {_MAX_BODY} bytes")
 
 
-class UpstreamResponse:
-    """The few things providers read from an upstream answer."""
+class FastResponse:
+    """An answer read from one of the pool's connections
+    (:class:`~interference.upstream.client.UpstreamResponse`)."""
 
     def __init__(self, connection: _Connection, content: bytes | None = None) -> None:
         self._connection = connection
@@ -263,8 +257,9 @@ class UpstreamResponse:
             pass
 
 
-class UpstreamClient:
-    """A base URL, default headers and a keep-alive connection pool."""
+class FastClient:
+    """A base URL, default headers and a keep-alive connection pool
+    (:class:`~interference.upstream.client.UpstreamClient`)."""
 
     def __init__(
         self,
@@ -416,11 +411,11 @@ class UpstreamClient:
         content: bytes,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> UpstreamResponse:
+    ) -> FastResponse:
         """POST and read the whole answer."""
         connection = await self._send(self._request("POST", path, content, headers, params))
         try:
-            response = UpstreamResponse(connection)
+            response = FastResponse(connection)
             await response.aread()
             return response
         finally:
@@ -435,12 +430,12 @@ class UpstreamClient:
         content: bytes,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[UpstreamResponse]:
+    ) -> AsyncIterator[FastResponse]:
         """Send a request and hand over the answer with its body unread; leaving the context
         before the body's end closes the connection (the upstream sees it)."""
         connection = await self._send(self._request(method, path, content, headers, params))
         try:
-            yield UpstreamResponse(connection)
+            yield FastResponse(connection)
         finally:
             self._release(connection)
 

@@ -1,0 +1,83 @@
+"""What providers need from an HTTP client, as two small protocols, and its two failures.
+
+A provider POSTs a body and reads the answer whole (:meth:`UpstreamClient.post`), or streams
+it (:meth:`UpstreamClient.stream`: the head first, the body as it arrives). Three clients
+implement them: :class:`~interference.upstream.fast.FastClient` (the default, measured fastest),
+:class:`~interference.upstream.httpx_client.HttpxClient` (proxies and private certificate
+authorities) and :class:`~interference.upstream.mock.MockClient` (tests without sockets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+
+class ConnectError(OSError):
+    """The upstream could not be reached (refused, unreachable, name not resolved)."""
+
+
+class ProtocolError(ValueError):
+    """The upstream's answer is malformed or exceeds a bound: a 502, the connection closed."""
+
+
+class UpstreamResponse(Protocol):
+    """The few things providers read from an upstream answer."""
+
+    status_code: int
+    #: header names in lower case
+    headers: Mapping[str, str]
+
+    @property
+    def is_success(self) -> bool: ...
+
+    @property
+    def content(self) -> bytes:
+        """The body of a :meth:`UpstreamClient.post` answer."""
+        ...
+
+    async def aread(self) -> bytes:
+        """The whole body (bounded: a body too large raises :class:`ProtocolError`)."""
+        ...
+
+    def iter_blocks(self) -> AsyncIterator[bytes]:
+        """The body in the pieces it arrives in."""
+        ...
+
+    def close(self) -> None:
+        """Give the answer up: its connection is closed, not reused."""
+
+    async def drain(self, seconds: float = 1.0) -> None:
+        """Read what is left of the body, bounded in time, so the connection can be reused."""
+
+
+class UpstreamClient(Protocol):
+    """A base URL with default headers, and a pool of connections to it."""
+
+    async def post(
+        self,
+        path: str,
+        *,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> UpstreamResponse:
+        """POST ``content`` to ``path`` (under the base URL) and read the whole answer."""
+        ...
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
+        """Send a request and hand over the answer with its body unread; leaving the context
+        before the body's end closes the connection (the upstream sees it)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection."""

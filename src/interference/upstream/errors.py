@@ -1,0 +1,126 @@
+"""Upstream failures as :mod:`interference.errors` exceptions, in one place.
+
+Their ``retryable`` flag tells the router whether another attempt may succeed: refusals,
+resets, timeouts, 5xx, 429 and 401/403 (a deployment's own credentials) are retryable; 400, 404,
+413 and 422 are the request's own fault and go back to the client as they are. Providers wrap
+their I/O in :func:`upstream_errors` instead of each writing the same ``try``/``except``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import re
+import time
+from collections.abc import Iterator, Mapping
+
+import orjson
+
+from interference.errors import (
+    ContextLengthExceededError,
+    InterferenceError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitError,
+    RequestTooLargeError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from interference.upstream.client import ConnectError, UpstreamResponse
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# How OpenAI, Anthropic, Gemini and llama.cpp-style servers say a prompt does not fit.
+_CONTEXT_OVERFLOW = re.compile(
+    r"context_length_exceeded|maximum context length|prompt is too long|exceeds the "
+    r"(?:available )?context|input token count .* exceeds",
+    re.IGNORECASE,
+)
+
+
+def _upstream_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip() or "no detail"
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return "no detail"
+
+
+def error_from_status(
+    provider: str, status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> InterferenceError:
+    """The exception for an upstream's non-2xx answer."""
+    detail = _upstream_message(body)
+    message = f"{provider}: upstream answered {status}: {detail}"
+    if status == 400 and _CONTEXT_OVERFLOW.search(detail + body[:2000].decode("utf-8", "replace")):
+        return ContextLengthExceededError(message, param="messages")
+    if status in (400, 422):
+        return InvalidRequestError(message)
+    if status == 404:
+        return NotFoundError(message, code="model_not_found")
+    if status == 413:
+        return RequestTooLargeError(message)
+    if status == 429:
+        retry_after = parse_retry_after(headers.get("retry-after") if headers else None)
+        return RateLimitError(message, retry_after=retry_after)
+    if status in (401, 403):
+        return UpstreamError(message, code="upstream_auth_error")
+    if status in (408, 504):
+        return UpstreamTimeoutError(message)
+    return UpstreamError(message)
+
+
+def error_from_exception(provider: str, exc: Exception) -> InterferenceError:
+    """The exception for a transport failure (refused, reset, timed out, broken stream)."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeoutError(f"{provider}: {type(exc).__name__} talking to the upstream")
+    if isinstance(exc, ConnectError):
+        return UpstreamError(f"{provider}: cannot connect to the upstream ({exc.strerror})")
+    if isinstance(exc, OSError):
+        return UpstreamError(f"{provider}: the upstream connection failed ({type(exc).__name__})")
+    if isinstance(exc, (orjson.JSONDecodeError, ValueError, KeyError, TypeError)):
+        return UpstreamError(f"{provider}: malformed upstream response ({type(exc).__name__})")
+    return UpstreamError(f"{provider}: upstream failure ({type(exc).__name__})")
+
+
+async def check_status(provider: str, response: UpstreamResponse) -> None:
+    """Raise the mapped error unless the (streamed) response is a 2xx."""
+    if response.is_success:
+        return
+    body = await response.aread()
+    raise error_from_status(provider, response.status_code, body, response.headers)
+
+
+@contextlib.contextmanager
+def upstream_errors(provider: str) -> Iterator[None]:
+    """Inside it, a transport failure or a malformed answer becomes the error the router knows
+    (:func:`error_from_exception`); an :class:`InterferenceError` passes as it is."""
+    try:
+        yield
+    except InterferenceError:
+        raise
+    except Exception as exc:
+        raise error_from_exception(provider, exc) from exc

@@ -60,15 +60,23 @@ class Observed:
 
 
 class FakeUpstream:
-    def __init__(self, app: Any) -> None:
+    """``tls``: (certificate, key) PEM files to serve https on ``localhost`` with."""
+
+    def __init__(self, app: Any, tls: tuple[str, str] | None = None) -> None:
         self.app = app
         self.faults = Faults()
         self.observed = Observed()
         self._sock = loopback_socket()
         self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://localhost:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
+        certfile, keyfile = tls or (None, None)
         config = uvicorn.Config(
-            app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1
+            app,
+            log_level="critical",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -102,3 +110,75 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+class ForwardProxy:
+    """An HTTP proxy on 127.0.0.1 for the upstream clients' tests: each client connection is
+    relayed, as it is, to the host its first request names (absolute-form ``POST http://host:
+    port/path``, which HTTP/1.1 servers accept) or, for ``CONNECT host:port``, tunnelled after a
+    200. ``requests`` records each connection's first request line."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self._sock = loopback_socket()
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while not writer.is_closing():
+                data = await reader.read(65536)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            writer.close()
+            return
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        self.requests.append(line)
+        method, target, _ = line.split(" ", 2)
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+        else:
+            authority = target.split("://", 1)[1].split("/", 1)[0]
+            host, _, port = authority.rpartition(":")
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        if method == "CONNECT":
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            upstream_writer.write(head)
+        await asyncio.gather(
+            self._relay(reader, upstream_writer), self._relay(upstream_reader, writer)
+        )
+
+    def start(self) -> ForwardProxy:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, sock=self._sock), self._loop
+        )
+        self._server = future.result(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> ForwardProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

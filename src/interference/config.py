@@ -174,13 +174,38 @@ class RemoteProviderConfig(BaseModel):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     max_connections: int = Field(default=100, ge=1)
     owned_by: str | None = None
+    client: Literal["fast", "httpx"] | None = Field(
+        default=None,
+        description="HTTP client: fast (the default), or httpx, which goes through proxies "
+        "and honours HTTPS_PROXY / NO_PROXY / SSL_CERT_FILE (the default with proxy or "
+        "ca_bundle)",
+    )
+    proxy: str | None = Field(
+        default=None, description="an http:// or https:// proxy to reach the upstream through"
+    )
+    ca_bundle: str | None = Field(
+        default=None, description="PEM file of the authorities that sign the upstream's certificate"
+    )
 
     @model_validator(mode="after")
     def _http_url(self) -> RemoteProviderConfig:
         if not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, not {self.base_url!r}")
         self.base_url = self.base_url.rstrip("/")
+        if self.client == "fast" and (self.proxy or self.ca_bundle):
+            raise ValueError("proxy and ca_bundle need `client: httpx` (or no `client` at all)")
+        if self.proxy is not None and not self.proxy.startswith(("http://", "https://")):
+            raise ValueError(f"proxy must start with http:// or https://, not {self.proxy!r}")
+        if self.ca_bundle is not None and not Path(self.ca_bundle).expanduser().is_file():
+            raise ValueError(f"ca_bundle: no file at {self.ca_bundle!r}")
         return self
+
+    @property
+    def http_client(self) -> Literal["fast", "httpx"]:
+        """The client the provider talks through."""
+        if self.client is not None:
+            return self.client
+        return "httpx" if self.proxy or self.ca_bundle else "fast"
 
 
 ProviderConfig = Annotated[LocalModelConfig | RemoteProviderConfig, Field(discriminator="kind")]

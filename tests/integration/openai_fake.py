@@ -17,10 +17,14 @@ from tests.upstream import FakeUpstream
 
 
 def openai_upstream(
-    name: str = "fake", words: int = 5, pieces: list[str] | None = None
+    name: str = "fake",
+    words: int = 5,
+    pieces: list[str] | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> FakeUpstream:
     """``pieces``, when given and not empty, is the streamed answer's content, piece by piece
-    (read at each request: a test may change the list in place); else ``words`` words."""
+    (read at each request: a test may change the list in place); else ``words`` words.
+    ``tls``: serve https with this (certificate, key)."""
     upstream: FakeUpstream
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -126,5 +130,5 @@ def openai_upstream(
         return StreamingResponse(events(), media_type="text/event-stream")
 
     app = Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
-    upstream = FakeUpstream(app)
+    upstream = FakeUpstream(app, tls=tls)
     return upstream

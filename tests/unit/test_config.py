@@ -187,7 +187,7 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "server.port" in capsys.readouterr().err
 
 
-def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import re
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -200,12 +200,24 @@ def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from interference.config import config_from_dict
 
+    # the example's certificate authority is a file on the reader's machine: one stands in here
+    ca_bundle = tmp_path / "internal-ca.pem"
+    ca_bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    blocks = [block.replace("/etc/ssl/internal-ca.pem", str(ca_bundle)) for block in blocks]
     assert len(blocks) >= 3
     for block in blocks:  # every configuration shown is valid (the multi-core ones too)
         config_from_dict(yaml.safe_load(block), "README.md")
     example = next(block for block in blocks if "routing:" in block)
     config = config_from_dict(yaml.safe_load(example), "README.md")
-    assert set(config.providers) == {"local", "openai", "groq", "ollama", "claude", "gemini"}
+    assert set(config.providers) == {
+        "local",
+        "openai",
+        "groq",
+        "ollama",
+        "corporate",
+        "claude",
+        "gemini",
+    }
     assert config.models["gpt-4o"].fallbacks == ["smollm2-135m-instruct"]
 
 

@@ -40,6 +40,7 @@ from interference.errors import (
 )
 from interference.providers.http import HTTPProvider, json_object
 from interference.providers.tool_use import ToolUse, tool_use
+from interference.upstream.client import UpstreamClient
 from interference.upstream.errors import check_status, upstream_errors
 from interference.upstream.sse import sse_data
 from interference.wire.chat import (
@@ -373,8 +374,10 @@ class AnthropicProvider(HTTPProvider):
 
     kind: ClassVar[str] = "anthropic"
 
-    def __init__(self, name: str, config: RemoteProviderConfig) -> None:
-        super().__init__(name, config)
+    def __init__(
+        self, name: str, config: RemoteProviderConfig, *, client: UpstreamClient | None = None
+    ) -> None:
+        super().__init__(name, config, client=client)
         self._path = "/messages" if config.base_url.endswith("/v1") else "/v1/messages"
 
     def auth_headers(self) -> dict[str, str]:

@@ -31,6 +31,7 @@ from interference.config import RemoteProviderConfig
 from interference.errors import InterferenceError, InvalidRequestError, UpstreamError
 from interference.providers.http import HTTPProvider, json_object
 from interference.providers.tool_use import ToolUse, tool_use
+from interference.upstream.client import UpstreamClient
 from interference.upstream.errors import check_status, error_from_status, upstream_errors
 from interference.upstream.sse import sse_data
 from interference.wire.chat import (
@@ -309,8 +310,10 @@ class GeminiProvider(HTTPProvider):
     kind: ClassVar[str] = "gemini"
     #: ``n`` is sent as ``candidateCount``
 
-    def __init__(self, name: str, config: RemoteProviderConfig) -> None:
-        super().__init__(name, config)
+    def __init__(
+        self, name: str, config: RemoteProviderConfig, *, client: UpstreamClient | None = None
+    ) -> None:
+        super().__init__(name, config, client=client)
         # a base URL that already names the API version is used as it is
         self._prefix = "" if config.base_url.endswith(("/v1beta", "/v1")) else "/v1beta"
 

@@ -4,6 +4,7 @@ parsing of upstream objects. The client, SSE decoding and error mapping live in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,13 +14,25 @@ from interference.errors import UpstreamError
 from interference.providers.base import Provider, ServedModel
 from interference.upstream.client import UpstreamClient
 from interference.upstream.fast import FastClient
+from interference.upstream.httpx_client import HttpxClient
 
 
 def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> UpstreamClient:
-    """One pooled keep-alive client per provider."""
+    """One pooled keep-alive client per provider: the fast one, or httpx for a proxy or a
+    private certificate authority (``client``, ``proxy``, ``ca_bundle``)."""
+    headers = {**headers, **config.headers}
+    if config.http_client == "httpx":
+        return HttpxClient(
+            config.base_url,
+            headers,
+            max_connections=config.max_connections,
+            connect_timeout=config.timeouts.connect,
+            proxy=config.proxy,
+            ca_bundle=str(Path(config.ca_bundle).expanduser()) if config.ca_bundle else None,
+        )
     return FastClient(
         config.base_url,
-        {**headers, **config.headers},
+        headers,
         max_connections=config.max_connections,
         connect_timeout=config.timeouts.connect,
     )
@@ -36,9 +49,14 @@ def json_object(raw: bytes) -> dict[str, Any]:
 class HTTPProvider(Provider):
     """Base of the providers that talk to an HTTP API through one pooled client."""
 
-    def __init__(self, name: str, config: RemoteProviderConfig) -> None:
+    def __init__(
+        self, name: str, config: RemoteProviderConfig, *, client: UpstreamClient | None = None
+    ) -> None:
+        """``client`` replaces the one the configuration asks for (tests pass a
+        :class:`~interference.upstream.mock.MockClient`)."""
         super().__init__(name)
         self.config = config
+        self._given = client
         self._client: UpstreamClient | None = None
 
     def auth_headers(self) -> dict[str, str]:
@@ -49,7 +67,7 @@ class HTTPProvider(Provider):
         return []  # public models come from the configuration
 
     async def start(self) -> None:
-        self._client = make_client(self.config, self.auth_headers())
+        self._client = self._given or make_client(self.config, self.auth_headers())
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -1,0 +1,166 @@
+"""An :class:`~interference.upstream.client.UpstreamClient` over httpx: for upstreams reached
+through a proxy or served with a certificate of a private authority.
+
+The fast client (:mod:`interference.upstream.fast`) costs a seventh of httpx's CPU per call
+(bench/README.md, "Gateway overhead"), but it speaks to the base URL directly and trusts the
+system's certificates only. A provider with ``client: httpx`` (the default when it sets
+``proxy`` or ``ca_bundle``) goes through this one instead, which also honours the standard
+environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE``).
+
+What the fast client guarantees holds here too: no redirects, no compression, the connect
+timeout only (the router bounds the rest), a response head or a body read whole over its bound
+fails with :class:`~interference.upstream.client.ProtocolError`, and transport failures are the
+fast client's kinds (:class:`~interference.upstream.client.ConnectError`, ``TimeoutError``,
+``OSError``), so the error mapping (:mod:`interference.upstream.errors`) treats both alike.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+
+import httpx
+
+from interference import __version__
+from interference.upstream.client import ConnectError, ProtocolError
+
+MAX_BODY = 64 << 20  # bytes of a body read whole, as the fast client's bound
+
+
+@contextmanager
+def _as_transport_errors() -> Iterator[None]:
+    """httpx's exceptions as the kinds the fast client raises."""
+    try:
+        yield
+    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        raise TimeoutError(f"no connection in time ({type(exc).__name__})") from exc
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(type(exc).__name__) from exc
+    except (httpx.ConnectError, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
+        raise ConnectError(None, str(exc) or type(exc).__name__) from exc
+    except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+        raise ProtocolError(f"invalid HTTP from the upstream: {exc}") from exc
+    except httpx.TransportError as exc:  # read and write errors: the connection broke
+        raise ConnectionError(str(exc) or type(exc).__name__) from exc
+
+
+class HttpxResponse:
+    """An httpx answer (:class:`~interference.upstream.client.UpstreamResponse`)."""
+
+    def __init__(self, response: httpx.Response, content: bytes | None = None) -> None:
+        self._response = response
+        self.status_code = response.status_code
+        self.headers: Mapping[str, str] = response.headers  # looked up case-insensitively
+        self._content = content
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError("the body of a streamed response is read with aread()")
+        return self._content
+
+    async def aread(self) -> bytes:
+        if self._content is None:
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                raise ProtocolError(f"the upstream's answer exceeds {MAX_BODY} bytes")
+            blocks: list[bytes] = []
+            size = 0
+            async for block in self.iter_blocks():
+                size += len(block)
+                if size > MAX_BODY:
+                    raise ProtocolError(f"the upstream's answer exceeds {MAX_BODY} bytes")
+                blocks.append(block)
+            self._content = b"".join(blocks)
+        return self._content
+
+    async def iter_blocks(self) -> AsyncGenerator[bytes, None]:
+        with _as_transport_errors():
+            async for block in self._response.aiter_raw():
+                yield block
+
+    def close(self) -> None:
+        """Leaving :meth:`HttpxClient.stream`'s context closes the response: an unread one is
+        not put back into the pool."""
+
+    async def drain(self, seconds: float = 1.0) -> None:
+        """Nothing to do: httpx reads a finished stream's end when its context closes."""
+
+
+class HttpxClient:
+    """A base URL, default headers and httpx's connection pool
+    (:class:`~interference.upstream.client.UpstreamClient`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        max_connections: int,
+        connect_timeout: float,
+        proxy: str | None = None,
+        ca_bundle: str | None = None,
+    ) -> None:
+        verify: ssl.SSLContext | bool = True
+        if ca_bundle is not None:
+            verify = ssl.create_default_context(cafile=ca_bundle)
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={
+                "user-agent": f"interference/{__version__}",
+                "accept-encoding": "identity",
+                **headers,
+            },
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            timeout=httpx.Timeout(None, connect=connect_timeout),
+            proxy=proxy,
+            verify=verify,
+            trust_env=True,
+            follow_redirects=False,
+        )
+
+    async def post(
+        self,
+        path: str,
+        *,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> HttpxResponse:
+        async with self.stream("POST", path, content=content, headers=headers, params=params) as r:
+            await r.aread()
+            return r
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[HttpxResponse]:
+        request = self._client.build_request(
+            method,
+            path,  # httpx joins it under the base URL's path (``/v1`` + ``/chat/completions``)
+            content=content,
+            headers=dict(headers or {}),
+            params=dict(params or {}),
+        )
+        with _as_transport_errors():
+            response = await self._client.send(request, stream=True)
+        try:
+            yield HttpxResponse(response)
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

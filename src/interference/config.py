@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -162,12 +162,17 @@ class Timeouts(BaseModel):
     total: float = Field(default=600, gt=0, description="the whole answer")
 
 
+#: the remote provider kinds: each names a module of ``interference.providers`` and its entry
+#: in ``interference.providers.REMOTE_KINDS`` (docs/development.md: adding a kind)
+RemoteKind = Literal["openai", "anthropic", "gemini"]
+
+
 class RemoteProviderConfig(BaseModel):
     """An HTTP API: ``openai`` (any OpenAI-compatible server), ``anthropic`` or ``gemini``."""
 
     model_config = _STRICT
 
-    kind: Literal["openai", "anthropic", "gemini"]
+    kind: RemoteKind
     base_url: str
     api_key: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
@@ -291,7 +296,7 @@ class Config(BaseModel):
         return {k: v for k, v in self.providers.items() if isinstance(v, LocalModelConfig)}
 
 
-_PROVIDER_KINDS = {"local", "openai", "anthropic", "gemini"}
+_PROVIDER_KINDS = {"local", *get_args(RemoteKind)}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

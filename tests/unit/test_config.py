@@ -244,3 +244,12 @@ def test_slots_must_be_a_power_of_two_only_with_embeddings() -> None:
         {"providers": {"local": {"kind": "local", "parallel": 6, "embeddings": False}}}, "x.yaml"
     )
     assert config.local_providers["local"].parallel == 6
+
+
+def test_every_remote_kind_has_a_provider_and_every_provider_a_kind() -> None:
+    from typing import get_args
+
+    from interference.config import RemoteKind
+    from interference.providers import REMOTE_KINDS
+
+    assert set(REMOTE_KINDS) == set(get_args(RemoteKind))

@@ -12,11 +12,9 @@ from interference.providers.gemini import GeminiProvider
 from interference.providers.local import LocalProvider
 from interference.providers.openai import OpenAIProvider
 
-#: remote provider kinds by the name a configuration file uses
+#: remote provider kinds by the name a configuration file uses (config.RemoteKind lists them)
 REMOTE_KINDS: dict[str, Callable[[str, RemoteProviderConfig], Provider]] = {
-    OpenAIProvider.kind: OpenAIProvider,
-    GeminiProvider.kind: GeminiProvider,
-    AnthropicProvider.kind: AnthropicProvider,
+    provider.kind: provider for provider in (OpenAIProvider, AnthropicProvider, GeminiProvider)
 }
 
 

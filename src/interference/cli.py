@@ -75,7 +75,33 @@ def _parser() -> argparse.ArgumentParser:
         dest="config_command", required=True, metavar="ACTION"
     )
     check.add_parser("check", help="validate a configuration file").add_argument("path")
+    reference = check.add_parser(
+        "reference", help="print every setting with its type, default and meaning (Markdown)"
+    )
+    reference.add_argument(
+        "--check", metavar="PATH", help="instead, exit 1 if PATH differs from what would print"
+    )
     return parser
+
+
+def config_reference(check: str | None) -> int:
+    from pathlib import Path
+
+    from interference.config_reference import reference
+
+    text = reference()
+    if check is None:
+        sys.stdout.write(text)
+        return 0
+    path = Path(check)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return 0
+    print(
+        f"{check} is not what `interference config reference` writes: "
+        f"run `interference config reference > {check}` (make docs)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _configure(args: argparse.Namespace) -> Config:
@@ -153,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from interference.chat import main as chat
 
             return chat(args.url, args.model, args.system, args.api_key, args.prompt)
+        if args.command == "config" and args.config_command == "reference":
+            return config_reference(args.check)
         if args.command == "config":
             config = load_config(args.path)
             counts = f"{len(config.providers)} provider(s), {len(config.models)} model(s)"

@@ -78,11 +78,19 @@ class LimitsConfig(BaseModel):
 class ServerConfig(BaseModel):
     model_config = _STRICT
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=1337, ge=0, le=65535)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["plain", "json"] = "plain"
+    host: str = Field(
+        default="127.0.0.1", description="address to listen on (loopback: this machine only)"
+    )
+    port: int = Field(default=1337, ge=0, le=65535, description="port to listen on (0: any free)")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="largest request body; past it: 413"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="info: one line per request, never prompt text or keys"
+    )
+    log_format: Literal["plain", "json"] = Field(
+        default="plain", description="json: one JSON object per line"
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="keys clients must send (also from INTERFERENCE_API_KEYS, comma-separated)",
@@ -93,7 +101,9 @@ class ServerConfig(BaseModel):
     shutdown_grace_s: float = Field(
         default=10, ge=0, description="on SIGTERM, in-flight requests get this long to finish"
     )
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig, description="per-request and per-client bounds"
+    )
 
     def keys(self) -> list[str]:
         """The configured API keys and those of ``INTERFERENCE_API_KEYS``."""
@@ -107,10 +117,10 @@ class LocalModelConfig(BaseModel):
 
     model_config = _STRICT
 
-    kind: Literal["local"] = "local"
+    kind: Literal["local"] = Field(default="local", description="a model run in-process")
     model: str = Field(default=DEFAULT_MODEL_ID, description="a known model name or GGUF path")
     id: str | None = Field(default=None, description="public model id (default: from the file)")
-    aliases: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list, description="more public names for it")
     # 8 slots of 2048 tokens: 8 streams get 2x one stream's tokens/s on two cores, in the
     # memory 4 slots of 4096 took (bench/README.md, "Slots and KV-cache layout")
     parallel: int = Field(default=8, ge=1, le=64, description="slots decoded together")
@@ -120,8 +130,10 @@ class LocalModelConfig(BaseModel):
     context: int = Field(
         default=2048, ge=128, description="tokens of context per slot (prompt and answer)"
     )
-    threads: int | None = Field(default=None, ge=1)
-    prompt_cache_mib: int = Field(default=256, ge=0)
+    threads: int | None = Field(default=None, ge=1, description="CPU threads (default: all cores)")
+    prompt_cache_mib: int = Field(
+        default=256, ge=0, description="RAM for reusing earlier prompts' prefixes (0: off)"
+    )
     embeddings: bool = Field(default=True, description="serve /v1/embeddings from this model")
     load: Literal["start", "first-use"] = Field(
         default="start", description="load the model at start or on its first request"
@@ -136,7 +148,9 @@ class LocalModelConfig(BaseModel):
     weights_cache: str | None = Field(
         default=None, description="folder for converted weights (default: the user's cache)"
     )
-    sampling: SamplingDefaults | None = None
+    sampling: SamplingDefaults | None = Field(
+        default=None, description="overrides of the model's tuned sampling defaults"
+    )
 
     @model_validator(mode="after")
     def _slots_the_engine_can_pool(self) -> LocalModelConfig:
@@ -156,7 +170,7 @@ class Timeouts(BaseModel):
 
     model_config = _STRICT
 
-    connect: float = Field(default=10, gt=0)
+    connect: float = Field(default=10, gt=0, description="to open a connection")
     first_token: float = Field(default=60, gt=0, description="until the first chunk arrives")
     idle: float = Field(default=60, gt=0, description="longest gap between two chunks")
     total: float = Field(default=600, gt=0, description="the whole answer")
@@ -172,13 +186,19 @@ class RemoteProviderConfig(BaseModel):
 
     model_config = _STRICT
 
-    kind: RemoteKind
-    base_url: str
-    api_key: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeouts: Timeouts = Field(default_factory=Timeouts)
-    max_connections: int = Field(default=100, ge=1)
-    owned_by: str | None = None
+    kind: RemoteKind = Field(description="the API it speaks")
+    base_url: str = Field(description="the API's root, e.g. https://api.openai.com/v1")
+    api_key: str | None = Field(
+        default=None, description="sent as the API wants it, never in a URL"
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="extra headers on every upstream request"
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="bounds on each attempt")
+    max_connections: int = Field(
+        default=100, ge=1, description="connections to the upstream open at once"
+    )
+    owned_by: str | None = Field(default=None, description="owned_by of its models in /v1/models")
     client: Literal["fast", "httpx"] | None = Field(
         default=None,
         description="HTTP client: fast (the default), or httpx, which goes through proxies "
@@ -221,27 +241,35 @@ class DeploymentConfig(BaseModel):
 
     model_config = _STRICT
 
-    provider: str
+    provider: str = Field(description="a provider's name (a key of `providers`)")
     model: str | None = Field(default=None, description="upstream id (default: the public name)")
-    weight: float = Field(default=1.0, gt=0)
-    max_concurrency: int | None = Field(default=None, ge=1)
+    weight: float = Field(default=1.0, gt=0, description="share of requests (least-busy)")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="requests in flight at most (default: no bound)"
+    )
     timeouts: Timeouts | None = Field(default=None, description="default: the provider's")
 
 
 class PublicModelConfig(BaseModel):
     model_config = _STRICT
 
-    deployments: list[DeploymentConfig] = Field(min_length=1)
+    deployments: list[DeploymentConfig] = Field(
+        min_length=1, description="ways to answer it, tried by the routing strategy"
+    )
     fallbacks: list[str] = Field(default_factory=list, description="models tried after these")
-    owned_by: str | None = None
+    owned_by: str | None = Field(default=None, description="owned_by in /v1/models")
 
 
 class RetryConfig(BaseModel):
     model_config = _STRICT
 
-    attempts_per_deployment: int = Field(default=1, ge=1, le=10)
-    backoff_initial: float = Field(default=0.25, ge=0)
-    backoff_max: float = Field(default=8.0, ge=0)
+    attempts_per_deployment: int = Field(
+        default=1, ge=1, le=10, description="tries of one deployment before the next"
+    )
+    backoff_initial: float = Field(
+        default=0.25, ge=0, description="seconds before the first retry (doubling, jittered)"
+    )
+    backoff_max: float = Field(default=8.0, ge=0, description="longest wait between retries")
     retry_after_max: float = Field(default=30.0, ge=0, description="longest Retry-After honoured")
 
 
@@ -249,16 +277,22 @@ class CooldownConfig(BaseModel):
     model_config = _STRICT
 
     failures: int = Field(default=3, ge=1, description="consecutive failures that trip it")
-    seconds: float = Field(default=30.0, gt=0)
+    seconds: float = Field(
+        default=30.0, gt=0, description="how long a tripped deployment is skipped"
+    )
 
 
 class RoutingConfig(BaseModel):
     model_config = _STRICT
 
-    strategy: Literal["least-busy", "round-robin", "latency", "ordered"] = "least-busy"
+    strategy: Literal["least-busy", "round-robin", "latency", "ordered"] = Field(
+        default="least-busy", description="how a model's deployments are ordered per request"
+    )
     max_attempts: int = Field(default=4, ge=1, le=50, description="attempts per request in all")
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-    cooldown: CooldownConfig = Field(default_factory=CooldownConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="retries of one deployment")
+    cooldown: CooldownConfig = Field(
+        default_factory=CooldownConfig, description="the breaker of failing deployments"
+    )
 
 
 def _default_providers() -> dict[str, ProviderConfig]:
@@ -268,14 +302,21 @@ def _default_providers() -> dict[str, ProviderConfig]:
 class Config(BaseModel):
     model_config = _STRICT
 
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    providers: dict[str, ProviderConfig] = Field(default_factory=_default_providers)
-    models: dict[str, PublicModelConfig] = Field(default_factory=dict)
+    server: ServerConfig = Field(default_factory=ServerConfig, description="the HTTP server")
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=_default_providers,
+        description="what answers, by name: local models and HTTP APIs",
+    )
+    models: dict[str, PublicModelConfig] = Field(
+        default_factory=dict, description="public model names and their deployments"
+    )
     openai_aliases: bool = Field(
         default=True, description="serve the usual OpenAI model names as the first local model"
     )
     aliases: dict[str, str] = Field(default_factory=dict, description="alias -> model name")
-    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig, description="strategy, retries and cooldown"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Config:

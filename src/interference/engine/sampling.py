@@ -31,18 +31,46 @@ class SamplingDefaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0, le=1)
-    typical_p: float | None = Field(default=None, ge=0, le=1)
-    repeat_penalty: float | None = Field(default=None, gt=0, le=10)
-    repeat_last_n: int | None = Field(default=None, ge=-1)
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    dry_multiplier: float | None = Field(default=None, ge=0, le=10)
-    dry_base: float | None = Field(default=None, ge=1, le=10)
-    dry_allowed_length: int | None = Field(default=None, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=2, description="randomness")
+    top_p: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="nucleus sampling: the likeliest tokens up to this mass",
+    )
+    top_k: int | None = Field(
+        default=None, ge=0, description="the k likeliest tokens only (0: all)"
+    )
+    min_p: float | None = Field(
+        default=None, ge=0, le=1, description="drop tokens below this share of the likeliest one's"
+    )
+    typical_p: float | None = Field(
+        default=None, ge=0, le=1, description="locally typical sampling (1: off)"
+    )
+    repeat_penalty: float | None = Field(
+        default=None, gt=0, le=10, description="penalty on tokens seen in the last repeat_last_n"
+    )
+    repeat_last_n: int | None = Field(
+        default=None, ge=-1, description="tokens the repeat penalty looks back over (-1: all)"
+    )
+    presence_penalty: float | None = Field(
+        default=None, ge=-2, le=2, description="penalty on any token already present"
+    )
+    frequency_penalty: float | None = Field(
+        default=None, ge=-2, le=2, description="penalty growing with a token's count so far"
+    )
+    dry_multiplier: float | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="DRY: strength of the repeated-sequence penalty (0: off)",
+    )
+    dry_base: float | None = Field(
+        default=None, ge=1, le=10, description="DRY: growth of the penalty with the repeat's length"
+    )
+    dry_allowed_length: int | None = Field(
+        default=None, ge=0, description="DRY: repeats this long go unpenalised"
+    )
     samplers: tuple[SamplerName, ...] | None = Field(
         default=None, description="llama.cpp's sampler order (default: the engine's own)"
     )

@@ -15,31 +15,27 @@ For each request it
 
 It also ends requests from outside their task: :meth:`RequestGuard.cut_all` at the end of a
 shutdown's grace period (a stream gets an error event and ``[DONE]``, a request with no answer
-yet a 503), and a watchdog, every 0.25 s, that ends streams whose client has not taken data for
-``limits.slow_client_s``, requests whose body has not arrived within ``limits.body_timeout_s``
-(408), and the work for a request whose client went away before its answer began (its upstream
-request or local generation stops; the watch starts after one period, so that quick requests
-cost no watcher task).
+yet a 503), and the watchdog (:mod:`interference.api.watchdog`) for slow clients, late bodies
+and clients gone before their answer began. The keys are :mod:`interference.api.keys`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import re
 import time
 from collections import Counter
-from functools import partial
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interference.api.errors import error_body, error_response
+from interference.api.keys import KeyRing, presented_key
 from interference.api.record import SCOPE_KEY, RequestRecord
-from interference.api.sse import DONE, event, wait_for_disconnect
+from interference.api.sse import DONE, event
+from interference.api.watchdog import Watchdog
 from interference.config import LimitsConfig
 from interference.errors import (
     AuthenticationError,
@@ -58,27 +54,8 @@ logger = logging.getLogger("interference.requests")
 PUBLIC_PATHS = frozenset({"/health", "/v1/health", "/"})
 PUBLIC_PREFIX = "/ui/"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-_WATCH_EVERY_S = 0.25  # the watchdog's period: the precision of the bounds it keeps
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 _FAILED = frozenset({"error", "shutdown", "slow_client"})  # outcomes logged as warnings
-
-
-def key_digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
-
-
-def presented_key(scope: Scope) -> str | None:
-    """The key a request carries: ``Authorization: Bearer KEY`` or ``x-api-key: KEY``."""
-    name: bytes
-    value: bytes
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-        elif name == b"x-api-key" and value.strip():
-            return value.decode("latin-1").strip()
-    return None
 
 
 class RequestGuard:
@@ -87,44 +64,25 @@ class RequestGuard:
     def __init__(self, keys: list[str], limits: LimitsConfig) -> None:
         self.app: ASGIApp | None = None
         self.limits = limits
-        self._digests = [key_digest(k) for k in keys]
+        self.keys = KeyRing(keys)
         self.draining = False
         self.active: set[RequestRecord] = set()
         self.in_flight: Counter[str] = Counter()
-        self._watchdog: asyncio.Task[None] | None = None
+        self._watchdog = Watchdog(self.active, limits, self.cut)
 
     def wrap(self, app: ASGIApp) -> RequestGuard:
         """Guard ``app`` (the factory Starlette's ``Middleware`` calls)."""
         self.app = app
         return self
 
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self._digests)
-
-    def check_key(self, key: str | None) -> bool:
-        """Whether ``key`` is one of the server's keys (constant time in the key's content)."""
-        if key is None:
-            return False
-        digest = key_digest(key)
-        found = False
-        for known in self._digests:  # every key compared, no early exit
-            found |= hmac.compare_digest(digest, known)
-        return found
-
     # --- lifecycle
 
     def start(self) -> None:
         """Start the watchdog (in the app's lifespan, inside its event loop)."""
-        if self._watchdog is None:
-            self._watchdog = asyncio.create_task(self._watch(), name="request watchdog")
+        self._watchdog.start()
 
     async def stop(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-            self._watchdog = None
+        await self._watchdog.stop()
 
     def begin_drain(self) -> None:
         """From now on new requests are refused (503) and health says ``draining``."""
@@ -144,32 +102,6 @@ class RequestGuard:
         record.cut_reason = reason
         record.task.cancel()
         return True
-
-    async def _watch(self) -> None:
-        loop = asyncio.get_running_loop()
-        limits = self.limits
-        while True:
-            await asyncio.sleep(_WATCH_EVERY_S)
-            now = loop.time()
-            for record in list(self.active):
-                if record.sending_since and now - record.sending_since > limits.slow_client_s:
-                    self.cut(record, "slow_client")
-                elif not record.body_done:
-                    if now - record.loop_started > limits.body_timeout_s:
-                        self.cut(record, "body_timeout")
-                elif (
-                    not record.response_started
-                    and record.hang_up_watch is None
-                    and record.receive is not None
-                    and now - record.loop_started > _WATCH_EVERY_S
-                ):
-                    # A call that takes a while: from now on, a disconnect stops it. (Watching
-                    # every request from its start would cost a task each.)
-                    record.hang_up_watch = asyncio.create_task(
-                        wait_for_disconnect(
-                            record.receive, partial(self.cut, record, "client_closed")
-                        )
-                    )
 
     # --- requests
 
@@ -272,11 +204,11 @@ class RequestGuard:
     def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
         """Why this request is refused before it reaches a route (None: it may go on)."""
         public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX)
-        if self.auth_enabled:
+        if self.keys:
             key = presented_key(scope)
-            record.authorized = self.check_key(key)
+            record.authorized = self.keys.accepts(key)
             if record.authorized and key is not None:
-                record.client = f"key:{key_digest(key).hex()[:12]}"
+                record.client = KeyRing.client_label(key)
             elif not public:
                 if key is None:
                     return AuthenticationError(

@@ -192,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"interference: {exc}", file=sys.stderr)
         return 2
-    from interference.server import configure_logging, serve, serve_workers
+    from interference.server import configure_logging, serve
+    from interference.supervisor import serve_workers
 
     configure_logging(config)
 

@@ -122,7 +122,7 @@ class LocalModelConfig(BaseModel):
     id: str | None = Field(default=None, description="public model id (default: from the file)")
     aliases: list[str] = Field(default_factory=list, description="more public names for it")
     # 8 slots of 2048 tokens: 8 streams get 2x one stream's tokens/s on two cores, in the
-    # memory 4 slots of 4096 took (bench/README.md, "Slots and KV-cache layout")
+    # memory 4 slots of 4096 took (bench/README.md, "Slots and context of the local model")
     parallel: int = Field(default=8, ge=1, le=64, description="slots decoded together")
     max_queue: int = Field(
         default=16, ge=0, description="requests that may wait for a slot; past it: 429"

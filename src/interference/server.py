@@ -1,17 +1,7 @@
-"""Running the app: one process, or a supervisor with ``--workers N`` processes.
-
-One process is uvicorn (httptools, uvloop) serving :func:`~interference.api.app.create_app`.
-
-With workers, the supervisor binds the listening socket once and starts N worker processes
-(``spawn``), each a whole gateway (its own router, upstream connection pools, health and
-cooldown state) accepting from the shared socket, the kernel spreading connections among them.
-It prints the banner when every worker is up, restarts a worker that dies (at most
-``_RESTARTS`` times in ``_RESTART_WINDOW_S``), and on SIGINT/SIGTERM asks each to stop (uvicorn's
-graceful shutdown), killing those still running after the grace period.
-
-Workers never load a local model: N copies would cost N times the memory and split the CPU
-between N engines. A local model runs in one ``interference serve`` of its own, which the
-workers reach as an ``openai`` provider (README, "Multi-core").
+"""Running the app in one process: uvicorn (httptools, uvloop) serving
+:func:`~interference.api.app.create_app`, with a bound on the time to receive a request's head,
+a graceful shutdown (draining, then cutting what still runs after the grace period) and the
+start-up banner. ``--workers N`` runs several of these under :mod:`interference.supervisor`.
 """
 
 from __future__ import annotations
@@ -21,24 +11,19 @@ import contextlib
 import ipaddress
 import logging
 import math
-import multiprocessing
-import multiprocessing.connection
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from interference import __version__, logs
-from interference.config import Config, ConfigError
+from interference.config import Config
 
 logger = logging.getLogger("interference")
 
-_CUT_MARGIN_S = 3  # after the grace period: for the error answers of cut requests
-_RESTARTS, _RESTART_WINDOW_S = 5, 60.0
-_START_TIMEOUT_S = 60.0
+CUT_MARGIN_S = 3  # after the grace period: for the error answers of cut requests
 
 
 def banner(url: str, model_ids: list[str], aliases: dict[str, str], seconds: float) -> str:
@@ -66,7 +51,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _url(host: str, port: int) -> str:
+def url_of(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}"
 
@@ -77,7 +62,7 @@ def warn_if_exposed(config: Config) -> None:
         logger.warning(
             "listening on %s, which is not a loopback address, without API keys: anyone who "
             "can reach it can use the models. Set INTERFERENCE_API_KEYS or server.api_keys "
-            '(README, "Security").',
+            '(docs/operations.md, "Security").',
             host,
         )
 
@@ -219,7 +204,7 @@ def run_app(
             lifespan="on",
             # past the grace period the guard ends requests itself; uvicorn's own bound
             # (cancelling tasks, closing sockets) only catches a client that reads nothing
-            timeout_graceful_shutdown=math.ceil(grace) + _CUT_MARGIN_S,
+            timeout_graceful_shutdown=math.ceil(grace) + CUT_MARGIN_S,
             timeout_keep_alive=5,
             http=http_protocol(config.server.limits.head_timeout_s),
             backlog=2048,
@@ -252,143 +237,6 @@ def serve(config: Config) -> int:
 
     def on_ready(port: int, model_ids: list[str], aliases: dict[str, str]) -> None:
         seconds = time.perf_counter() - started
-        print(banner(_url(host, port), model_ids, aliases, seconds), flush=True)
+        print(banner(url_of(host, port), model_ids, aliases, seconds), flush=True)
 
     return 0 if run_app(config, on_ready=on_ready) else 1
-
-
-# --- workers ---------------------------------------------------------------------------------
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _worker(config: Config, sock: socket.socket, ready: Any) -> None:
-    """A worker process: the app on the shared socket; tells the supervisor when it is up."""
-    configure_logging(config, worker=True)
-
-    def on_ready(port: int, model_ids: list[str], aliases: dict[str, str]) -> None:
-        with contextlib.suppress(OSError):  # a restarted worker's supervisor is not listening
-            ready.send((model_ids, aliases))
-        ready.close()
-
-    run_app(config, sock, on_ready)
-
-
-class _Supervisor:
-    def __init__(self, config: Config, workers: int) -> None:
-        self.config = config
-        self.count = workers
-        self.context = multiprocessing.get_context("spawn")
-        self.sock = _bind(config.server.host, config.server.port)
-        self.processes: list[BaseProcess] = []
-        self.stopping = False
-        self.restarts: list[float] = []
-
-    def start_worker(self) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
-        receiver, sender = self.context.Pipe(duplex=False)
-        process = self.context.Process(
-            target=_worker, args=(self.config, self.sock, sender), name="interference-worker"
-        )
-        process.start()
-        sender.close()
-        return process, receiver
-
-    def stop(self, *_: Any) -> None:
-        self.stopping = True
-
-    def run(self) -> int:
-        started = time.perf_counter()
-        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            booted = [self.start_worker() for _ in range(self.count)]
-            self.processes = [process for process, _ in booted]
-            answers = [self._await_ready(process, pipe) for process, pipe in booted]
-            if self.stopping:
-                return 0
-            first = answers[0]
-            if first is None or None in answers:
-                return 1
-            model_ids, aliases = first
-            port = self.sock.getsockname()[1]
-            seconds = time.perf_counter() - started
-            text = banner(_url(self.config.server.host, port), model_ids, aliases, seconds)
-            print(f"{text}\n  workers: {self.count}", flush=True)
-            return self._supervise()
-        finally:
-            self._stop_all()
-            self.sock.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _await_ready(
-        self, process: BaseProcess, pipe: multiprocessing.connection.Connection
-    ) -> tuple[list[str], dict[str, str]] | None:
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not self.stopping and time.monotonic() < deadline:
-            if pipe.poll(0.05):
-                try:
-                    answer: tuple[list[str], dict[str, str]] = pipe.recv()
-                except EOFError:
-                    break  # it died before it was up
-                return answer
-            if not process.is_alive():
-                break
-        if not self.stopping:
-            logger.error("a worker did not start (exit code %s)", process.exitcode)
-        return None
-
-    def _supervise(self) -> int:
-        while not self.stopping:
-            sentinels = [p.sentinel for p in self.processes]
-            multiprocessing.connection.wait(sentinels, timeout=0.2)
-            for i, process in enumerate(self.processes):
-                if process.is_alive() or self.stopping:
-                    continue
-                now = time.monotonic()
-                self.restarts = [t for t in self.restarts if now - t < _RESTART_WINDOW_S]
-                if len(self.restarts) >= _RESTARTS:
-                    logger.error("workers keep dying; giving up")
-                    return 1
-                self.restarts.append(now)
-                logger.warning("worker %d exited (code %s); starting another", i, process.exitcode)
-                self.processes[i], pipe = self.start_worker()
-                pipe.close()
-        return 0
-
-    def _stop_all(self) -> None:
-        for process in self.processes:
-            if process.is_alive() and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.terminate()  # SIGTERM: uvicorn's graceful shutdown
-        deadline = time.monotonic() + self.config.server.shutdown_grace_s + _CUT_MARGIN_S + 2
-        for process in self.processes:
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
-                process.kill()
-                process.join(1)
-
-
-def serve_workers(config: Config, workers: int) -> int:
-    """``workers`` gateway processes on one socket (configurations without a local model)."""
-    if config.local_providers:
-        names = ", ".join(config.local_providers)
-        raise ConfigError(
-            f"--workers needs a configuration without a local model (found: {names}): "
-            "each worker would load its own copy. Run the local model in one "
-            "`interference serve --port 8081` and add it to the workers' configuration as "
-            '`{kind: openai, base_url: "http://127.0.0.1:8081/v1"}` (README, "Multi-core").'
-        )
-    warn_if_exposed(config)
-    return _Supervisor(config, workers).run()

@@ -1,0 +1,174 @@
+"""``--workers N``: a supervisor and N gateway processes on one listening socket.
+
+The supervisor binds the listening socket once and starts N worker processes (``spawn``), each
+a whole gateway (its own router, upstream connection pools, health and cooldown state; see
+:mod:`interference.server`) accepting from the shared socket, the kernel spreading connections
+among them. It prints the banner when every worker is up, restarts a worker that dies (at most
+``_RESTARTS`` times in ``_RESTART_WINDOW_S``), and on SIGINT/SIGTERM asks each to stop (uvicorn's
+graceful shutdown), killing those still running after the grace period.
+
+Workers never load a local model: N copies would cost N times the memory and split the CPU
+between N engines. A local model runs in one ``interference serve`` of its own, which the
+workers reach as an ``openai`` provider (docs/cli.md, "Multi-core").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import socket
+import time
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from interference.config import Config, ConfigError
+from interference.server import (
+    CUT_MARGIN_S,
+    banner,
+    configure_logging,
+    run_app,
+    url_of,
+    warn_if_exposed,
+)
+
+logger = logging.getLogger("interference")
+
+_RESTARTS, _RESTART_WINDOW_S = 5, 60.0
+_START_TIMEOUT_S = 60.0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(config: Config, sock: socket.socket, ready: Any) -> None:
+    """A worker process: the app on the shared socket; tells the supervisor when it is up."""
+    configure_logging(config, worker=True)
+
+    def on_ready(port: int, model_ids: list[str], aliases: dict[str, str]) -> None:
+        with contextlib.suppress(OSError):  # a restarted worker's supervisor is not listening
+            ready.send((model_ids, aliases))
+        ready.close()
+
+    run_app(config, sock, on_ready)
+
+
+class _Supervisor:
+    def __init__(self, config: Config, workers: int) -> None:
+        self.config = config
+        self.count = workers
+        self.context = multiprocessing.get_context("spawn")
+        self.sock = _bind(config.server.host, config.server.port)
+        self.processes: list[BaseProcess] = []
+        self.stopping = False
+        self.restarts: list[float] = []
+
+    def start_worker(self) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_worker, args=(self.config, self.sock, sender), name="interference-worker"
+        )
+        process.start()
+        sender.close()
+        return process, receiver
+
+    def stop(self, *_: Any) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        started = time.perf_counter()
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            booted = [self.start_worker() for _ in range(self.count)]
+            self.processes = [process for process, _ in booted]
+            answers = [self._await_ready(process, pipe) for process, pipe in booted]
+            if self.stopping:
+                return 0
+            first = answers[0]
+            if first is None or None in answers:
+                return 1
+            model_ids, aliases = first
+            port = self.sock.getsockname()[1]
+            seconds = time.perf_counter() - started
+            text = banner(url_of(self.config.server.host, port), model_ids, aliases, seconds)
+            print(f"{text}\n  workers: {self.count}", flush=True)
+            return self._supervise()
+        finally:
+            self._stop_all()
+            self.sock.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _await_ready(
+        self, process: BaseProcess, pipe: multiprocessing.connection.Connection
+    ) -> tuple[list[str], dict[str, str]] | None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self.stopping and time.monotonic() < deadline:
+            if pipe.poll(0.05):
+                try:
+                    answer: tuple[list[str], dict[str, str]] = pipe.recv()
+                except EOFError:
+                    break  # it died before it was up
+                return answer
+            if not process.is_alive():
+                break
+        if not self.stopping:
+            logger.error("a worker did not start (exit code %s)", process.exitcode)
+        return None
+
+    def _supervise(self) -> int:
+        while not self.stopping:
+            sentinels = [p.sentinel for p in self.processes]
+            multiprocessing.connection.wait(sentinels, timeout=0.2)
+            for i, process in enumerate(self.processes):
+                if process.is_alive() or self.stopping:
+                    continue
+                now = time.monotonic()
+                self.restarts = [t for t in self.restarts if now - t < _RESTART_WINDOW_S]
+                if len(self.restarts) >= _RESTARTS:
+                    logger.error("workers keep dying; giving up")
+                    return 1
+                self.restarts.append(now)
+                logger.warning("worker %d exited (code %s); starting another", i, process.exitcode)
+                self.processes[i], pipe = self.start_worker()
+                pipe.close()
+        return 0
+
+    def _stop_all(self) -> None:
+        for process in self.processes:
+            if process.is_alive() and process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.terminate()  # SIGTERM: uvicorn's graceful shutdown
+        deadline = time.monotonic() + self.config.server.shutdown_grace_s + CUT_MARGIN_S + 2
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(1)
+
+
+def serve_workers(config: Config, workers: int) -> int:
+    """``workers`` gateway processes on one socket (configurations without a local model)."""
+    if config.local_providers:
+        names = ", ".join(config.local_providers)
+        raise ConfigError(
+            f"--workers needs a configuration without a local model (found: {names}): "
+            "each worker would load its own copy. Run the local model in one "
+            "`interference serve --port 8081` and add it to the workers' configuration as "
+            '`{kind: openai, base_url: "http://127.0.0.1:8081/v1"}` (docs/cli.md, "Multi-core").'
+        )
+    warn_if_exposed(config)
+    return _Supervisor(config, workers).run()

@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             return list_models(args.config or os.environ.get("INTERFERENCE_CONFIG"), args.url)
         if args.command == "chat":
-            from interference.chat import main as chat
+            from interference.terminal_chat import main as chat
 
             return chat(args.url, args.model, args.system, args.api_key, args.prompt)
         if args.command == "config" and args.config_command == "reference":

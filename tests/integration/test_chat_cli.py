@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from interference.chat import ChatError, Session
+from interference.terminal_chat import ChatError, Session
 from tests.integration.openai_fake import openai_upstream
 from tests.upstream import FakeUpstream
 

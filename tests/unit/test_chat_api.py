@@ -237,5 +237,5 @@ def test_web_chat_assets(client: TestClient) -> None:
         again = client.get(f"/ui/{name}", headers={"if-none-match": asset.headers["etag"]})
         assert again.status_code == 304
         assert not again.content
-    for missing in ("nope.js", "index.html", "..%2Fapp.py", ".hidden.js", "landing.py"):
+    for missing in ("nope.js", "index.html", "..%2Fapp.py", ".hidden.js", "web_chat.py"):
         assert client.get(f"/ui/{missing}").status_code == 404, missing

@@ -17,10 +17,10 @@ from starlette.routing import BaseRoute, Route
 
 from interference import __version__
 from interference.api.errors import error_body, from_validation_error, invalid_json
-from interference.api.landing import chat_page, ui_asset, wants_html
 from interference.api.limits import check_limits
 from interference.api.record import record_of
 from interference.api.sse import DONE, EventStreamResponse, event
+from interference.api.web_chat import chat_page, ui_asset, wants_html
 from interference.errors import (
     InterferenceError,
     RequestTooLargeError,

@@ -187,12 +187,19 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "server.port" in capsys.readouterr().err
 
 
-def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_documented_configurations_are_valid(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
     # ```yaml blocks are interference configurations (other tools' YAML is shown as ```yml)
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    found = [
+        (page.relative_to(root).as_posix(), block)
+        for page in pages
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S)
+    ]
     names = ("OPENAI_API_KEY", "GROQ_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY")
     for name in (*names, "INTERFERENCE_KEY_ALICE", "INTERFERENCE_KEY_BOB"):
         monkeypatch.setenv(name, "test")
@@ -203,12 +210,14 @@ def test_the_readme_example_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     # the example's certificate authority is a file on the reader's machine: one stands in here
     ca_bundle = tmp_path / "internal-ca.pem"
     ca_bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    blocks = [block.replace("/etc/ssl/internal-ca.pem", str(ca_bundle)) for block in blocks]
+    blocks = [
+        (name, block.replace("/etc/ssl/internal-ca.pem", str(ca_bundle))) for name, block in found
+    ]
     assert len(blocks) >= 3
-    for block in blocks:  # every configuration shown is valid (the multi-core ones too)
-        config_from_dict(yaml.safe_load(block), "README.md")
-    example = next(block for block in blocks if "routing:" in block)
-    config = config_from_dict(yaml.safe_load(example), "README.md")
+    for name, block in blocks:  # every configuration shown is valid (the multi-core ones too)
+        config_from_dict(yaml.safe_load(block), name)
+    name, example = next((name, block) for name, block in blocks if "routing:" in block)
+    config = config_from_dict(yaml.safe_load(example), name)
     assert set(config.providers) == {
         "local",
         "openai",

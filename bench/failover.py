@@ -21,8 +21,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from starlette.testclient import TestClient
-from tests.integration.openai_fake import openai_upstream
-from tests.upstream import refused_url
+from tests.support.openai_fake import openai_upstream
+from tests.support.upstream import refused_url
 
 from interference.api.app import create_app
 from interference.config import config_from_dict

@@ -7,7 +7,7 @@ from starlette.testclient import TestClient
 
 from interference.api.app import create_app
 from interference.config import Config
-from tests.fakes import FakeProvider
+from tests.support.fakes import FakeProvider
 
 
 @pytest.fixture

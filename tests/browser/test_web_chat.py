@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.browser.conftest import KEY, MODEL, Watched, until
-from tests.e2e.conftest import ServerProcess, start_server
-from tests.upstream import FakeUpstream
+from tests.support.server import ServerProcess, start_server
+from tests.support.upstream import FakeUpstream
 
 ANSWERS = "#messages .message.assistant"
 LAST_ANSWER = f"{ANSWERS} >> nth=-1"

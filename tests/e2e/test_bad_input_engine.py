@@ -1,11 +1,11 @@
 """Bad and unusual requests against the real server and the real embedded engine: no 5xx.
 
 The fake providers of the unit tests accept anything a route lets through; llama.cpp does not.
-Here the whole bad-request corpus (``tests/bad_input.py``) goes to ``interference serve`` with
-the default model, each case exactly its expected refusal; then requests that pass the gateway's
-validation but probe what the engine itself checks (JSON-schema grammars, tool emulation,
-token ids, sampling ranges at their edges, odd message sequences). Each of those is a 200 valid
-against the spec or a 4xx valid against ``ErrorResponse``, as the case says.
+Here the whole bad-request corpus (``tests/support/bad_input.py``) goes to ``interference
+serve`` with the default model, each case exactly its expected refusal; then requests that pass
+the gateway's validation but probe what the engine itself checks (JSON-schema grammars, tool
+emulation, token ids, sampling ranges at their edges, odd message sequences). Each of those is a
+200 valid against the spec or a 4xx valid against ``ErrorResponse``, as the case says.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.bad_input import (
+from tests.support.bad_input import (
     CASES,
     CHAT,
     COMPLETIONS,
@@ -27,39 +27,27 @@ from tests.bad_input import (
     LIMITS,
     MAX_BODY,
     MODEL,
-    PROVIDER,
+    SLOTS,
     UNSET,
     WEATHER_TOOL,
     Case,
     assert_error_response,
     check_refusal,
     json_schema_format,
+    serving_config,
 )
-from tests.e2e.conftest import ServerProcess, start_server
-from tests.fuzzing import check_events
-from tests.spec import float_embeddings, validate
+from tests.support.fuzzing import check_events
+from tests.support.server import ServerProcess, start_server
+from tests.support.spec import float_embeddings, validate
 
 pytestmark = pytest.mark.e2e
-
-SLOTS = 2
-
-
-def server_config(
-    max_body: int, max_messages: int, max_chars: int, max_tokens: int, slots: int = SLOTS
-) -> str:
-    """The default model as :data:`MODEL` through provider :data:`PROVIDER`, with limits."""
-    return (
-        f"server:\n  max_body_bytes: {max_body}\n"
-        f"  limits: {{max_messages: {max_messages}, max_input_chars: {max_chars}, "
-        f"max_tokens: {max_tokens}}}\n"
-        f"providers:\n  {PROVIDER}: {{kind: local, parallel: {slots}, context: 512, "
-        f"aliases: [{MODEL}]}}\n"
-    )
 
 
 @pytest.fixture(scope="module")
 def engine_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    config = server_config(MAX_BODY, LIMITS.max_messages, LIMITS.max_input_chars, LIMITS.max_tokens)
+    config = serving_config(
+        MAX_BODY, LIMITS.max_messages, LIMITS.max_input_chars, LIMITS.max_tokens
+    )
     running = start_server(tmp_path_factory.mktemp("bad-input"), config)
     yield running
     assert running.stop() == 0, running.log.read_text()[-3000:]

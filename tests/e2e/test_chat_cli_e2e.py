@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import ServerProcess
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

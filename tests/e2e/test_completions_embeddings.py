@@ -10,8 +10,8 @@ import struct
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess
-from tests.spec import validate
+from tests.support.server import ServerProcess
+from tests.support.spec import validate
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.e2e.conftest import ServerProcess, start_server
-from tests.spec import validate
+from tests.support.server import ServerProcess, start_server
+from tests.support.spec import validate
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from interference.engine import resolve_model
-from tests.e2e.conftest import ServerProcess, start_server, stream_then_disconnect
-from tests.spec import validate
+from tests.support.server import ServerProcess, start_server, stream_then_disconnect
+from tests.support.spec import validate
 
 pytestmark = pytest.mark.e2e
 

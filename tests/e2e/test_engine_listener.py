@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""The property-based fuzzing of ``tests/fuzzing.py`` against the real server and engine.
+"""The property-based fuzzing of ``tests/support/fuzzing.py`` against the real server and engine.
 
 The same strategies as the in-process runs, fewer examples, each request asking for at most
 :data:`MAX_TOKENS` tokens so that the valid ones (a third to a half) stay quick on two cores:
@@ -14,9 +14,8 @@ import httpx
 import pytest
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import ServerProcess, start_server
-from tests.e2e.test_bad_input_engine import server_config
-from tests.fuzzing import (
+from tests.support.bad_input import serving_config
+from tests.support.fuzzing import (
     COMPLETIONS,
     EMBEDDINGS,
     completion_requests,
@@ -28,6 +27,7 @@ from tests.fuzzing import (
     report,
     valid_chat,
 )
+from tests.support.server import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ MAX_TOKENS = 12
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    config = server_config(64 * 1024, 6, 400, MAX_TOKENS, slots=4)
+    config = serving_config(64 * 1024, 6, 400, MAX_TOKENS, slots=4)
     running = start_server(tmp_path_factory.mktemp("fuzz"), config)
     yield running
     assert running.stop() == 0, running.log.read_text()[-3000:]

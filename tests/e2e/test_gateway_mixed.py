@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess, start_server, stream_then_disconnect
-from tests.integration.anthropic_fake import FakeAnthropic
-from tests.integration.gemini_fake import FakeGemini
-from tests.integration.openai_fake import openai_upstream
-from tests.upstream import FakeUpstream
+from tests.support.anthropic_fake import FakeAnthropic
+from tests.support.gemini_fake import FakeGemini
+from tests.support.openai_fake import openai_upstream
+from tests.support.server import ServerProcess, start_server, stream_then_disconnect
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ServerProcess, start_server
+from tests.support.server import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from interference.engine.catalog import KNOWN_MODELS, model_packages_dir, resolve_model
-from tests.e2e.conftest import ServerProcess
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

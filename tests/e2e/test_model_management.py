@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess, start_server
+from tests.support.server import ServerProcess, start_server
 
 pytestmark = pytest.mark.e2e
 

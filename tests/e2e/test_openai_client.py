@@ -13,8 +13,8 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from tests.e2e.conftest import ServerProcess
-from tests.spec import validate
+from tests.support.server import ServerProcess
+from tests.support.spec import validate
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess, start_server
-from tests.integration.openai_fake import openai_upstream
-from tests.upstream import FakeUpstream
+from tests.support.openai_fake import openai_upstream
+from tests.support.server import ServerProcess, start_server
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
-from tests.spec import validate
+from tests.support.spec import validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 

@@ -18,8 +18,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from interference.terminal_chat import ChatError, Session
-from tests.integration.openai_fake import openai_upstream
-from tests.upstream import FakeUpstream
+from tests.support.openai_fake import openai_upstream
+from tests.support.upstream import FakeUpstream
 
 ANSWER = "Hello from fake w0 w1 w2 w3"
 SYSTEM = {"role": "system", "content": "be brief"}

@@ -2,8 +2,8 @@
 
 The real app (``create_app``) is served by uvicorn (httptools, uvloop, as ``interference serve``
 runs it) on a loopback port, in a thread with its own event loop, in front of real HTTP fake
-upstreams (``tests/upstream.py``): one healthy, the others refusing, hanging before their first
-byte, cutting or stalling streams, answering malformed JSON, 500 or 429, or endless bodies, an
+upstreams (``tests/support/upstream.py``): one healthy, the others refusing, hanging before their
+first byte, cutting or stalling streams, answering malformed JSON, 500 or 429, or endless bodies, an
 endless SSE event or a huge response head. Many clients at once (httpx, streamed and not) must each
 get a complete answer (the right deployment's, through fallbacks where one is healthy) or an
 OpenAI-style error (a status with an ``{"error": ...}`` body, or an error event and ``[DONE]``
@@ -47,8 +47,8 @@ from interference.api.app import create_app
 from interference.config import Config, config_from_dict
 from interference.providers.http import HTTPProvider
 from interference.upstream import fast, sse
-from tests.integration.openai_fake import openai_upstream
-from tests.upstream import FakeUpstream, loopback_socket, refused_url, start_serving
+from tests.support.openai_fake import openai_upstream
+from tests.support.upstream import FakeUpstream, loopback_socket, refused_url, start_serving
 
 pytestmark = [
     pytest.mark.timeout(60),

@@ -15,9 +15,9 @@ from interference.api.app import create_app
 from interference.config import RemoteProviderConfig, config_from_dict
 from interference.providers.openai import OpenAIProvider
 from interference.wire.chat import ChatCompletionRequest
-from tests.integration.openai_fake import openai_upstream
-from tests.spec import validate
-from tests.upstream import FakeUpstream, refused_url
+from tests.support.openai_fake import openai_upstream
+from tests.support.spec import validate
+from tests.support.upstream import FakeUpstream, refused_url
 
 HI = [{"role": "user", "content": "hi"}]
 TIMEOUTS = {"connect": 1, "first_token": 1, "idle": 1, "total": 3}

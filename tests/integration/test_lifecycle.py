@@ -18,9 +18,9 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import ServerProcess, start_server
-from tests.integration.openai_fake import openai_upstream
-from tests.upstream import FakeUpstream
+from tests.support.openai_fake import openai_upstream
+from tests.support.server import ServerProcess, start_server
+from tests.support.upstream import FakeUpstream
 
 KEY = "sk-lifecycle-9fQ2xL7w"
 

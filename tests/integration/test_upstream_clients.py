@@ -21,8 +21,8 @@ from interference.providers.openai import OpenAIProvider
 from interference.upstream.fast import FastClient
 from interference.upstream.httpx_client import HttpxClient
 from interference.wire.chat import ChatCompletionRequest
-from tests.integration.openai_fake import openai_upstream
-from tests.upstream import FakeUpstream, ForwardProxy, refused_url
+from tests.support.openai_fake import openai_upstream
+from tests.support.upstream import FakeUpstream, ForwardProxy, refused_url
 
 REQUEST = ChatCompletionRequest.model_validate(
     {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}

@@ -25,8 +25,8 @@ from interference.errors import (
 from interference.providers.anthropic import AnthropicProvider
 from interference.providers.base import collect_chunks
 from interference.wire.chat import ChatCompletionChunk, ChatCompletionRequest
-from tests.integration.anthropic_fake import TEXT_REPLY, TOOL_REPLY, FakeAnthropic
-from tests.upstream import refused_url
+from tests.support.anthropic_fake import TEXT_REPLY, TOOL_REPLY, FakeAnthropic
+from tests.support.upstream import refused_url
 
 pytestmark = pytest.mark.timeout(15)
 

@@ -1,4 +1,4 @@
-"""The bad-request corpus (``tests/bad_input.py``) through the in-process app over a fake
+"""The bad-request corpus (``tests/support/bad_input.py``) through the in-process app over a fake
 provider: every case is exactly its expected 4xx, never a 5xx; plus header bytes a client
 library cannot send, driven through ASGI directly."""
 
@@ -15,8 +15,8 @@ from starlette.testclient import TestClient
 from interference.api.app import create_app
 from interference.config import Config, ServerConfig
 from interference.wire.chat import ChatCompletionRequest
-from tests.asgi import post_once
-from tests.bad_input import (
+from tests.support.asgi import post_once
+from tests.support.bad_input import (
     CASES,
     CHAT,
     COMPLETIONS,
@@ -33,8 +33,8 @@ from tests.bad_input import (
     say,
     user,
 )
-from tests.fakes import ServingFake
-from tests.spec import validate
+from tests.support.fakes import ServingFake
+from tests.support.spec import validate
 
 
 def _params() -> list[Any]:

@@ -11,9 +11,9 @@ from starlette.testclient import TestClient
 from interference.api.app import create_app
 from interference.config import Config
 from interference.errors import ContextLengthExceededError, UpstreamError
-from tests.asgi import post_once
-from tests.fakes import FakeProvider
-from tests.spec import validate
+from tests.support.asgi import post_once
+from tests.support.fakes import FakeProvider
+from tests.support.spec import validate
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

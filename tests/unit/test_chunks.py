@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from interference.wire.chunks import RawChunk, RawReply
-from tests.spec import validate
+from tests.support.spec import validate
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 

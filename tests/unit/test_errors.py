@@ -23,8 +23,8 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.wire.chat import ChatCompletionRequest
-from tests.fakes import FakeProvider
-from tests.spec import validate
+from tests.support.fakes import FakeProvider
+from tests.support.spec import validate
 
 MESSAGE = {"role": "user", "content": "a"}
 

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the request routes through the in-process app over a fake provider
-(the strategies and checks: ``tests/fuzzing.py``): no 5xx, every 200 valid against the spec,
+(the strategies and checks: ``tests/support/fuzzing.py``): no 5xx, every 200 valid against the spec,
 every 4xx a valid ``ErrorResponse``. Sized to keep the module to a few tens of seconds."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 from interference.api.app import create_app
 from interference.config import Config, LimitsConfig, ServerConfig
 from interference.providers.base import Provider
-from tests.fakes import ServingFake
-from tests.fuzzing import (
+from tests.support.fakes import ServingFake
+from tests.support.fuzzing import (
     COMPLETIONS,
     EMBEDDINGS,
     completion_requests,

@@ -18,8 +18,8 @@ from interference.errors import (
 from interference.providers.base import collect_chunks
 from interference.providers.gemini import GeminiProvider, gemini_body
 from interference.wire.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
-from tests.integration.gemini_fake import FakeGemini
-from tests.upstream import FakeUpstream, refused_url
+from tests.support.gemini_fake import FakeGemini
+from tests.support.upstream import FakeUpstream, refused_url
 
 pytestmark = pytest.mark.timeout(10)
 

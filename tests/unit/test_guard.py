@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 from interference.api.app import create_app
 from interference.api.routes import routes
 from interference.config import Config, config_from_dict
-from tests.fakes import FakeProvider
-from tests.spec import validate
+from tests.support.fakes import FakeProvider
+from tests.support.spec import validate
 
 KEY, OTHER_KEY = "sk-test-Zq8b2F4mK9", "sk-second-Hw3nP7xR"
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}

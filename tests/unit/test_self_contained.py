@@ -31,7 +31,7 @@ _UP = r"(?:\.parents\[(?P<index>\d+)\]|(?P<parents>(?:\.parent)+))"
 _FILE_NAME = re.compile(rf"^\s*(?P<name>[A-Za-z_]\w*)\s*=\s*{_FILE}{_UP}?\s*(?:#.*)?$")
 _SKIPPED_SUFFIXES = {".png", ".gguf", ".ico", ".woff2"}
 #: files whose ``..`` paths are data: the vendored spec's prose, and this module's examples
-_SKIPPED_FILES = {"tests/spec/openapi.json", "tests/unit/test_self_contained.py"}
+_SKIPPED_FILES = {"tests/support/spec/openapi.json", "tests/unit/test_self_contained.py"}
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,9 @@ def repository_files() -> list[str]:
 def test_nothing_in_the_repository_points_outside_it() -> None:
     files = repository_files()
     assert "Makefile" in files
-    assert "tests/spec/openapi.json" in files  # the spec is vendored, not read from beside us
+    assert (
+        "tests/support/spec/openapi.json" in files
+    )  # the spec is vendored, not read from beside us
     found: list[Escape] = []
     for name in files:
         path = ROOT / name
@@ -149,7 +151,7 @@ def test_the_check_finds_paths_that_leave_the_root(name: str, line: str) -> None
 @pytest.mark.parametrize(
     ("name", "line"),
     [
-        ("tests/spec/__init__.py", 'SPEC_PATH = Path(__file__).with_name("openapi.json")'),
+        ("tests/support/spec/__init__.py", 'SPEC_PATH = Path(__file__).with_name("openapi.json")'),
         ("tests/unit/test_x.py", "ROOT = Path(__file__).resolve().parents[2]"),
         ("bench/x.py", "ROOT = Path(__file__).resolve().parents[1]"),
         ("bench/x.py", "ROOT = Path(__file__).parent.parent"),

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.spec import float_embeddings, validate
+from tests.support.spec import float_embeddings, validate
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

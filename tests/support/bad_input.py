@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from interference.config import LimitsConfig
-from tests.spec import validate
+from tests.support.spec import validate
 
 MODEL = "fake-model"
 PROVIDER = "fake"
 MAX_BODY = 4096
+SLOTS = 2  # of the real engine the corpus runs against (a request may ask for n = SLOTS + 1)
 LIMITS = LimitsConfig(max_messages=4, max_input_chars=200, max_tokens=64)
 JSON = {"content-type": "application/json"}
 
@@ -866,3 +867,17 @@ def check_refusal(response: Any, case: Case) -> None:
         assert error["param"] == case.param
     if case.code is not UNSET:
         assert error["code"] == case.code
+
+
+def serving_config(
+    max_body: int, max_messages: int, max_chars: int, max_tokens: int, slots: int = SLOTS
+) -> str:
+    """``interference serve``'s configuration for the runs against the real engine: the default
+    model as :data:`MODEL` through provider :data:`PROVIDER`, with these limits."""
+    return (
+        f"server:\n  max_body_bytes: {max_body}\n"
+        f"  limits: {{max_messages: {max_messages}, max_input_chars: {max_chars}, "
+        f"max_tokens: {max_tokens}}}\n"
+        f"providers:\n  {PROVIDER}: {{kind: local, parallel: {slots}, context: 512, "
+        f"aliases: [{MODEL}]}}\n"
+    )

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream
 
 TEXT_REPLY: list[dict[str, Any]] = [{"type": "text", "text": "Hello there, world!"}]
 TOOL_REPLY: list[dict[str, Any]] = [

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream
 
 
 def openai_upstream(

@@ -86,13 +86,14 @@ class Processes:
     log_dir: Path
     started: list[Process] = field(default_factory=list)
 
-    def launch(self, name: str, argv: list[str]) -> Process:
+    def launch(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             launched = time.perf_counter()
             popen = subprocess.Popen(
                 argv,
                 cwd=REPO,
+                env={**os.environ, **env} if env else None,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -207,7 +208,10 @@ class Stack:
     processes: dict[str, Process]
 
 
-def start_stack(processes: Processes, timeout_s: float, workers: int = 1) -> Stack:
+def start_stack(
+    processes: Processes, timeout_s: float, workers: int = 1, source: Path | None = None
+) -> Stack:
+    """``source``: serve interference from this ``src`` folder (another checkout's) instead."""
     python = sys.executable
     upstream = processes.launch(
         "upstream", [python, str(BENCH / "fake_upstream.py"), "--chunks", str(STREAM_CHUNKS)]
@@ -230,7 +234,8 @@ def start_stack(processes: Processes, timeout_s: float, workers: int = 1) -> Sta
     startup["passthrough"] = wait_until_answering(proxy, MODEL, timeout_s)
     serve = ["serve", "--port", "0", "--config", str(config), "--log-level", "warning"]
     serve += ["--workers", str(workers)]
-    gateway = processes.launch("interference", [python, "-m", "interference", *serve])
+    env = {"PYTHONPATH": str(source)} if source else None
+    gateway = processes.launch("interference", [python, "-m", "interference", *serve], env)
     ready = wait_for_line(gateway, READY, timeout_s)
     gateway.url = ready.group(2)
     startup["interference"] = wait_until_answering(gateway, MODEL, timeout_s)
@@ -485,6 +490,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, default=BENCH / "results" / "gateway-latest.json", help="output"
     )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help="serve interference from this src folder (another checkout: bench/compare.py)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         for name in ("requests", "requests_c1", "stream_requests", "stream_requests_c1"):
@@ -516,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     with started_processes() as processes:
         print("starting the upstreams, the pass-through and interference ...", flush=True)
-        stack = start_stack(processes, args.startup_timeout, args.workers)
+        stack = start_stack(processes, args.startup_timeout, args.workers, args.source)
         rss_start = {name: rss_mb(p.popen.pid) for name, p in stack.processes.items()}
         scenario_report = run_scenarios(stack, args)
         print("  buffering check ...", flush=True)
@@ -525,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": git("rev-parse", "HEAD"),
+        "source": str(args.source) if args.source else None,
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "cpu_count": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()}",

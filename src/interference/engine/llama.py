@@ -26,8 +26,9 @@ from typing import Any
 
 import orjson
 
+from interference.config import WeightFormat
 from interference.engine.choices import merge_results, merge_streams, one_choice_payloads
-from interference.engine.weights import WeightFormat, prepare_weights
+from interference.engine.weights import prepare_weights
 from interference.errors import (
     ContextLengthExceededError,
     InterferenceError,

@@ -24,12 +24,13 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
+from typing import get_args
+
+from interference.config import WeightFormat
 
 logger = logging.getLogger(__name__)
 
-WeightFormat = Literal["shipped", "q8_0", "q4_0"]
-WEIGHT_FORMATS: tuple[WeightFormat, ...] = ("shipped", "q8_0", "q4_0")
+WEIGHT_FORMATS: tuple[WeightFormat, ...] = get_args(WeightFormat)
 CONVERTER_VERSION = "1"  # part of the cache key: bump when the conversion's output changes
 _FILE_TYPES = {"q4_0": 2, "q8_0": 7}  # llama_ftype values for general.file_type
 

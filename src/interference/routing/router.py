@@ -182,15 +182,6 @@ class Router:
             if model not in chain:
                 chain.append(model)
         endpoint = _ENDPOINTS[type(request)]
-        serving = [d for m in chain for d in m.deployments if endpoint in d.provider.endpoints]
-        if not serving:
-            kinds = sorted({d.provider.kind for m in chain for d in m.deployments})
-            raise InvalidRequestError(
-                f"The model `{request.model}` does not serve {ENDPOINT_NAMES[endpoint]}: "
-                f"none of its deployments ({', '.join(kinds)}) can.",
-                param="model",
-                code="unsupported",
-            )
         pinned = request.provider
         if pinned is not None and pinned not in {p.name for p in self.providers}:
             raise InvalidRequestError(f"Unknown provider `{pinned}`.", param="provider")
@@ -202,6 +193,14 @@ class Router:
                 if pinned is None or deployment.provider.name == pinned:
                     candidates.append(deployment)
         if not candidates:
+            if not any(endpoint in d.provider.endpoints for m in chain for d in m.deployments):
+                kinds = sorted({d.provider.kind for m in chain for d in m.deployments})
+                raise InvalidRequestError(
+                    f"The model `{request.model}` does not serve {ENDPOINT_NAMES[endpoint]}: "
+                    f"none of its deployments ({', '.join(kinds)}) can.",
+                    param="model",
+                    code="unsupported",
+                )
             if pinned is not None and not any(
                 d.provider.name == pinned for m in chain for d in m.deployments
             ):

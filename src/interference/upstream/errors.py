@@ -8,11 +8,11 @@ their I/O in :func:`upstream_errors` instead of each writing the same ``try``/``
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from types import TracebackType
 
 import orjson
 
@@ -114,13 +114,27 @@ async def check_status(provider: str, response: UpstreamResponse) -> None:
     raise error_from_status(provider, response.status_code, body, response.headers)
 
 
-@contextlib.contextmanager
-def upstream_errors(provider: str) -> Iterator[None]:
+class upstream_errors:  # noqa: N801 (used as a function: ``with upstream_errors(name):``)
     """Inside it, a transport failure or a malformed answer becomes the error the router knows
-    (:func:`error_from_exception`); an :class:`InterferenceError` passes as it is."""
-    try:
-        yield
-    except InterferenceError:
-        raise
-    except Exception as exc:
-        raise error_from_exception(provider, exc) from exc
+    (:func:`error_from_exception`); an :class:`InterferenceError` passes as it is.
+
+    A class rather than a ``contextlib.contextmanager``: it is on every upstream call, and a
+    generator-based one costs a generator and its frame each time."""
+
+    __slots__ = ("provider",)
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, InterferenceError) or not isinstance(exc, Exception):
+            return
+        raise error_from_exception(self.provider, exc) from exc

@@ -4,8 +4,10 @@ A commit's ``src`` is checked out into a temporary git worktree, and ``bench/gat
 ``--rounds`` times for each side, alternating (before, after, before, after ...), interference
 served from the worktree's ``src`` (``--source``) for "before" and from this checkout for
 "after" (the upstream, the pass-through and the load generator are this checkout's both times).
-For every cell (non-stream and stream, each concurrency) it prints the median requests/s and
-added p50 latency of each side, and the change; ``--limit`` marks cells that lost more.
+For every cell (non-stream and stream, each concurrency) it prints the median requests/s, CPU
+time per request (interference's process: steadier than throughput on a shared machine) and
+added p50 latency of each side; ``--limit`` marks cells that lost more than that percentage in
+requests/s or in CPU per request.
 
     .venv/bin/python bench/compare.py BEFORE_COMMIT [--rounds 2] [--limit 3] [gateway.py's options]
 """
@@ -34,15 +36,17 @@ def run_gateway(json_path: Path, source: Path | None, extra: list[str]) -> dict[
     return report
 
 
-def cells(report: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """scenario -> (interference req/s, interference added p50 ms)."""
-    return {
-        s["scenario"]: (
-            s["targets"]["interference"]["rps"],
-            s["targets"]["interference"]["added_p50_ms"],
+def cells(report: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """scenario -> interference's (req/s, added p50 ms, CPU µs per request)."""
+    out = {}
+    for scenario in report["scenarios"]:
+        ours = scenario["targets"]["interference"]
+        out[scenario["scenario"]] = (
+            ours["rps"],
+            ours["added_p50_ms"],
+            ours.get("cpu_us_per_request", float("nan")),
         )
-        for s in report["scenarios"]
-    }
+    return out
 
 
 def main() -> int:
@@ -52,7 +56,7 @@ def main() -> int:
     parser.add_argument("--limit", type=float, default=3.0, help="percent lost that is flagged")
     args, gateway_args = parser.parse_known_args()  # the rest goes to bench/gateway.py
     gateway_args = [arg for arg in gateway_args if arg != "--"]
-    runs: dict[str, list[dict[str, tuple[float, float]]]] = {"before": [], "after": []}
+    runs: dict[str, list[dict[str, tuple[float, float, float]]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as folder:
         tree = Path(folder) / "before"
         subprocess.run(
@@ -72,20 +76,28 @@ def main() -> int:
             )
     rounds = args.rounds
     print(f"\nbefore = {args.before}, after = this checkout; medians of {rounds} alternated rounds")
-    header = f"{'cell':<16}{'req/s before':>14}{'after':>10}{'change':>9}"
-    print(f"{header}{'p50+ before':>13}{'after':>9}")
+    print(
+        f"{'cell':<16}{'req/s before':>13}{'after':>8}{'change':>8}"
+        f"{'CPU us/req before':>19}{'after':>8}{'change':>8}{'p50+ ms before':>16}{'after':>7}"
+    )
     flagged = 0
     for name in runs["before"][0]:
-        before = statistics.median(run[name][0] for run in runs["before"])
-        after = statistics.median(run[name][0] for run in runs["after"])
-        added_before = statistics.median(run[name][1] for run in runs["before"])
-        added_after = statistics.median(run[name][1] for run in runs["after"])
-        change = after / before - 1 if before else float("nan")
-        mark = "  <-- over the limit" if change < -args.limit / 100 else ""
+
+        def median(side: str, i: int, cell: str = name) -> float:
+            return statistics.median(run[cell][i] for run in runs[side])
+
+        rps = [median("before", 0), median("after", 0)]
+        cpu = [median("before", 2), median("after", 2)]
+        added = [median("before", 1), median("after", 1)]
+        rps_change = rps[1] / rps[0] - 1 if rps[0] else float("nan")
+        cpu_change = cpu[1] / cpu[0] - 1 if cpu[0] else float("nan")
+        # a loss: fewer requests per second, or more CPU per request
+        mark = "  <-- over the limit" if max(-rps_change, cpu_change) > args.limit / 100 else ""
         flagged += bool(mark)
         print(
-            f"{name:<16}{before:>14.0f}{after:>10.0f}{change:>+9.1%}"
-            f"{added_before:>11.2f}ms{added_after:>7.2f}ms{mark}"
+            f"{name:<16}{rps[0]:>13.0f}{rps[1]:>8.0f}{rps_change:>+8.1%}"
+            f"{cpu[0]:>19.1f}{cpu[1]:>8.1f}{cpu_change:>+8.1%}"
+            f"{added[0]:>16.2f}{added[1]:>7.2f}{mark}"
         )
     print(f"\n{flagged} cell(s) lost more than {args.limit:g} %")
     return 0

@@ -159,8 +159,8 @@ def wait_until_answering(process: Process, model: str, timeout_s: float) -> floa
     raise BenchError(f"{process.name} gave no good chat completion in {timeout_s} s")
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory (VmRSS) of a process and its descendants (workers), in MB."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the workers of ``--workers``)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -168,10 +168,18 @@ def rss_mb(pid: int) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0.0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
         todo += children.get(current, [])
+    return tree
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory (VmRSS) of a process and its descendants (workers), in MB."""
+    total = 0.0
+    for current in process_tree(pid):
         try:
             status = Path(f"/proc/{current}/status").read_text()
         except OSError:
@@ -180,6 +188,21 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1]) / 1024
     return total or math.nan
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process and its descendants have used so far."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / _TICKS
 
 
 def interference_config(upstream: str, slow_upstream: str) -> str:
@@ -278,29 +301,47 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return found
 
 
-def measure(port: int, scenario: Scenario, args: argparse.Namespace) -> loadgen.LoadResult:
-    """A warm-up, then the measured run, against one target."""
+def measure(
+    port: int, scenario: Scenario, args: argparse.Namespace, pid: int | None = None
+) -> tuple[loadgen.LoadResult, float]:
+    """A warm-up, then the measured run, against one target; with ``pid`` (the target's
+    process), also its CPU time per request in µs (steadier than throughput on a shared
+    machine, since it does not count time spent waiting for the CPU), else NaN."""
     request = loadgen.chat_request(HOST, port, MODEL, scenario.stream)
     options = {"concurrency": scenario.concurrency, "stream": scenario.stream}
     warmup = max(scenario.concurrency * 2, int(scenario.requests * args.warmup))
     loadgen.run(HOST, port, request, total=warmup, time_limit_s=args.time_limit, **options)
-    return loadgen.run(
+    cpu_before = cpu_seconds(pid) if pid else math.nan
+    result = loadgen.run(
         HOST, port, request, total=scenario.requests, time_limit_s=args.time_limit, **options
     )
+    cpu = (cpu_seconds(pid) - cpu_before) if pid else math.nan
+    done = result.requests or 1
+    return result, cpu / done * 1e6
 
 
 def run_scenarios(stack: Stack, args: argparse.Namespace) -> list[dict[str, Any]]:
     report = []
     for scenario in scenarios(args):
         results = {}
+        cpu: dict[str, float] = {}
         for target in TARGETS:
             print(f"  {scenario.name:<15} {target:<12} ...", end="", flush=True)
-            result = measure(stack.ports[target], scenario, args)
-            print(f" {result.rps:8.0f} req/s  p50 {result.latency_p50_ms:7.2f} ms", flush=True)
-            results[target] = result
+            process = stack.processes.get(target)
+            pid = process.popen.pid if process else None
+            results[target], cpu[target] = measure(stack.ports[target], scenario, args, pid)
+            result = results[target]
+            spent = f"  cpu {cpu[target]:6.1f} us/req" if pid else ""
+            print(
+                f" {result.rps:8.0f} req/s  p50 {result.latency_p50_ms:7.2f} ms{spent}", flush=True
+            )
         direct = results["direct"].latency_p50_ms
         targets = {
-            target: {**result.summary(), "added_p50_ms": result.latency_p50_ms - direct}
+            target: {
+                **result.summary(),
+                "added_p50_ms": result.latency_p50_ms - direct,
+                "cpu_us_per_request": cpu[target],
+            }
             for target, result in results.items()
         }
         report.append(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,15 @@ def run_gateway(json_path: Path, source: Path | None, extra: list[str]) -> dict[
     return report
 
 
+def run_hot_path(source: Path | None) -> dict[str, float]:
+    """bench/hot_path.py's CPU µs per request, for one side."""
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+    argv = [sys.executable, str(BENCH / "hot_path.py"), "--requests", "2000", "--repeats", "3"]
+    out = subprocess.run([*argv, "--json"], check=True, cwd=REPO, env=env, capture_output=True)
+    figures: dict[str, float] = json.loads(out.stdout)
+    return figures
+
+
 def cells(report: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
     """scenario -> interference's (req/s, added p50 ms, CPU µs per request)."""
     out = {}
@@ -54,9 +64,13 @@ def main() -> int:
     parser.add_argument("before", help="the commit to compare this checkout with")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--limit", type=float, default=3.0, help="percent lost that is flagged")
+    parser.add_argument(
+        "--hot-path-only", action="store_true", help="only bench/hot_path.py (a minute in all)"
+    )
     args, gateway_args = parser.parse_known_args()  # the rest goes to bench/gateway.py
     gateway_args = [arg for arg in gateway_args if arg != "--"]
     runs: dict[str, list[dict[str, tuple[float, float, float]]]] = {"before": [], "after": []}
+    hot: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as folder:
         tree = Path(folder) / "before"
         subprocess.run(
@@ -66,6 +80,9 @@ def main() -> int:
             for round_ in range(args.rounds):
                 for side, source in (("before", tree / "src"), ("after", None)):
                     print(f"\n=== round {round_ + 1}: {side} ===", flush=True)
+                    hot[side].append(run_hot_path(source))
+                    if args.hot_path_only:
+                        continue
                     report = run_gateway(
                         Path(folder) / f"{side}-{round_}.json", source, gateway_args
                     )
@@ -76,11 +93,22 @@ def main() -> int:
             )
     rounds = args.rounds
     print(f"\nbefore = {args.before}, after = this checkout; medians of {rounds} alternated rounds")
+    print("\nbench/hot_path.py: CPU us per request in interference's own code (one thread)")
+    flagged = 0
+    for name in hot["before"][0]:
+        cost = [statistics.median(run[name] for run in hot[side]) for side in ("before", "after")]
+        change = cost[1] / cost[0] - 1
+        mark = "  <-- over the limit" if change > args.limit / 100 else ""
+        flagged += bool(mark)
+        print(f"{name:<16}{cost[0]:>10.1f}{cost[1]:>10.1f}{change:>+8.1%}{mark}")
+    if args.hot_path_only:
+        print(f"\n{flagged} cell(s) lost more than {args.limit:g} %")
+        return 0
+    print("\nbench/gateway.py: interference through uvicorn, in front of the fake upstream")
     print(
         f"{'cell':<16}{'req/s before':>13}{'after':>8}{'change':>8}"
         f"{'CPU us/req before':>19}{'after':>8}{'change':>8}{'p50+ ms before':>16}{'after':>7}"
     )
-    flagged = 0
     for name in runs["before"][0]:
 
         def median(side: str, i: int, cell: str = name) -> float:

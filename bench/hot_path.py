@@ -1,0 +1,131 @@
+"""The CPU time interference's own code spends per request, in one thread, without the network's
+and the machine's noise: for comparing two versions of the hot path.
+
+The app (``create_app``) is driven directly through ASGI on a uvloop loop in the main thread,
+in front of the fake upstream of ``bench/fake_upstream.py`` running in another thread; the main
+thread's CPU time (``time.thread_time``) per request is what the guard, the routes, the router,
+the provider, the upstream client and the SSE relay cost together (uvicorn's HTTP parsing and
+the client's sockets are not in it). Non-stream and stream (50 chunks), one at a time and 16 at
+once; the best of ``--repeats`` runs of ``--requests`` each.
+
+    .venv/bin/python bench/hot_path.py [--requests 3000] [--repeats 5]
+    PYTHONPATH=/path/to/other/checkout/src .venv/bin/python bench/hot_path.py   # another version
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import orjson
+
+from fake_upstream import event_loop_factory, upstream_in_thread
+from interference.api.app import create_app
+from interference.config import config_from_dict
+
+MODEL = "bench-model"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}
+
+
+def app_for(upstream_url: str) -> Any:
+    config = config_from_dict(
+        {
+            "providers": {"up": {"kind": "openai", "base_url": f"{upstream_url}/v1"}},
+            "models": {MODEL: {"deployments": [{"provider": "up"}]}},
+            "openai_aliases": False,
+        },
+        "hot_path.py",
+    )
+    return create_app(config, providers=None)
+
+
+async def call(app: Any, body: bytes) -> int:
+    """One POST through the app; the bytes of the answer it sent."""
+    delivered = False
+    size = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal size
+        size += len(message.get("body", b""))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "state": {},
+        "app": app,
+    }
+    await app(scope, receive, send)
+    return size
+
+
+async def scenario(app: Any, stream: bool, concurrency: int, requests: int) -> float:
+    """Main-thread CPU µs per request for ``requests`` calls, ``concurrency`` at a time."""
+    body = orjson.dumps({**BODY, "stream": stream})
+    for _ in range(concurrency * 4):  # warm-up: connections, caches
+        await call(app, body)
+    started = time.thread_time()
+    done = 0
+    while done < requests:
+        batch = min(concurrency, requests - done)
+        sizes = await asyncio.gather(*(call(app, body) for _ in range(batch)))
+        assert all(sizes), "an empty answer"
+        done += batch
+    return (time.thread_time() - started) / requests * 1e6
+
+
+async def run(upstream_url: str, requests: int, repeats: int) -> dict[str, float]:
+    app = app_for(upstream_url)
+    results: dict[str, list[float]] = {}
+    async with app.router.lifespan_context(app):
+        for _ in range(repeats):
+            for stream in (False, True):
+                for concurrency in (1, 16):
+                    name = f"{'stream' if stream else 'non-stream'} c={concurrency}"
+                    count = requests // 4 if stream else requests
+                    cost = await scenario(app, stream, concurrency, count)
+                    results.setdefault(name, []).append(cost)
+    return {name: min(costs) for name, costs in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="non-stream; streams: 1/4")
+    parser.add_argument("--repeats", type=int, default=5, help="the best of these is kept")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    args = parser.parse_args()
+    with upstream_in_thread(chunks=50) as upstream:
+        loop = event_loop_factory()
+        try:
+            figures = loop.run_until_complete(run(upstream.url, args.requests, args.repeats))
+        finally:
+            loop.close()
+    if args.json:
+        print(json.dumps(figures))
+        return
+    for name, cost in figures.items():
+        print(f"{name:<16}{cost:8.1f} us of CPU per request")
+
+
+if __name__ == "__main__":
+    main()

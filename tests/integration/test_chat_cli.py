@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +66,13 @@ def spawn(upstream: FakeUpstream) -> Iterator[list[pexpect.spawn]]:
             child.terminate(force=True)
 
 
+def _interruptible() -> None:
+    """Ctrl-C interrupts the child as on a user's terminal, even when this test run was started
+    with SIGINT ignored (a background job of a non-interactive shell is), which it would inherit
+    and keep: Python installs no KeyboardInterrupt handler over an ignored SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def repl(spawn: list[pexpect.spawn], url: str, *args: str, **env: str) -> pexpect.spawn:
     child = pexpect.spawn(
         sys.executable,
@@ -72,6 +80,7 @@ def repl(spawn: list[pexpect.spawn], url: str, *args: str, **env: str) -> pexpec
         env=environment(**env),
         encoding="utf-8",
         timeout=TIMEOUT,
+        preexec_fn=_interruptible,
     )
     spawn.append(child)
     child.expect_exact("/help lists the commands")

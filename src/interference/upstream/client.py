@@ -22,6 +22,23 @@ class ProtocolError(ValueError):
     """The upstream's answer is malformed or exceeds a bound: a 502, the connection closed."""
 
 
+class ReadAnswer:
+    """What every client's answer shares: its status, and the body once read whole."""
+
+    status_code: int
+    _content: bytes | None
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError("the body of a streamed response is read with aread()")
+        return self._content
+
+
 class UpstreamResponse(Protocol):
     """The few things providers read from an upstream answer."""
 

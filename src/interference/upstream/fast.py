@@ -38,7 +38,7 @@ from typing import Any, cast
 import httptools
 
 from interference import __version__
-from interference.upstream.client import ConnectError, ProtocolError
+from interference.upstream.client import ConnectError, ProtocolError, ReadAnswer
 
 _KEEPALIVE_S = 30.0
 _HIGH_WATER = 1 << 20
@@ -197,7 +197,7 @@ def _body_too_large() -> ProtocolError:
     return ProtocolError(f"the upstream's answer exceeds {_MAX_BODY} bytes")
 
 
-class FastResponse:
+class FastResponse(ReadAnswer):
     """An answer read from one of the pool's connections
     (:class:`~interference.upstream.client.UpstreamResponse`)."""
 
@@ -206,16 +206,6 @@ class FastResponse:
         self.status_code = connection.status
         self.headers: Mapping[str, str] = connection.headers  # names in lower case
         self._content = content
-
-    @property
-    def is_success(self) -> bool:
-        return 200 <= self.status_code < 300
-
-    @property
-    def content(self) -> bytes:
-        if self._content is None:
-            raise RuntimeError("the body of a streamed response is read with aread()")
-        return self._content
 
     async def aread(self) -> bytes:
         """The whole body; one over ``_MAX_BODY`` bytes raises :class:`ProtocolError` and

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 import httpx
 
 from interference import __version__
-from interference.upstream.client import ConnectError, ProtocolError
+from interference.upstream.client import ConnectError, ProtocolError, ReadAnswer
 
 MAX_BODY = 64 << 20  # bytes of a body read whole, as the fast client's bound
 
@@ -45,7 +45,7 @@ def _as_transport_errors() -> Iterator[None]:
         raise ConnectionError(str(exc) or type(exc).__name__) from exc
 
 
-class HttpxResponse:
+class HttpxResponse(ReadAnswer):
     """An httpx answer (:class:`~interference.upstream.client.UpstreamResponse`)."""
 
     def __init__(self, response: httpx.Response, content: bytes | None = None) -> None:
@@ -53,16 +53,6 @@ class HttpxResponse:
         self.status_code = response.status_code
         self.headers: Mapping[str, str] = response.headers  # looked up case-insensitively
         self._content = content
-
-    @property
-    def is_success(self) -> bool:
-        return 200 <= self.status_code < 300
-
-    @property
-    def content(self) -> bytes:
-        if self._content is None:
-            raise RuntimeError("the body of a streamed response is read with aread()")
-        return self._content
 
     async def aread(self) -> bytes:
         if self._content is None:

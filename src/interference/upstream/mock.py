@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from interference.upstream.client import ReadAnswer
+
 
 @dataclass
 class MockRequest:
@@ -41,7 +43,7 @@ class MockAnswer:
 Handler = Callable[[MockRequest], MockAnswer | Awaitable[MockAnswer]]
 
 
-class MockResponse:
+class MockResponse(ReadAnswer):
     """A :class:`MockAnswer` as an :class:`~interference.upstream.client.UpstreamResponse`."""
 
     def __init__(self, answer: MockAnswer) -> None:
@@ -51,16 +53,6 @@ class MockResponse:
         self._blocks = [body] if isinstance(body, bytes) else list(body)
         self._content: bytes | None = None
         self.closed = False
-
-    @property
-    def is_success(self) -> bool:
-        return 200 <= self.status_code < 300
-
-    @property
-    def content(self) -> bytes:
-        if self._content is None:
-            raise RuntimeError("the body of a streamed response is read with aread()")
-        return self._content
 
     async def aread(self) -> bytes:
         if self._content is None:

@@ -170,11 +170,20 @@ class ForwardProxy:
         self._server = future.result(timeout=10)
         return self
 
-    def stop(self) -> None:
+    async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
+        current = asyncio.current_task()
+        relays = [task for task in asyncio.all_tasks() if task is not current]
+        for task in relays:  # connections still relayed: end them, not leave them pending
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        self._loop.close()
         self._sock.close()
 
     def __enter__(self) -> ForwardProxy:

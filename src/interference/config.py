@@ -242,8 +242,8 @@ class Timeouts(BaseModel):
     total: float = Field(default=600, gt=0, description="the whole answer")
 
 
-#: the remote provider kinds: each names a module of ``interference.providers`` and its entry
-#: in ``interference.providers.REMOTE_KINDS`` (docs/development.md: adding a kind)
+#: the remote provider kinds, the one list of them: each is also the name of the module of
+#: ``interference.providers`` that implements it (docs/development.md: adding a kind)
 RemoteKind = Literal["openai", "anthropic", "gemini"]
 
 

@@ -256,9 +256,13 @@ def test_slots_must_be_a_power_of_two_only_with_embeddings() -> None:
 
 
 def test_every_remote_kind_has_a_provider_and_every_provider_a_kind() -> None:
+    """The kinds are listed once (config.RemoteKind); each names its module and class."""
     from typing import get_args
 
     from interference.config import RemoteKind
     from interference.providers import REMOTE_KINDS
+    from interference.providers.anthropic import AnthropicProvider
 
     assert set(REMOTE_KINDS) == set(get_args(RemoteKind))
+    assert REMOTE_KINDS["anthropic"] is AnthropicProvider
+    assert all(provider.kind == kind for kind, provider in REMOTE_KINDS.items())

@@ -1,21 +1,45 @@
-"""Providers: the things that answer requests. One module per provider kind."""
+"""Providers: the things that answer requests. One module per provider kind.
+
+A remote kind's name in ``config.RemoteKind`` is the name of its module here, which holds the
+one :class:`~interference.providers.http.HTTPProvider` subclass whose ``kind`` is that name:
+adding a kind is that module and that one name (docs/development.md, "Adding a provider kind").
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import get_args
 
-from interference.config import LocalModelConfig, RemoteProviderConfig
+from interference.config import LocalModelConfig, RemoteKind, RemoteProviderConfig
 from interference.engine import resolve_model
 from interference.providers.anthropic import AnthropicProvider
 from interference.providers.base import Provider, ServedModel, collect_chunks
 from interference.providers.gemini import GeminiProvider
+from interference.providers.http import HTTPProvider
 from interference.providers.local import LocalProvider
 from interference.providers.openai import OpenAIProvider
 
-#: remote provider kinds by the name a configuration file uses (config.RemoteKind lists them)
-REMOTE_KINDS: dict[str, Callable[[str, RemoteProviderConfig], Provider]] = {
-    provider.kind: provider for provider in (OpenAIProvider, AnthropicProvider, GeminiProvider)
-}
+
+def _remote_kinds() -> dict[str, type[HTTPProvider]]:
+    """Each name of ``config.RemoteKind`` with the provider class of its module."""
+    kinds: dict[str, type[HTTPProvider]] = {}
+    for kind in get_args(RemoteKind):
+        module = importlib.import_module(f"{__name__}.{kind}")
+        found = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, HTTPProvider)
+            and getattr(value, "kind", None) == kind
+        ]
+        if len(found) != 1:
+            raise ImportError(f"{module.__name__} must define one HTTPProvider of kind {kind!r}")
+        kinds[kind] = found[0]
+    return kinds
+
+
+#: remote provider kinds by the name a configuration file uses
+REMOTE_KINDS: dict[str, type[HTTPProvider]] = _remote_kinds()
 
 
 def build_provider(name: str, config: LocalModelConfig | RemoteProviderConfig) -> Provider:

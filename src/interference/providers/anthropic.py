@@ -41,7 +41,6 @@ from interference.errors import (
 from interference.providers.http import HTTPProvider, json_object
 from interference.providers.tool_use import ToolUse, tool_use
 from interference.upstream.client import UpstreamClient
-from interference.upstream.errors import check_status, upstream_errors
 from interference.upstream.sse import sse_data
 from interference.wire.chat import (
     AssistantMessage,
@@ -70,8 +69,6 @@ ANTHROPIC_VERSION = "2023-06-01"
 #: ``max_tokens`` sent when the client sets no bound (Anthropic requires one)
 DEFAULT_MAX_TOKENS = 4096
 
-_JSON = {"content-type": "application/json", "accept": "application/json"}
-_SSE = {"content-type": "application/json", "accept": "text/event-stream"}
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -391,21 +388,14 @@ class AnthropicProvider(HTTPProvider):
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         body = _body(request, model, stream=True)
         translator = _StreamTranslator(self.name, model)
-        with upstream_errors(self.name):
-            async with self.client.stream(
-                "POST", self._path, content=body, headers=_SSE
-            ) as response:
-                await check_status(self.name, response)
-                async for data in sse_data(response):
-                    for chunk in translator.feed(json_object(data)):
-                        yield chunk
-                    if translator.done:
-                        return
-            raise UpstreamError(f"{self.name}: the upstream stream ended without message_stop")
+        async with self.open_stream(self._path, body) as response:
+            async for data in sse_data(response):
+                for chunk in translator.feed(json_object(data)):
+                    yield chunk
+                if translator.done:
+                    return
+        raise UpstreamError(f"{self.name}: the upstream stream ended without message_stop")
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         body = _body(request, model, stream=False)
-        with upstream_errors(self.name):
-            response = await self.client.post(self._path, content=body, headers=_JSON)
-            await check_status(self.name, response)
-            return _completion(json_object(response.content), model)
+        return await self.post_json(self._path, body, lambda data: _completion(data, model))

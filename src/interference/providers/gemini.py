@@ -29,10 +29,10 @@ import orjson
 
 from interference.config import RemoteProviderConfig
 from interference.errors import InterferenceError, InvalidRequestError, UpstreamError
-from interference.providers.http import HTTPProvider, json_object
+from interference.providers.http import JSON, HTTPProvider, json_object
 from interference.providers.tool_use import ToolUse, tool_use
 from interference.upstream.client import UpstreamClient
-from interference.upstream.errors import check_status, error_from_status, upstream_errors
+from interference.upstream.errors import error_from_status
 from interference.upstream.sse import sse_data
 from interference.wire.chat import (
     AssistantMessage,
@@ -57,7 +57,6 @@ from interference.wire.chat import (
 from interference.wire.common import PromptTokensDetails, Usage
 from interference.wire.tools import FunctionDefinition, JsonObjectFormat, JsonSchemaFormat
 
-_JSON = {"content-type": "application/json", "accept": "application/json"}
 _FILTERED = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY")
 #: Gemini ``finishReason`` -> OpenAI ``finish_reason``; any other reason (OTHER, LANGUAGE,
 #: MALFORMED_FUNCTION_CALL...) ends the choice as ``stop``.
@@ -325,13 +324,8 @@ class GeminiProvider(HTTPProvider):
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         body = orjson.dumps(gemini_body(request))
-        with upstream_errors(self.name):
-            response = await self.client.post(
-                self._path(model, "generateContent"), content=body, headers=_JSON
-            )
-            await check_status(self.name, response)
-            data = json_object(response.content)
-            return self._completion(data, model)
+        path = self._path(model, "generateContent")
+        return await self.post_json(path, body, lambda data: self._completion(data, model))
 
     def _completion(self, data: dict[str, Any], model: str) -> ChatCompletion:
         if "error" in data:
@@ -365,45 +359,41 @@ class GeminiProvider(HTTPProvider):
         def chunk(choices: list[ChunkChoice]) -> ChatCompletionChunk:
             return ChatCompletionChunk(choices=choices, **head)
 
-        with upstream_errors(self.name):
-            async with self.client.stream(
-                "POST", path, params={"alt": "sse"}, content=body, headers=_JSON
-            ) as response:
-                await check_status(self.name, response)
-                async for data in sse_data(response):
-                    event = json_object(data)
-                    if "error" in event:
-                        raise _event_error(self.name, data, event)
-                    _check_blocked(self.name, event)
-                    head = head or {
-                        "id": _completion_id(event),
-                        "created": int(time.time()),
-                        "model": str(event.get("modelVersion") or model),
-                    }
-                    if isinstance(event.get("usageMetadata"), dict):
-                        usage = _usage(event["usageMetadata"])
-                    for candidate in event.get("candidates") or ():
-                        i = _index(candidate)
-                        if i not in started:
-                            started.add(i)
-                            role = Delta(role="assistant", content="")
-                            yield chunk([ChunkChoice(index=i, delta=role)])
-                        text, calls = _parts(candidate)
-                        if text:
-                            yield chunk([ChunkChoice(index=i, delta=Delta(content=text))])
-                        if calls:
-                            first = calls_so_far.get(i, 0)
-                            calls_so_far[i] = first + len(calls)
-                            deltas = [_call_delta(first + k, c) for k, c in enumerate(calls)]
-                            yield chunk([ChunkChoice(index=i, delta=Delta(tool_calls=deltas))])
-                        if reason := candidate.get("finishReason"):
-                            finished.add(i)
-                            final = _finish(reason, i in calls_so_far)
-                            yield chunk([ChunkChoice(index=i, delta=Delta(), finish_reason=final)])
-            if not started:
-                raise UpstreamError(f"{self.name}: the upstream stream had no candidates")
-            if started - finished:
-                raise UpstreamError(f"{self.name}: the upstream stream ended before its finish")
+        async with self.open_stream(path, body, headers=JSON, params={"alt": "sse"}) as response:
+            async for data in sse_data(response):
+                event = json_object(data)
+                if "error" in event:
+                    raise _event_error(self.name, data, event)
+                _check_blocked(self.name, event)
+                head = head or {
+                    "id": _completion_id(event),
+                    "created": int(time.time()),
+                    "model": str(event.get("modelVersion") or model),
+                }
+                if isinstance(event.get("usageMetadata"), dict):
+                    usage = _usage(event["usageMetadata"])
+                for candidate in event.get("candidates") or ():
+                    i = _index(candidate)
+                    if i not in started:
+                        started.add(i)
+                        role = Delta(role="assistant", content="")
+                        yield chunk([ChunkChoice(index=i, delta=role)])
+                    text, calls = _parts(candidate)
+                    if text:
+                        yield chunk([ChunkChoice(index=i, delta=Delta(content=text))])
+                    if calls:
+                        first = calls_so_far.get(i, 0)
+                        calls_so_far[i] = first + len(calls)
+                        deltas = [_call_delta(first + k, c) for k, c in enumerate(calls)]
+                        yield chunk([ChunkChoice(index=i, delta=Delta(tool_calls=deltas))])
+                    if reason := candidate.get("finishReason"):
+                        finished.add(i)
+                        final = _finish(reason, i in calls_so_far)
+                        yield chunk([ChunkChoice(index=i, delta=Delta(), finish_reason=final)])
+        if not started:
+            raise UpstreamError(f"{self.name}: the upstream stream had no candidates")
+        if started - finished:
+            raise UpstreamError(f"{self.name}: the upstream stream ended before its finish")
         if usage is not None:
             yield ChatCompletionChunk(choices=[], usage=usage, **head)
 

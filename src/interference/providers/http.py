@@ -4,17 +4,24 @@ parsing of upstream objects. The client, SSE decoding and error mapping live in
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from interference.config import RemoteProviderConfig
 from interference.errors import UpstreamError
 from interference.providers.base import Provider, ServedModel
-from interference.upstream.client import UpstreamClient
+from interference.upstream.client import UpstreamClient, UpstreamResponse
+from interference.upstream.errors import check_status, upstream_errors
 from interference.upstream.fast import FastClient
 from interference.upstream.httpx_client import HttpxClient
+
+T = TypeVar("T")
+JSON = {"content-type": "application/json", "accept": "application/json"}
+SSE = {"content-type": "application/json", "accept": "text/event-stream"}
 
 
 def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> UpstreamClient:
@@ -73,6 +80,43 @@ class HTTPProvider(Provider):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    # --- the I/O every HTTP provider does, so that a provider's own module only translates
+
+    async def post_json(
+        self,
+        path: str,
+        body: bytes,
+        parse: Callable[[dict[str, Any]], T],
+        *,
+        params: Mapping[str, str] | None = None,
+    ) -> T:
+        """POST a JSON ``body`` and ``parse`` the answer's JSON object. A refusal, a transport
+        failure, a non-2xx status or an answer ``parse`` cannot read becomes the error the
+        router knows (:mod:`interference.upstream.errors`)."""
+        with upstream_errors(self.name):
+            response = await self.client.post(path, content=body, headers=JSON, params=params)
+            await check_status(self.name, response)
+            return parse(json_object(response.content))
+
+    @contextlib.asynccontextmanager
+    async def open_stream(
+        self,
+        path: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] = SSE,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[UpstreamResponse]:
+        """POST ``body`` and hand over the (2xx) answer, its body unread; whatever fails inside
+        the block, reading or translating, becomes the error the router knows, as in
+        :meth:`post_json`. Leaving the block before the body's end closes the connection."""
+        with upstream_errors(self.name):
+            async with self.client.stream(
+                "POST", path, content=body, headers=headers, params=params
+            ) as response:
+                await check_status(self.name, response)
+                yield response
 
     @property
     def client(self) -> UpstreamClient:

@@ -9,23 +9,22 @@ rewritten: :mod:`interference.wire.chunks`), streamed events as they arrive.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar, TypeVar
 
 import orjson
 from pydantic import BaseModel
 
 from interference.errors import UpstreamError
-from interference.providers.http import HTTPProvider, json_object
-from interference.upstream.errors import check_status, error_from_exception, upstream_errors
+from interference.providers.http import JSON, HTTPProvider, json_object
+from interference.upstream.errors import error_from_exception
 from interference.upstream.sse import sse_batches
 from interference.wire.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from interference.wire.chunks import Kind, RawChunk, RawReply
 from interference.wire.completions import Completion, CompletionRequest
 from interference.wire.embeddings import EmbeddingList, EmbeddingRequest
 
-_JSON = {"content-type": "application/json", "accept": "application/json"}
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 Forwarded = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
@@ -54,18 +53,18 @@ class OpenAIProvider(HTTPProvider):
         self, path: str, body: bytes, kind: Kind
     ) -> AsyncGenerator[list[RawChunk], None]:
         """The upstream's SSE stream, each arrival's events as one batch, until ``[DONE]``."""
-        with upstream_errors(self.name):
-            async with self.client.stream("POST", path, content=body, headers=_JSON) as response:
-                await check_status(self.name, response)
-                async with aclosing(sse_batches(response)) as arrivals:
-                    async for events in arrivals:
-                        batch, done = self._decode(events, kind)
-                        if batch:
-                            yield batch
-                        if done:
-                            await response.drain()  # keeps the connection for the next request
-                            return
-            raise UpstreamError(f"{self.name}: the upstream stream ended without [DONE]")
+        async with (
+            self.open_stream(path, body, headers=JSON) as response,
+            aclosing(sse_batches(response)) as arrivals,
+        ):
+            async for events in arrivals:
+                batch, done = self._decode(events, kind)
+                if batch:
+                    yield batch
+                if done:
+                    await response.drain()  # keeps the connection for the next request
+                    return
+        raise UpstreamError(f"{self.name}: the upstream stream ended without [DONE]")
 
     def _decode(self, events: list[bytes], kind: Kind) -> tuple[list[RawChunk], bool]:
         """The chunks of ``events`` and whether ``[DONE]`` came; an error event or a malformed
@@ -80,12 +79,6 @@ class OpenAIProvider(HTTPProvider):
             batch.append(RawChunk(event, kind))
         return batch, False
 
-    async def _post(self, path: str, body: bytes, parse: Callable[[dict[str, Any]], T]) -> T:
-        with upstream_errors(self.name):
-            response = await self.client.post(path, content=body, headers=_JSON)
-            await check_status(self.name, response)
-            return parse(json_object(response.content))
-
     # --- the routes' fast path: the upstream's JSON with only id, created and model rewritten
 
     def chat_batches(
@@ -96,7 +89,7 @@ class OpenAIProvider(HTTPProvider):
 
     async def chat_reply(self, request: ChatCompletionRequest, model: str) -> RawReply:
         body = self._body(request, model, stream=False)
-        return await self._post("/chat/completions", body, RawReply.chat)
+        return await self.post_json("/chat/completions", body, RawReply.chat)
 
     def text_batches(
         self, request: CompletionRequest, model: str
@@ -106,7 +99,7 @@ class OpenAIProvider(HTTPProvider):
 
     async def text_reply(self, request: CompletionRequest, model: str) -> RawReply:
         body = self._body(request, model, stream=False)
-        return await self._post("/completions", body, RawReply.text)
+        return await self.post_json("/completions", body, RawReply.text)
 
     # --- the provider interface: pydantic models
 
@@ -117,7 +110,7 @@ class OpenAIProvider(HTTPProvider):
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         body = self._body(request, model, stream=False)
-        return await self._post("/chat/completions", body, ChatCompletion.model_validate)
+        return await self.post_json("/chat/completions", body, ChatCompletion.model_validate)
 
     def stream_text(
         self, request: CompletionRequest, model: str
@@ -126,7 +119,7 @@ class OpenAIProvider(HTTPProvider):
 
     async def complete_text(self, request: CompletionRequest, model: str) -> Completion:
         body = self._body(request, model, stream=False)
-        return await self._post("/completions", body, Completion.model_validate)
+        return await self.post_json("/completions", body, Completion.model_validate)
 
     async def _models(
         self, batches: AsyncGenerator[list[RawChunk], None], model_type: type[M]
@@ -144,4 +137,4 @@ class OpenAIProvider(HTTPProvider):
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
         body = self._body(request, model, stream=None)
-        return await self._post("/embeddings", body, EmbeddingList.model_validate)
+        return await self.post_json("/embeddings", body, EmbeddingList.model_validate)

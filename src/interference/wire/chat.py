@@ -1,5 +1,11 @@
 """The OpenAI chat completions dialect: ``POST /v1/chat/completions``, its request, answer and
-stream chunk, mirroring the spec (https://platform.openai.com/docs/api-reference/chat/create)."""
+stream chunk, mirroring the spec (https://platform.openai.com/docs/api-reference/chat/create).
+
+The request's fields are in reading order rather than the spec's (which comes out of its
+``allOf`` composition and puts ``top_logprobs`` before ``logprobs``): the rules across fields are
+checked on the later field, which sees the earlier ones validated, so ``logprobs`` comes before
+``top_logprobs`` and ``tools`` before ``tool_choice``. The other dialects follow their spec's
+order."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ class EmbeddingRequest(WireModel):
 
     model_config = _REQUEST
 
-    model: Annotated[str, Field(min_length=1)]
     input: Prompt
+    model: Annotated[str, Field(min_length=1)]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None

@@ -1,15 +1,18 @@
-"""The one place where failures become OpenAI error responses.
+"""The one place where failures become error responses, in the dialect of the route.
 
-Every :class:`~interference.errors.InterferenceError` becomes its status and
-``{"error": {"message", "type", "param", "code"}}``; Starlette's own 404/405 and anything
-unexpected become the same shape (an unexpected failure is logged with its traceback, and
-the client gets a 500 body without one).
+Every :class:`~interference.errors.InterferenceError` becomes its status and, on the OpenAI
+routes, ``{"error": {"message", "type", "param", "code"}}``; on Anthropic's (``/v1/messages``)
+``{"type": "error", "error": {"type", "message"}}`` with Anthropic's error types, and a context
+overflow says ``prompt is too long: N tokens > M maximum`` (the words Claude Code compacts on).
+Starlette's own 404/405 and anything unexpected become the same shapes (an unexpected failure
+is logged with its traceback, and the client gets a 500 body without one).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from typing import Any, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -18,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from interference.api.record import record_of
+from interference.api.sse import DONE, event
 from interference.errors import (
+    ContextLengthExceededError,
     InterferenceError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -34,17 +39,60 @@ logger = logging.getLogger(__name__)
 _UNION_MEMBERS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
-def error_body(exc: InterferenceError) -> bytes:
+Dialect = Literal["openai", "anthropic"]
+
+#: Anthropic's error types by status (https://docs.claude.com/en/api/errors); other 4xx are
+#: ``invalid_request_error``, other 5xx ``api_error``
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+_OVERFLOW = re.compile(r"\((\d+) tokens\).*?\((\d+) tokens\)")
+
+
+def dialect_of(path: str) -> Dialect:
+    """The API dialect a route speaks, by its path."""
+    return "anthropic" if path.startswith("/v1/messages") else "openai"
+
+
+def _anthropic_error(exc: InterferenceError) -> dict[str, Any]:
+    kind = _ANTHROPIC_TYPES.get(exc.status)
+    if kind is None:
+        kind = "invalid_request_error" if exc.status < 500 else "api_error"
+    message = exc.message
+    if isinstance(exc, ContextLengthExceededError):
+        found = _OVERFLOW.search(message)
+        head = f"{found.group(1)} tokens > {found.group(2)} maximum" if found else message
+        message = f"prompt is too long: {head}"
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def error_body(exc: InterferenceError, dialect: Dialect = "openai") -> bytes:
+    if dialect == "anthropic":
+        return orjson.dumps(_anthropic_error(exc))
     return orjson.dumps({"error": exc.to_dict()})
 
 
-def error_response(exc: InterferenceError) -> Response:
+def error_response(exc: InterferenceError, dialect: Dialect = "openai") -> Response:
     return Response(
-        error_body(exc),
+        error_body(exc, dialect),
         status_code=exc.status,
         media_type="application/json",
         headers=exc.headers,
     )
+
+
+def stream_error(exc: InterferenceError, dialect: Dialect = "openai") -> bytes:
+    """An error as the last of a stream's events: OpenAI's ``data:`` event then ``[DONE]``,
+    Anthropic's ``error`` event."""
+    if dialect == "anthropic":
+        return b"event: error\ndata: " + error_body(exc, dialect) + b"\n\n"
+    return event(error_body(exc)) + DONE
 
 
 def _param(loc: tuple[Any, ...], data: Any, missing: bool) -> str | None:
@@ -132,7 +180,7 @@ async def _on_interference_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InterferenceError)
     record = record_of(request.scope)
     record.error, record.error_message = exc.code, exc.message
-    return error_response(exc)
+    return error_response(exc, dialect_of(request.url.path))
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
@@ -155,7 +203,8 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(ServerError("The server had an error while processing your request."))
+    error = ServerError("The server had an error while processing your request.")
+    return error_response(error, dialect_of(request.url.path))
 
 
 EXCEPTION_HANDLERS = {

@@ -31,10 +31,9 @@ from collections import Counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from interference.api.errors import error_body, error_response
+from interference.api.errors import dialect_of, error_response, stream_error
 from interference.api.keys import KeyRing, presented_key
 from interference.api.record import SCOPE_KEY, RequestRecord
-from interference.api.sse import DONE, event
 from interference.api.watchdog import Watchdog
 from interference.config import LimitsConfig
 from interference.errors import (
@@ -275,7 +274,7 @@ async def _send_error(
     scope: Scope, send: Send, error: InterferenceError, record: RequestRecord
 ) -> None:
     record.error, record.error_message = error.code, error.message
-    await error_response(error)(scope, _no_receive, send)
+    await error_response(error, dialect_of(scope["path"]))(scope, _no_receive, send)
 
 
 async def _no_receive() -> Message:
@@ -293,7 +292,7 @@ async def _answer_error(
             await _send_error(scope, send, error, record)
         elif record.sse:
             record.error = error.code
-            body = event(error_body(error)) + DONE
+            body = stream_error(error, dialect_of(scope["path"]))
             await send({"type": "http.response.body", "body": body, "more_body": False})
         else:
             RESPONSE_CUT.set(True)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from interference import __version__
-from interference.api.errors import error_body, from_validation_error, invalid_json
+from interference.api.errors import from_validation_error, invalid_json, stream_error
 from interference.api.limits import check_limits
 from interference.api.record import record_of
 from interference.api.sse import DONE, EventStreamResponse, event
@@ -165,11 +165,13 @@ async def _generate(
             record.outcome = "ok"
         except InterferenceError as exc:
             record.outcome, record.error, record.error_message = "error", exc.code, exc.message
-            yield event(error_body(exc))
+            yield stream_error(exc)
+            return
         except Exception:
             record.outcome, record.error = "error", "internal_error"
             record.exception = sys.exc_info()[1]  # logged once, on the request's line
-            yield event(error_body(ServerError("The stream ended because of a server error.")))
+            yield stream_error(ServerError("The stream ended because of a server error."))
+            return
         finally:
             await chunks.aclose()
         yield DONE

@@ -167,6 +167,12 @@ class ServerConfig(BaseModel):
     shutdown_grace_s: float = Field(
         default=10, ge=0, description="on SIGTERM, in-flight requests get this long to finish"
     )
+    keepalive_s: float = Field(
+        default=5,
+        gt=0,
+        description="an agent dialect's stream (Anthropic's) waiting for its first token "
+        "sends a keep-alive event this often",
+    )
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig, description="per-request and per-client bounds"
     )

@@ -21,11 +21,27 @@ def openai_upstream(
     words: int = 5,
     pieces: list[str] | None = None,
     tls: tuple[str, str] | None = None,
+    tool_arguments: str | None = None,
+    reasoning: list[str] | None = None,
 ) -> FakeUpstream:
     """``pieces``, when given and not empty, is the streamed answer's content, piece by piece
     (read at each request: a test may change the list in place); else ``words`` words.
-    ``tls``: serve https with this (certificate, key)."""
+    ``tls``: serve https with this (certificate, key).
+
+    ``tool_arguments``: when a request offers tools and its last message is the user's, the
+    answer is a call of the first tool with these arguments (streamed in two pieces), as a model
+    would; after the tool's result the answer is text again. ``reasoning``: the pieces of a
+    ``reasoning_content`` sent before the answer, as a reasoning model's server does."""
     upstream: FakeUpstream
+
+    def tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
+        tools = body.get("tools") or []
+        if tool_arguments is None or not tools or body["messages"][-1]["role"] != "user":
+            return None
+        if body.get("tool_choice") == "none":
+            return None
+        name = tools[0]["function"]["name"]
+        return {"id": f"call_{name}_1", "type": "function", "function": {"name": name}}
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         body = {
@@ -59,9 +75,21 @@ def openai_upstream(
         text = [f"Hello from {name}"] + [f" w{i}" for i in range(words - 1)]
         if pieces:
             text = list(pieces)
+        call = tool_call(body)
         if not body.get("stream"):
             if faults.malformed:
                 return Response(b'{"id": "x", "choices": [', media_type="application/json")
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": None if call else "".join(text),
+                "refusal": None,
+            }
+            if call:
+                message["tool_calls"] = [
+                    call | {"function": call["function"] | {"arguments": tool_arguments}}
+                ]
+            if reasoning:
+                message["reasoning_content"] = "".join(reasoning)
             return JSONResponse(
                 {
                     "id": f"chatcmpl-{name}",
@@ -71,12 +99,8 @@ def openai_upstream(
                     "choices": [
                         {
                             "index": 0,
-                            "message": {
-                                "role": "assistant",
-                                "content": "".join(text),
-                                "refusal": None,
-                            },
-                            "finish_reason": "stop",
+                            "message": message,
+                            "finish_reason": "tool_calls" if call else "stop",
                             "logprobs": None,
                         }
                     ],
@@ -93,6 +117,16 @@ def openai_upstream(
             finished = False
             try:
                 yield chunk({"role": "assistant", "content": ""}, model=body["model"])
+                for thought in reasoning or ():
+                    yield chunk({"reasoning_content": thought}, model=body["model"])
+                if call and tool_arguments is not None:
+                    half = len(tool_arguments) // 2
+                    first = call | {"index": 0}
+                    first["function"] = call["function"] | {"arguments": tool_arguments[:half]}
+                    yield chunk({"tool_calls": [first]}, model=body["model"])
+                    rest = {"index": 0, "function": {"arguments": tool_arguments[half:]}}
+                    yield chunk({"tool_calls": [rest]}, model=body["model"])
+                    text = []
                 for i, piece in enumerate(text):
                     if faults.cut_after_chunks is not None and i == faults.cut_after_chunks:
                         raise ConnectionAbortedError("cut on purpose")
@@ -103,7 +137,7 @@ def openai_upstream(
                     if faults.chunk_delay:
                         await asyncio.sleep(faults.chunk_delay)
                     yield chunk({"content": piece}, model=body["model"])
-                yield chunk({}, "stop", model=body["model"])
+                yield chunk({}, "tool_calls" if call else "stop", model=body["model"])
                 if (body.get("stream_options") or {}).get("include_usage"):
                     usage = {
                         "prompt_tokens": 3,

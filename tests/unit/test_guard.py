@@ -51,6 +51,8 @@ def call(client: TestClient, method: str, path: str, headers: dict[str, str]) ->
         body = {"model": "fake-model", "prompt": "x"}
     elif path.endswith("/embeddings"):
         body = {"model": "fake-model", "input": "x"}
+    elif path.startswith("/v1/messages"):
+        body = CHAT | {"max_tokens": 5}
     if method == "POST":
         return client.post(path, json=body, headers=headers)
     return client.request(method, path, headers=headers)
@@ -95,8 +97,12 @@ def test_every_route_wants_a_key(locked: TestClient, method: str, path: str) -> 
             assert response.headers["content-type"].startswith("text/javascript")
             continue
         assert response.status_code == 401, (headers, response.text)
-        validate(response.json(), "ErrorResponse")
-        assert response.json()["error"]["code"] == code
+        if path.startswith("/v1/messages"):  # Anthropic's envelope, which has no code
+            assert response.json()["type"] == "error"
+            assert set(response.json()["error"]) == {"type", "message"}
+        else:
+            validate(response.json(), "ErrorResponse")
+            assert response.json()["error"]["code"] == code
         assert response.json()["error"]["type"] == "authentication_error"
         assert KEY not in response.text
     for headers in (

@@ -13,7 +13,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from interference.api.errors import EXCEPTION_HANDLERS
 from interference.api.guard import RequestGuard
-from interference.api.routes import AppState, routes
+from interference.api.routes import routes
+from interference.api.state import AppState
 from interference.config import Config
 from interference.providers import Provider, build_provider
 from interference.routing.router import Router

@@ -1,6 +1,6 @@
 """Per-request limits: how many messages, how much input text, how many tokens to generate.
 
-The body size is bounded while it is read (:func:`interference.api.routes.read_json_body`);
+The body size is bounded while it is read (:func:`interference.api.state.read_json_body`);
 these checks run on the parsed request, before any work, and each breach is a 400 whose
 ``code`` names the limit and whose message says the figure and the bound.
 """

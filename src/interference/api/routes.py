@@ -6,7 +6,6 @@ import os
 import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 import orjson
@@ -18,15 +17,12 @@ from starlette.routing import BaseRoute, Route
 from interference import __version__
 from interference.api.errors import from_validation_error, invalid_json, stream_error
 from interference.api.limits import check_limits
+from interference.api.messages import count_tokens, messages
 from interference.api.record import record_of
 from interference.api.sse import DONE, EventStreamResponse, event
+from interference.api.state import json_response, read_json_body, state_of
 from interference.api.web_chat import chat_page, ui_asset, wants_html
-from interference.errors import (
-    InterferenceError,
-    RequestTooLargeError,
-    ServerError,
-    UnsupportedMediaTypeError,
-)
+from interference.errors import InterferenceError, ServerError
 from interference.wire.chat import ChatCompletionRequest
 from interference.wire.chunks import Batch, Reply
 from interference.wire.completions import CompletionRequest
@@ -34,60 +30,14 @@ from interference.wire.embeddings import EmbeddingRequest
 from interference.wire.models import ModelList
 
 if TYPE_CHECKING:
-    from interference.api.guard import RequestGuard
-    from interference.config import Config
-    from interference.providers.base import Provider
-    from interference.routing.router import Router, StreamAnswer
+    from interference.routing.router import StreamAnswer
     from interference.routing.table import Deployment
 
 M = TypeVar("M", bound=BaseModel)
 
-_JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
-
-
-@dataclass
-class AppState:
-    """Everything the routes need, created by ``create_app`` (no module globals)."""
-
-    config: Config
-    router: Router
-    providers: list[Provider]
-    guard: RequestGuard
-    started_at: float = field(default_factory=time.time)
-
-
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.interference
-    return state
-
-
-def json_response(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type="application/json")
-
-
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The request body, refused early when it is too large or not JSON."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type and content_type not in _JSON_TYPES and not content_type.endswith("+json"):
-        raise UnsupportedMediaTypeError(
-            f"Unsupported Content-Type `{content_type}`: send a JSON body "
-            "with `Content-Type: application/json`."
-        )
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.")
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.")
-        parts.append(part)
-    return b"".join(parts)
-
 
 async def _parse(request: Request, model: type[M]) -> M:
-    server = _state(request).config.server
+    server = state_of(request).config.server
     body = await read_json_body(request, server.max_body_bytes)  # in time: the guard sees to it
     if b"NaN" in body or b"Infinity" in body:  # pydantic's parser takes them; JSON has none
         try:
@@ -116,7 +66,7 @@ async def _generate(
     open_stream: Callable[[Deployment], AsyncGenerator[Batch, None]],
 ) -> Response:
     """Answer a chat or text completion request, streamed or not, through the router."""
-    state = _state(request)
+    state = state_of(request)
     record = record_of(request.scope)
     record.model, record.stream = parsed.model, bool(parsed.stream)
     state.router.resolve(parsed.model)  # 404 before any work
@@ -177,7 +127,9 @@ async def _generate(
         yield DONE
 
     return EventStreamResponse(
-        relay(), headers=_answer_headers(streamed.deployment.name, streamed.attempts)
+        relay(),
+        headers=_answer_headers(streamed.deployment.name, streamed.attempts),
+        release=chunks.aclose,
     )
 
 
@@ -204,7 +156,7 @@ async def completions(request: Request) -> Response:
 
 
 async def embeddings(request: Request) -> Response:
-    state = _state(request)
+    state = state_of(request)
     parsed = await _parse(request, EmbeddingRequest)
     record = record_of(request.scope)
     record.model = parsed.model
@@ -227,23 +179,23 @@ def _answer_headers(deployment: str, attempts: int) -> dict[str, str]:
 
 async def providers_status(request: Request) -> Response:
     """Operators' view: providers, deployments, health and cooldowns."""
-    return json_response(orjson.dumps(_state(request).router.describe()))
+    return json_response(orjson.dumps(state_of(request).router.describe()))
 
 
 async def list_models(request: Request) -> Response:
-    return json_response(ModelList(data=_state(request).router.cards()).to_json())
+    return json_response(ModelList(data=state_of(request).router.cards()).to_json())
 
 
 async def get_model(request: Request) -> Response:
     name = request.path_params["model_id"]
-    return json_response(_state(request).router.card(name).to_json())
+    return json_response(state_of(request).router.card(name).to_json())
 
 
 async def health(request: Request) -> Response:
     """``ok``, ``loading`` (a model is not ready yet) or ``draining`` (shutting down: 503).
 
     Without a key on a server that has keys, only ``status`` and ``ready`` are shown."""
-    state = _state(request)
+    state = state_of(request)
     providers = [p.describe() for p in state.providers]
     ready = all(p["ready"] for p in providers)
     draining = state.guard.draining
@@ -264,7 +216,7 @@ async def landing(request: Request) -> Response:
     Without a key on a server that has keys, the JSON leaves out the models and aliases."""
     if wants_html(request):
         return chat_page(request)
-    state = _state(request)
+    state = state_of(request)
     base = str(request.base_url).rstrip("/")
     body: dict[str, object] = {
         "name": "interference",
@@ -278,6 +230,8 @@ async def landing(request: Request) -> Response:
         "POST /v1/chat/completions",
         "POST /v1/completions",
         "POST /v1/embeddings",
+        "POST /v1/messages (Anthropic)",
+        "POST /v1/messages/count_tokens (Anthropic)",
         "GET /v1/models",
         "GET /v1/providers",
         "GET /health",
@@ -293,6 +247,8 @@ def routes() -> list[BaseRoute]:
         Route("/health", health, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/providers", providers_status, methods=["GET"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
     ]
     for prefix in ("/v1", ""):  # the legacy 0.x client is often pointed at the bare host
         out += [

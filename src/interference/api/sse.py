@@ -8,7 +8,7 @@ client goes away, the event iterator is cancelled, which stops generation upstre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -28,12 +28,19 @@ def event(data: bytes) -> bytes:
 
 
 class EventStreamResponse(Response):
-    """An ASGI response streaming ``events`` (already framed), cancelled on disconnect."""
+    """An ASGI response streaming ``events`` (already framed), cancelled on disconnect.
+
+    ``release`` runs last, whatever happened: a generator that never started (the client left
+    before the response began) runs no ``finally``, so what it was to close is closed here."""
 
     def __init__(
-        self, events: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None
+        self,
+        events: AsyncGenerator[bytes, None],
+        headers: dict[str, str] | None = None,
+        release: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.events = events
+        self.release = release
         self.status_code = 200
         self.background = None
         extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -70,6 +77,8 @@ class EventStreamResponse(Response):
             streaming = False
             watcher.cancel()
             await self.events.aclose()
+            if self.release is not None:
+                await self.release()
 
 
 async def wait_for_disconnect(receive: Receive, hang_up: Callable[[], object]) -> None:

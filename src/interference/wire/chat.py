@@ -313,6 +313,8 @@ class ChatCompletion(WireModel, AnswerMethods):
 class Delta(WireModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    #: a reasoning model's thinking, as llama.cpp, vLLM and DeepSeek send it (not in the spec)
+    reasoning_content: str | None = None
     refusal: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
@@ -345,5 +347,7 @@ class ChatCompletionChunk(WireModel, AnswerMethods):
         for choice in self.choices:
             delta = choice.delta
             if choice.finish_reason or delta.content or delta.tool_calls or delta.refusal:
+                return True
+            if delta.reasoning_content:
                 return True
         return False

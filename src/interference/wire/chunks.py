@@ -108,6 +108,8 @@ def _check_delta(delta: Any) -> None:
         raise _fail("delta role")
     _optional_str(delta, "content")
     _optional_str(delta, "refusal")
+    _optional_str(delta, "reasoning_content")
+    _optional_str(delta, "reasoning")
     if delta.get("tool_calls") is not None:
         _check_tool_calls(delta["tool_calls"])
 
@@ -221,6 +223,8 @@ class RawChunk(_Raw):
                 continue
             delta = choice["delta"]
             if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
+                return True
+            if delta.get("reasoning_content") or delta.get("reasoning"):  # a model's thinking
                 return True
         return False
 

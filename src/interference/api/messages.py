@@ -1,0 +1,188 @@
+"""Anthropic's Messages API in front of every provider: ``POST /v1/messages`` (also with
+``?beta=true``) and ``POST /v1/messages/count_tokens``.
+
+A request is translated into an OpenAI chat request (:mod:`interference.api.anthropic_translation`)
+and routed like any other, so it reaches a local model, an OpenAI-compatible server, Gemini or
+Anthropic itself, with fallbacks; the answer is translated back. Errors take Anthropic's
+envelope (:mod:`interference.api.errors`).
+
+A stream whose first token is slow to come (a long prompt read on a CPU) is answered at once
+with ``message_start`` and then a ``ping`` every ``server.keepalive_s``, so that an agent's
+idle timeout does not fire; an error after that arrives as an ``error`` event. A stream whose
+first token comes sooner begins only then, so that a refusal (a prompt too long for the
+model) is a real HTTP 400 that Claude Code acts on.
+
+``count_tokens`` is answered here, without a model: Claude Code's editor extension sends dozens
+at start-up. It counts about four characters per token of what the request carries (the usual
+estimate; an exact count needs the model's tokenizer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, TypeVar
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from interference.api.anthropic_translation import (
+    PING,
+    StreamTranslator,
+    chat_messages,
+    chat_request,
+    chat_tools,
+    message_of,
+)
+from interference.api.errors import error_response, stream_error
+from interference.api.limits import check_limits
+from interference.api.record import RequestRecord, record_of
+from interference.api.sse import EventStreamResponse
+from interference.api.state import json_response, read_json_body, state_of
+from interference.errors import InterferenceError, InvalidRequestError, ServerError
+from interference.wire.anthropic_messages import CountTokensRequest, MessagesRequest
+
+if TYPE_CHECKING:
+    from interference.routing.router import StreamAnswer
+
+R = TypeVar("R", bound=CountTokensRequest)
+
+
+async def _parse(request: Request, model: type[R]) -> tuple[R, int]:
+    """The request, and the size of its body."""
+    body = await read_json_body(request, state_of(request).config.server.max_body_bytes)
+    try:
+        return model.model_validate_json(body), len(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        message = first["msg"].removeprefix("Value error, ")
+        raise InvalidRequestError(f"{where}: {message}", param=where) from None
+
+
+async def messages(request: Request) -> Response:
+    record = record_of(request.scope)
+    try:
+        return await _answer(request, record)
+    except InterferenceError as exc:
+        record.error, record.error_message = exc.code, exc.message
+        return error_response(exc, "anthropic")
+
+
+async def _answer(request: Request, record: RequestRecord) -> Response:
+    state = state_of(request)
+    limits = state.config.server.limits
+    parsed, size = await _parse(request, MessagesRequest)
+    chat = chat_request(parsed, limits.max_tokens)
+    check_limits(chat, limits, size)
+    record.model, record.stream = parsed.model, bool(parsed.stream)
+    state.router.resolve(parsed.model)  # 404 before any work
+    if not parsed.stream:
+        answer = await state.router.call(chat, lambda d: d.provider.chat_reply(chat, d.model))
+        record.deployment, record.attempts = answer.deployment.name, answer.attempts
+        counts = answer.result.token_counts()
+        if counts:
+            record.prompt_tokens, record.completion_tokens = counts
+        message = message_of(orjson.loads(answer.result.to_json()), parsed.model)
+        return json_response(orjson.dumps(message))
+
+    started = time.perf_counter()
+    opening = asyncio.ensure_future(
+        state.router.stream(chat, lambda d: d.provider.chat_batches(chat, d.model))
+    )
+    try:  # the first token soon: errors before it are HTTP statuses
+        await asyncio.wait_for(asyncio.shield(opening), state.config.server.keepalive_s)
+    except TimeoutError:
+        pass
+    except BaseException:
+        opening.cancel()
+        raise
+    if opening.done():
+        _opened(record, opening.result(), started)
+    translator = StreamTranslator(parsed.model)
+    keepalive = state.config.server.keepalive_s
+    relay = _relay(record, translator, opening, started, keepalive)
+    return EventStreamResponse(relay, release=lambda: _release(opening))
+
+
+async def _release(opening: asyncio.Future[StreamAnswer]) -> None:
+    """Stop the stream if it is still opening; close it if it opened."""
+    if not opening.done():
+        opening.cancel()
+    elif not opening.cancelled() and opening.exception() is None:
+        await opening.result().chunks.aclose()
+
+
+def _opened(record: RequestRecord, streamed: StreamAnswer, started: float) -> None:
+    record.ttft_ms = (time.perf_counter() - started) * 1000
+    record.deployment, record.attempts = streamed.deployment.name, streamed.attempts
+
+
+async def _relay(
+    record: RequestRecord,
+    translator: StreamTranslator,
+    opening: asyncio.Future[StreamAnswer],
+    started: float,
+    keepalive: float,
+) -> AsyncGenerator[bytes, None]:
+    record.outcome = "client_closed"  # unless the stream gets to its end
+    yield translator.start()
+    try:
+        while not opening.done():
+            done, _ = await asyncio.wait({opening}, timeout=keepalive)
+            if not done:
+                yield PING
+        if record.deployment is None:
+            _opened(record, opening.result(), started)
+        streamed = opening.result()
+        async for batch in streamed.chunks:
+            events = b""
+            for chunk in batch:
+                tokens = chunk.completion_tokens()
+                if tokens is not None:
+                    record.completion_tokens = tokens
+                events += translator.feed(orjson.loads(chunk.to_json()))
+            if events:
+                yield events
+        record.outcome = "ok"
+    except InterferenceError as exc:
+        record.outcome, record.error, record.error_message = "error", exc.code, exc.message
+        yield stream_error(exc, "anthropic")
+        return
+    except Exception as exc:
+        record.outcome, record.error, record.exception = "error", "internal_error", exc
+        yield stream_error(ServerError("The stream ended because of a server error."), "anthropic")
+        return
+    finally:
+        await _release(opening)
+    yield translator.end()
+
+
+def _estimate(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def estimate_tokens(request: CountTokensRequest) -> int:
+    """About four characters per token of the messages and tools, plus four per message for
+    the chat template's role markers."""
+    total = 0
+    for message in chat_messages(request):
+        total += 4 + _estimate(orjson.dumps(message.get("content") or "").decode())
+        for call in message.get("tool_calls") or ():
+            total += _estimate(call["function"]["name"] + call["function"]["arguments"])
+    for tool in chat_tools(request):
+        total += _estimate(orjson.dumps(tool["function"]).decode())
+    return total
+
+
+async def count_tokens(request: Request) -> Response:
+    try:
+        parsed, _ = await _parse(request, CountTokensRequest)
+        state_of(request).router.resolve(parsed.model)
+    except InterferenceError as exc:
+        return error_response(exc, "anthropic")
+    return json_response(orjson.dumps({"input_tokens": estimate_tokens(parsed)}))

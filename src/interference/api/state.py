@@ -1,0 +1,61 @@
+"""What every route shares: the application's state and the reading of a JSON body."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from interference.errors import RequestTooLargeError, UnsupportedMediaTypeError
+
+if TYPE_CHECKING:
+    from interference.api.guard import RequestGuard
+    from interference.config import Config
+    from interference.providers.base import Provider
+    from interference.routing.router import Router
+
+_JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
+
+
+@dataclass
+class AppState:
+    """Everything the routes need, created by ``create_app`` (no module globals)."""
+
+    config: Config
+    router: Router
+    providers: list[Provider]
+    guard: RequestGuard
+    started_at: float = field(default_factory=time.time)
+
+
+def state_of(request: Request) -> AppState:
+    state: AppState = request.app.state.interference
+    return state
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The request body, refused early when it is too large or not JSON."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type not in _JSON_TYPES and not content_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"Unsupported Content-Type `{content_type}`: send a JSON body "
+            "with `Content-Type: application/json`."
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.")
+        parts.append(part)
+    return b"".join(parts)

@@ -107,6 +107,19 @@ OPENAI_ALIASES: tuple[str, ...] = (
     "o3-mini",
     "o4-mini",
 )
+#: Patterns of the model names clients and agents send (Codex asks for gpt-5-codex, Claude Code
+#: for claude-sonnet-4-5-20250929, SDK examples for text-embedding-3-small): by default they name
+#: the first configured model too. Checked after the exact names, in this order.
+CLIENT_MODEL_PATTERNS: tuple[str, ...] = (
+    "gpt-*",
+    "chatgpt-*",
+    "o1*",
+    "o3*",
+    "o4*",
+    "codex-*",
+    "claude-*",
+    "text-embedding-*",
+)
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -383,9 +396,14 @@ class Config(BaseModel):
         default_factory=dict, description="public model names and their deployments"
     )
     openai_aliases: bool = Field(
-        default=True, description="serve the usual OpenAI model names as the first local model"
+        default=True,
+        description="serve the model names clients send (gpt-*, o3*, codex-*, claude-*, "
+        "text-embedding-*...) as the first local model",
     )
-    aliases: dict[str, str] = Field(default_factory=dict, description="alias -> model name")
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="alias -> model name; an alias with * or ? is a pattern (claude-*haiku*)",
+    )
     routing: RoutingConfig = Field(
         default_factory=RoutingConfig, description="strategy, retries and cooldown"
     )

@@ -126,8 +126,7 @@ def openai_upstream(
                     yield chunk({"tool_calls": [first]}, model=body["model"])
                     rest = {"index": 0, "function": {"arguments": tool_arguments[half:]}}
                     yield chunk({"tool_calls": [rest]}, model=body["model"])
-                    text = []
-                for i, piece in enumerate(text):
+                for i, piece in enumerate([] if call else text):
                     if faults.cut_after_chunks is not None and i == faults.cut_after_chunks:
                         raise ConnectionAbortedError("cut on purpose")
                     if faults.hang_after_chunks is not None and i == faults.hang_after_chunks:

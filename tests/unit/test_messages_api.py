@@ -172,9 +172,9 @@ def test_bad_json_wrong_type_and_unknown_model(client: TestClient) -> None:
     anthropic_error(response, 400, "invalid_request_error")
     response = client.post("/v1/messages", content=b"x", headers={"content-type": "image/png"})
     anthropic_error(response, 415, "invalid_request_error")
-    body = {"model": "claude-unknown-9", "max_tokens": 5, "messages": HI}
+    body = {"model": "llama-unknown-9", "max_tokens": 5, "messages": HI}
     message = anthropic_error(client.post("/v1/messages", json=body), 404, "not_found_error")
-    assert "claude-unknown-9" in message
+    assert "llama-unknown-9" in message
     anthropic_error(client.get("/v1/messages"), 405, "invalid_request_error")
 
 
@@ -279,3 +279,19 @@ def test_count_tokens_grows_with_the_request(client: TestClient) -> None:
     anthropic_error(response, 404, "not_found_error")
     response = client.post("/v1/messages/count_tokens", json={"model": "fake-model"})
     anthropic_error(response, 400, "invalid_request_error")
+
+
+def test_models_in_anthropic_shape_when_asked_by_an_anthropic_client(client: TestClient) -> None:
+    listed = client.get("/v1/models", headers=HEADERS).json()
+    assert listed["has_more"] is False
+    ids = [model["id"] for model in listed["data"]]
+    assert ids[0] == "fake-model"
+    assert "gpt-4o" in ids
+    assert (listed["first_id"], listed["last_id"]) == (ids[0], ids[-1])
+    first = listed["data"][0]
+    assert first["type"] == "model"
+    assert first["display_name"] == "fake-model"
+    assert first["created_at"].endswith("Z")
+    one = client.get("/v1/models/fake-model", headers=HEADERS).json()
+    assert one == first
+    assert client.get("/v1/models").json()["object"] == "list"  # OpenAI's, without the header

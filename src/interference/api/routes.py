@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import orjson
@@ -23,11 +24,12 @@ from interference.api.sse import DONE, EventStreamResponse, event
 from interference.api.state import json_response, read_json_body, state_of
 from interference.api.web_chat import chat_page, ui_asset, wants_html
 from interference.errors import InterferenceError, ServerError
+from interference.wire.anthropic_messages import ModelInfo, ModelInfoList
 from interference.wire.chat import ChatCompletionRequest
 from interference.wire.chunks import Batch, Reply
 from interference.wire.completions import CompletionRequest
 from interference.wire.embeddings import EmbeddingRequest
-from interference.wire.models import ModelList
+from interference.wire.models import ModelCard, ModelList
 
 if TYPE_CHECKING:
     from interference.routing.router import StreamAnswer
@@ -182,13 +184,35 @@ async def providers_status(request: Request) -> Response:
     return json_response(orjson.dumps(state_of(request).router.describe()))
 
 
+def _anthropic_info(card: ModelCard) -> ModelInfo:
+    created = datetime.fromtimestamp(card.created, UTC).isoformat().replace("+00:00", "Z")
+    return ModelInfo(id=card.id, display_name=card.id, created_at=created)
+
+
+def _wants_anthropic(request: Request) -> bool:
+    """Anthropic's SDK and Claude Code send ``anthropic-version`` with every request."""
+    return "anthropic-version" in request.headers
+
+
 async def list_models(request: Request) -> Response:
-    return json_response(ModelList(data=state_of(request).router.cards()).to_json())
+    cards = state_of(request).router.cards()
+    if _wants_anthropic(request):
+        infos = [_anthropic_info(card) for card in cards]
+        listed = ModelInfoList(
+            data=infos,
+            first_id=infos[0].id if infos else None,
+            last_id=infos[-1].id if infos else None,
+        )
+        return json_response(listed.model_dump_json().encode())
+    return json_response(ModelList(data=cards).to_json())
 
 
 async def get_model(request: Request) -> Response:
     name = request.path_params["model_id"]
-    return json_response(state_of(request).router.card(name).to_json())
+    card = state_of(request).router.card(name)
+    if _wants_anthropic(request):
+        return json_response(_anthropic_info(card).model_dump_json().encode())
+    return json_response(card.to_json())
 
 
 async def health(request: Request) -> Response:
@@ -225,7 +249,11 @@ async def landing(request: Request) -> Response:
         "base_url": f"{base}/v1",
     }
     if record_of(request.scope).authorized:
-        body |= {"models": state.router.model_ids, "aliases": state.router.aliases}
+        body |= {
+            "models": state.router.model_ids,
+            "aliases": state.router.aliases,
+            "alias_patterns": state.router.alias_patterns,
+        }
     body["endpoints"] = [
         "POST /v1/chat/completions",
         "POST /v1/completions",

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from interference.config import ConfigError, RoutingConfig
@@ -69,6 +71,10 @@ class StreamAnswer:
     attempts: int
 
 
+#: what makes an alias a pattern (fnmatch's wildcards)
+_PATTERN = re.compile(r"[*?\[]")
+
+
 def _meaningful(batch: Batch) -> bool:
     """Whether a batch carries output (so a failure after it can no longer fall back)."""
     return any(chunk.has_output() for chunk in batch)
@@ -93,13 +99,16 @@ class Router:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._aliases: dict[str, str] = {}
+        self._patterns: list[tuple[str, str]] = []  # (lower-cased pattern, model), in order
         for alias, target in aliases.items():
             if target not in models:
                 raise ConfigError(
                     f"aliases.{alias}: `{target}` is not a configured model "
                     f"(known: {', '.join(sorted(models))})"
                 )
-            if alias not in models:
+            if _PATTERN.search(alias):
+                self._patterns.append((alias.lower(), target))
+            elif alias not in models:
                 self._aliases[alias] = target
         for model in models.values():
             for name in model.fallbacks:
@@ -113,9 +122,13 @@ class Router:
         if name in self.models:
             return self.models[name]
         key = name if name in self._aliases else self._folded.get(name.lower())
-        if key is None:
-            raise ModelNotFoundError(name)
-        return self.models[self._aliases.get(key, key)]
+        if key is not None:
+            return self.models[self._aliases.get(key, key)]
+        folded = name.lower()
+        for pattern, target in self._patterns:
+            if fnmatchcase(folded, pattern):
+                return self.models[target]
+        raise ModelNotFoundError(name)
 
     @property
     def model_ids(self) -> list[str]:
@@ -124,6 +137,11 @@ class Router:
     @property
     def aliases(self) -> dict[str, str]:
         return dict(self._aliases)
+
+    @property
+    def alias_patterns(self) -> dict[str, str]:
+        """Patterns (lower-cased) and the model each names, in the order they are tried."""
+        return dict(self._patterns)
 
     def cards(self) -> list[ModelCard]:
         """Every public name (models, then aliases) as a ``Model`` object."""

@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from interference.config import (
+    CLIENT_MODEL_PATTERNS,
     OPENAI_ALIASES,
     Config,
     LocalModelConfig,
@@ -127,13 +129,18 @@ def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, Pub
 
 
 def build_aliases(config: Config, providers: Sequence[Provider]) -> dict[str, str]:
-    aliases: dict[str, str] = {}
-    served = [m.id for p in providers for m in p.models()]
-    if config.openai_aliases and served:
-        aliases.update(dict.fromkeys(OPENAI_ALIASES, served[0]))
+    """Every alias and alias pattern, the configured ones first: patterns are tried in this
+    order, so that ``claude-*haiku*`` in a file comes before the default ``claude-*``."""
+    aliases: dict[str, str] = dict(config.aliases)
     for provider in providers:
         provider_config = config.providers.get(provider.name)
         if isinstance(provider_config, LocalModelConfig) and provider.models():
-            aliases.update(dict.fromkeys(provider_config.aliases, provider.models()[0].id))
-    aliases.update(config.aliases)
+            for alias in provider_config.aliases:
+                aliases.setdefault(alias, provider.models()[0].id)
+    served = [m.id for p in providers for m in p.models()]
+    if config.openai_aliases and served:
+        configured = [a.lower() for a in config.aliases if "*" in a or "?" in a or "[" in a]
+        for alias in (*OPENAI_ALIASES, *CLIENT_MODEL_PATTERNS):
+            if not any(fnmatchcase(alias, pattern) for pattern in configured):  # else it rules
+                aliases.setdefault(alias, served[0])
     return aliases

@@ -140,3 +140,21 @@ class MessagesRequest(CountTokensRequest):
 
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal"]
+
+
+class ModelInfo(BaseModel):
+    """One model of Anthropic's ``GET /v1/models``."""
+
+    type: Literal["model"] = "model"
+    id: str
+    display_name: str
+    created_at: str  # RFC 3339
+
+
+class ModelInfoList(BaseModel):
+    """Anthropic's ``GET /v1/models`` (one page: the gateway lists every name at once)."""
+
+    data: list[ModelInfo]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None

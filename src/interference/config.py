@@ -154,6 +154,21 @@ class LimitsConfig(BaseModel):
     )
 
 
+class ResponseStoreConfig(BaseModel):
+    """Where ``POST /v1/responses`` keeps the responses it stores (``store`` not false), for
+    ``previous_response_id`` and ``GET /v1/responses/{id}``: this process's memory, bounded."""
+
+    model_config = _STRICT
+
+    enabled: bool = Field(
+        default=True, description="false: nothing is stored; previous_response_id answers 400"
+    )
+    ttl_s: float = Field(default=3600, gt=0, description="seconds a stored response is kept")
+    max_mib: float = Field(
+        default=64, gt=0, description="MiB of stored responses; past it the oldest go first"
+    )
+
+
 class ServerConfig(BaseModel):
     model_config = _STRICT
 
@@ -188,6 +203,10 @@ class ServerConfig(BaseModel):
     )
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig, description="per-request and per-client bounds"
+    )
+    response_store: ResponseStoreConfig = Field(
+        default_factory=ResponseStoreConfig,
+        description="stored responses of /v1/responses (in memory: lost on restart)",
     )
 
     def keys(self) -> list[str]:

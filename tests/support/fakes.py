@@ -8,7 +8,14 @@ from typing import Any, ClassVar
 
 from interference.errors import InterferenceError
 from interference.providers.base import Provider, ServedModel
-from interference.wire.chat import ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta
+from interference.wire.chat import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    Delta,
+    ToolCallDelta,
+    ToolCallFunctionDelta,
+)
 from interference.wire.common import Usage
 from interference.wire.completions import Completion, CompletionChoice, CompletionRequest
 from interference.wire.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
@@ -121,3 +128,45 @@ class ServingFake(FakeProvider):
             data=[Embedding(index=i, embedding=[0.25, -0.5, 1.0]) for i in range(count)],
             usage=EmbeddingUsage(prompt_tokens=count, total_tokens=count),
         )
+
+
+class ThinkingToolFake(FakeProvider):
+    """Streams ``thoughts`` as ``reasoning_content`` first; then, when the request offers tools
+    and its last message is the user's, calls the first tool with ``arguments`` (in two
+    pieces) instead of answering ``words``, as a reasoning model with tools would."""
+
+    def __init__(self, arguments: str = '{"city": "Paris"}', thoughts: tuple[str, ...] = ()):
+        super().__init__()
+        self.arguments = arguments
+        self.thoughts = thoughts
+
+    async def stream_chat(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
+        self.requests.append(request)
+        yield self._chunk([ChunkChoice(index=0, delta=Delta(role="assistant", content=""))])
+        for thought in self.thoughts:
+            yield self._chunk([ChunkChoice(index=0, delta=Delta(reasoning_content=thought))])
+        calling = bool(request.tools) and request.messages[-1].role == "user"
+        if calling and request.tool_choice != "none":
+            assert request.tools is not None
+            name = request.tools[0].function.name
+            half = len(self.arguments) // 2
+            head = ToolCallDelta(
+                index=0,
+                id="call_fake_1",
+                type="function",
+                function=ToolCallFunctionDelta(name=name, arguments=self.arguments[:half]),
+            )
+            tail = ToolCallDelta(
+                index=0, function=ToolCallFunctionDelta(arguments=self.arguments[half:])
+            )
+            for call in (head, tail):
+                yield self._chunk([ChunkChoice(index=0, delta=Delta(tool_calls=[call]))])
+            finish = "tool_calls"
+        else:
+            for word in self.words:
+                yield self._chunk([ChunkChoice(index=0, delta=Delta(content=word))])
+            finish = "stop"
+        yield self._chunk([ChunkChoice(index=0, delta=Delta(), finish_reason=finish)])
+        yield self._chunk([], Usage(prompt_tokens=11, completion_tokens=4, total_tokens=15))

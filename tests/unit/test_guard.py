@@ -69,6 +69,8 @@ def passed(response: httpx.Response, path: str) -> bool:
     """Whether the request got past the guard to its route and was answered there."""
     if path in CHAT_ONLY:
         return response.status_code == 400 and response.json()["error"]["code"] == "unsupported"
+    if "{response_id}" in path:  # the route's own answer: no such stored response
+        return response.status_code == 404 and response.json()["error"]["param"] == "response_id"
     return response.status_code == 200
 
 

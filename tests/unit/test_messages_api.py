@@ -4,7 +4,9 @@ shapes, streamed (checked by the strict reader) and not, its errors, keep-alive 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -295,3 +297,27 @@ def test_models_in_anthropic_shape_when_asked_by_an_anthropic_client(client: Tes
     one = client.get("/v1/models/fake-model", headers=HEADERS).json()
     assert one == first
     assert client.get("/v1/models").json()["object"] == "list"  # OpenAI's, without the header
+
+
+@pytest.mark.parametrize(
+    "fixture", ["claude_code_messages.json", "claude_code_messages_default_model.json"]
+)
+def test_claude_code_s_recorded_request_is_answered(fixture: str) -> None:
+    recorded = json.loads((Path(__file__).parents[1] / "fixtures" / "agents" / fixture).read_text())
+    fake = FakeProvider()
+    headers = {k: v for k, v in recorded["headers"].items() if k.startswith("anthropic-")}
+    with app_client(fake) as client:
+        body = recorded["body"] | {"model": "fake-model"}
+        result = stream(client, body, recorded["path"]) if body.get("stream") else None
+        assert result is not None
+        response = client.post(recorded["path"], json=body | {"stream": False}, headers=headers)
+    assert result.error is None
+    assert result.message["content"] == [{"type": "text", "text": "Hello world!"}]
+    assert response.status_code == 200
+    sent = fake.requests[0]
+    assert len(sent.tools or ()) == len(recorded["body"]["tools"])
+    roles = [m.role for m in sent.messages]
+    assert roles[0] == "system"
+    assert "system" not in roles[1:]  # a trailing system message became the user's
+    assert roles[1:] == ["user"]  # four text blocks, and the reminder, in one user turn
+    assert sent.max_tokens == recorded["body"]["max_tokens"]

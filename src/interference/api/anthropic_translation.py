@@ -5,9 +5,9 @@ The request: the ``system`` prompt becomes the first message; ``tool_result`` bl
 ``tool_use`` blocks become the assistant's ``tool_calls``; images become ``image_url`` parts;
 thinking blocks of earlier turns are dropped (Anthropic drops them from the context too). A
 ``role: "system"`` message in the middle of the conversation (Claude Code sends them) becomes a
-user turn, and consecutive user turns are merged: many chat templates refuse a system message
-after the first turn, or two user turns in a row. Client tools become functions; server tools
-(web search, code execution...), which only Anthropic's servers run, are left out.
+user turn, and consecutive user turns are merged (:mod:`interference.api.chat_shape`). Client
+tools become functions; server tools (web search, code execution...), which only Anthropic's
+servers run, are left out.
 
 The answer: text and ``tool_use`` blocks, a ``thinking`` block first where the model reasoned
 (``reasoning_content``), and the finish reason in Anthropic's words. A stream is translated
@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from interference.api.chat_shape import fit_for_templates
 from interference.errors import InvalidRequestError
 from interference.wire.anthropic_messages import (
     CountTokensRequest,
@@ -101,10 +102,10 @@ def _assistant(blocks: list[Json]) -> Json:
     return {"role": "assistant", "content": text or None, "tool_calls": calls}
 
 
-def _turn(message: InputMessage, first: bool) -> list[Json]:
+def _turn(message: InputMessage) -> list[Json]:
     content = message.content
     if message.role == "system":
-        return [{"role": "system" if first else "user", "content": text_of(content)}]
+        return [{"role": "system", "content": text_of(content)}]
     if isinstance(content, str):
         return [{"role": message.role, "content": content}]
     if message.role == "assistant":
@@ -127,36 +128,14 @@ def _turn(message: InputMessage, first: bool) -> list[Json]:
     return out
 
 
-def _as_parts(content: str | list[Json]) -> list[Json]:
-    return [{"type": "text", "text": content}] if isinstance(content, str) else content
-
-
-def _merge_turns(messages: list[Json]) -> list[Json]:
-    """Consecutive user (or system) messages as one: text joined by blank lines, other parts
-    kept."""
-    out: list[Json] = []
-    for message in messages:
-        previous = out[-1] if out else None
-        role = message["role"]
-        if previous is None or role not in ("user", "system") or previous["role"] != role:
-            out.append(message)
-            continue
-        parts = _as_parts(previous["content"]) + _as_parts(message["content"])
-        if all(p["type"] == "text" for p in parts):
-            previous["content"] = "\n\n".join(p["text"] for p in parts if p["text"])
-        else:
-            previous["content"] = [p for p in parts if p["type"] != "text" or p["text"]]
-    return out
-
-
 def chat_messages(request: CountTokensRequest) -> list[Json]:
     """The conversation as OpenAI chat messages."""
     out: list[Json] = []
     if request.system:
         out.append({"role": "system", "content": text_of(request.system)})
     for message in request.messages:
-        out.extend(_turn(message, first=all(m["role"] == "system" for m in out)))
-    return _merge_turns(out)
+        out.extend(_turn(message))
+    return fit_for_templates(out)
 
 
 def chat_tools(request: CountTokensRequest) -> list[Json]:

@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from interference.api.errors import EXCEPTION_HANDLERS
 from interference.api.guard import RequestGuard
+from interference.api.response_store import ResponseStore
 from interference.api.routes import routes
 from interference.api.state import AppState
 from interference.config import Config
@@ -36,7 +37,13 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
     table = ModelTable.from_config(config, provider_list)
     router = Router(table.models, table.aliases, provider_list, config.routing)
     guard = RequestGuard(config.server.keys(), config.server.limits)
-    state = AppState(config=config, router=router, providers=provider_list, guard=guard)
+    stored = config.server.response_store
+    responses = (
+        ResponseStore(stored.ttl_s, int(stored.max_mib * 1024 * 1024)) if stored.enabled else None
+    )
+    state = AppState(
+        config=config, router=router, providers=provider_list, guard=guard, responses=responses
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -56,7 +63,7 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.server.cors_origins,
-                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                 allow_headers=["*"],
                 expose_headers=EXPOSED_HEADERS,
                 max_age=600,

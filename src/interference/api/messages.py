@@ -19,7 +19,6 @@ estimate; an exact count needs the model's tokenizer).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import AsyncGenerator
@@ -39,6 +38,7 @@ from interference.api.anthropic_translation import (
     message_of,
 )
 from interference.api.errors import error_response, stream_error
+from interference.api.keepalive import Opening, open_within, release, ticks
 from interference.api.limits import check_limits
 from interference.api.record import RequestRecord, record_of
 from interference.api.sse import EventStreamResponse
@@ -91,30 +91,16 @@ async def _answer(request: Request, record: RequestRecord) -> Response:
         return json_response(orjson.dumps(message))
 
     started = time.perf_counter()
-    opening = asyncio.ensure_future(
-        state.router.stream(chat, lambda d: d.provider.chat_batches(chat, d.model))
+    opening = await open_within(
+        state.router.stream(chat, lambda d: d.provider.chat_batches(chat, d.model)),
+        state.config.server.keepalive_s,
     )
-    try:  # the first token soon: errors before it are HTTP statuses
-        await asyncio.wait_for(asyncio.shield(opening), state.config.server.keepalive_s)
-    except TimeoutError:
-        pass
-    except BaseException:
-        opening.cancel()
-        raise
     if opening.done():
         _opened(record, opening.result(), started)
     translator = StreamTranslator(parsed.model)
     keepalive = state.config.server.keepalive_s
     relay = _relay(record, translator, opening, started, keepalive)
-    return EventStreamResponse(relay, release=lambda: _release(opening))
-
-
-async def _release(opening: asyncio.Future[StreamAnswer]) -> None:
-    """Stop the stream if it is still opening; close it if it opened."""
-    if not opening.done():
-        opening.cancel()
-    elif not opening.cancelled() and opening.exception() is None:
-        await opening.result().chunks.aclose()
+    return EventStreamResponse(relay, release=lambda: release(opening))
 
 
 def _opened(record: RequestRecord, streamed: StreamAnswer, started: float) -> None:
@@ -125,17 +111,15 @@ def _opened(record: RequestRecord, streamed: StreamAnswer, started: float) -> No
 async def _relay(
     record: RequestRecord,
     translator: StreamTranslator,
-    opening: asyncio.Future[StreamAnswer],
+    opening: Opening,
     started: float,
     keepalive: float,
 ) -> AsyncGenerator[bytes, None]:
     record.outcome = "client_closed"  # unless the stream gets to its end
     yield translator.start()
     try:
-        while not opening.done():
-            done, _ = await asyncio.wait({opening}, timeout=keepalive)
-            if not done:
-                yield PING
+        async for _ in ticks(opening, keepalive):
+            yield PING
         if record.deployment is None:
             _opened(record, opening.result(), started)
         streamed = opening.result()
@@ -158,7 +142,7 @@ async def _relay(
         yield stream_error(ServerError("The stream ended because of a server error."), "anthropic")
         return
     finally:
-        await _release(opening)
+        await release(opening)
     yield translator.end()
 
 

@@ -20,6 +20,7 @@ from interference.api.errors import from_validation_error, invalid_json, stream_
 from interference.api.limits import check_limits
 from interference.api.messages import count_tokens, messages
 from interference.api.record import record_of
+from interference.api.responses import responses_routes
 from interference.api.sse import DONE, EventStreamResponse, event
 from interference.api.state import json_response, read_json_body, state_of
 from interference.api.web_chat import chat_page, ui_asset, wants_html
@@ -258,6 +259,7 @@ async def landing(request: Request) -> Response:
         "POST /v1/chat/completions",
         "POST /v1/completions",
         "POST /v1/embeddings",
+        "POST /v1/responses, GET and DELETE /v1/responses/{id}",
         "POST /v1/messages (Anthropic)",
         "POST /v1/messages/count_tokens (Anthropic)",
         "GET /v1/models",
@@ -285,5 +287,6 @@ def routes() -> list[BaseRoute]:
             Route(f"{prefix}/embeddings", embeddings, methods=["POST"]),
             Route(f"{prefix}/models", list_models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
+            *responses_routes(prefix),
         ]
     return out

@@ -13,6 +13,7 @@ from interference.errors import RequestTooLargeError, UnsupportedMediaTypeError
 
 if TYPE_CHECKING:
     from interference.api.guard import RequestGuard
+    from interference.api.response_store import ResponseStore
     from interference.config import Config
     from interference.providers.base import Provider
     from interference.routing.router import Router
@@ -28,6 +29,7 @@ class AppState:
     router: Router
     providers: list[Provider]
     guard: RequestGuard
+    responses: ResponseStore | None = None  # None: responses are not stored
     started_at: float = field(default_factory=time.time)
 
 

@@ -150,6 +150,7 @@ async def collect_chunks(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatComp
     first: ChatCompletionChunk | None = None
     texts: dict[int, list[str]] = {}
     refusals: dict[int, list[str]] = {}
+    thoughts: dict[int, list[str]] = {}
     finish: dict[int, Any] = {}
     logprobs: dict[int, list[Any]] = {}
     tools: dict[int, dict[int, dict[str, Any]]] = {}
@@ -165,6 +166,8 @@ async def collect_chunks(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatComp
                 texts[i].append(choice.delta.content)
             if choice.delta.refusal:
                 refusals.setdefault(i, []).append(choice.delta.refusal)
+            if choice.delta.reasoning_content:
+                thoughts.setdefault(i, []).append(choice.delta.reasoning_content)
             for call in choice.delta.tool_calls or ():
                 slot = tools.setdefault(i, {}).setdefault(
                     call.index, {"id": "", "name": "", "arguments": ""}
@@ -194,6 +197,8 @@ async def collect_chunks(chunks: AsyncIterator[ChatCompletionChunk]) -> ChatComp
         )
         if calls:
             message.tool_calls = calls
+        if i in thoughts:
+            message.reasoning_content = "".join(thoughts[i])
         choices.append(
             Choice(
                 index=i,

@@ -285,6 +285,7 @@ class ResponseMessage(WireModel):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[ResponseToolCall] | None = None
+    reasoning_content: str | None = None  # as in :class:`Delta`
 
 
 class Choice(WireModel):

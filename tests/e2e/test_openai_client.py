@@ -210,9 +210,9 @@ def test_chat_template_and_multi_turn_history(server: ServerProcess) -> None:
 
 def test_unknown_model(server: ServerProcess, http: httpx.Client) -> None:
     with pytest.raises(openai.NotFoundError) as info:
-        server.client().chat.completions.create(model="gpt-99", messages=HELLO)
+        server.client().chat.completions.create(model="no-such-model", messages=HELLO)
     assert info.value.code == "model_not_found"
-    response = http.post("/v1/chat/completions", json={"model": "gpt-99", "messages": HELLO})
+    response = http.post("/v1/chat/completions", json={"model": "no-such-model", "messages": HELLO})
     assert response.status_code == 404
     validate(response.json(), "ErrorResponse")
 

@@ -33,7 +33,7 @@ from interference.engine.weights import WEIGHT_FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARALLEL = 8
-CONTEXT = 1024
+CONTEXT = 8192  # tokens the slots share (llama.cpp's unified KV cache, as interference)
 KEY = "bench-key"
 
 ENGINE_SERVER = f"""
@@ -43,8 +43,8 @@ from interference.engine.weights import prepare_weights
 p = xllamacpp.CommonParams()
 p.model.path = str(prepare_weights(resolve_model("smollm2-135m-instruct").path, sys.argv[1]))
 p.n_parallel = {PARALLEL}
-p.n_ctx = {PARALLEL * CONTEXT}
-p.kv_unified = False
+p.n_ctx = {CONTEXT}
+p.kv_unified = True
 p.ctx_shift = False
 p.cache_ram_mib = 256
 p.port = 0

@@ -8,7 +8,7 @@ after its runs. The table gives the median over the repeats, and each layout's f
 the first layout.
 
     .venv/bin/python bench/engine_layouts.py [--tokens 96] [--rounds 3] [--repeats 2] \\
-        [--layout '{parallel: 4}' --layout '{parallel: 8, context: 2048}' ...]
+        [--layout '{parallel: 4}' --layout '{parallel: 8, context: 16384}' ...]
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from pathlib import Path
 from engine import interference_process, measure
 
 DEFAULT_LAYOUTS = [
-    "{parallel: 4, context: 4096}",  # the defaults until issue 13
-    "{parallel: 8, context: 4096}",
-    "{parallel: 16, context: 1024}",
-    "{}",  # the defaults now
+    "{context: 16384, rope_scaling: none}",  # the memory of issue 13's 8 slots of 2048
+    "{}",  # the defaults now: 8 slots sharing 32768 tokens, YaRN x4
 ]
 
 

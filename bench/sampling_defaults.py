@@ -301,7 +301,7 @@ async def bench(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     path = prepare_weights(model.path, args.weights)
-    engine = LlamaEngine(EngineSettings(path=path, parallel=CONCURRENCY, context=2048))
+    engine = LlamaEngine(EngineSettings(path=path, parallel=CONCURRENCY, context=16384))
     results: list[Result] = []
     try:
         await engine.start()

@@ -137,7 +137,7 @@ def fidelity(reference: list[Position], other: list[Position]) -> dict[str, floa
 
 
 async def measure(path: Path, tokens: int, seeds: int) -> dict[str, Any]:
-    engine = LlamaEngine(EngineSettings(path=path, parallel=8, context=2048, embeddings=False))
+    engine = LlamaEngine(EngineSettings(path=path, parallel=8, context=16384, embeddings=False))
     await engine.start()
     try:
         await stream_tokens(engine, "Hi", 8)  # warm-up

@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         help="gateway processes sharing the port (configurations without a local model)",
     )
     serve.add_argument("--parallel", type=int, help="requests decoded together per local model")
-    serve.add_argument("--context", type=int, help="tokens of context per request slot")
+    serve.add_argument(
+        "--context", type=int, help="tokens of context the slots share (one request may use all)"
+    )
 
     models = commands.add_parser("models", help="list the local models: configured, loaded")
     models.add_argument("--config", help="YAML configuration file (default: $INTERFERENCE_CONFIG)")

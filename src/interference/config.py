@@ -216,6 +216,10 @@ class ServerConfig(BaseModel):
         return [k for k in dict.fromkeys(keys) if k]
 
 
+#: how positions past a model's trained context are handled (engine/llama.py: _rope)
+RopeScaling = Literal["auto", "yarn", "none"]
+
+
 class LocalModelConfig(BaseModel):
     """A ``local`` provider: a GGUF model served in-process by the engine."""
 
@@ -225,14 +229,28 @@ class LocalModelConfig(BaseModel):
     model: str = Field(default=DEFAULT_MODEL_ID, description="a known model name or GGUF path")
     id: str | None = Field(default=None, description="public model id (default: from the file)")
     aliases: list[str] = Field(default_factory=list, description="more public names for it")
-    # 8 slots of 2048 tokens: 8 streams get 2x one stream's tokens/s on two cores, in the
-    # memory 4 slots of 4096 took (bench/README.md, "Slots and context of the local model")
+    # 8 slots: 8 streams get 2x one stream's tokens/s on two cores (bench/README.md, "Slots
+    # and context of the local model"). They share one context of 32,768 tokens, so that the
+    # first request of Claude Code (28.4k tokens of SmolLM2's) or Codex (8.8k) fits.
     parallel: int = Field(default=8, ge=1, le=64, description="slots decoded together")
     max_queue: int = Field(
         default=16, ge=0, description="requests that may wait for a slot; past it: 429"
     )
     context: int = Field(
-        default=2048, ge=128, description="tokens of context per slot (prompt and answer)"
+        default=32768,
+        ge=128,
+        description="tokens of context the slots share; one request (prompt and answer) "
+        "may use them all",
+    )
+    default_max_tokens: int | None = Field(
+        default=2048,
+        ge=1,
+        description="max_tokens of a request that sets none (null: until the context is full)",
+    )
+    rope_scaling: RopeScaling = Field(
+        default="auto",
+        description="auto/yarn: stretch positions (YaRN) when context passes the model's "
+        "trained length; none: do not",
     )
     threads: int | None = Field(default=None, ge=1, description="CPU threads (default: all cores)")
     prompt_cache_mib: int = Field(

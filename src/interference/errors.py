@@ -126,6 +126,16 @@ class ModelNotReadyError(InterferenceError):
     retryable = True
 
 
+class ContextFullError(InterferenceError):
+    """The local model's context, which its slots share, filled up with requests running at
+    once; the engine ended those requests. Retryable: alone, the request fits."""
+
+    status = 503
+    type = "server_error"
+    default_code = "context_full"
+    retryable = True
+
+
 class UpstreamError(InterferenceError):
     """A provider (the engine or a remote API) failed to produce an answer."""
 

@@ -26,7 +26,8 @@ def test_the_reference_shows_defaults_bounds_and_kinds() -> None:
     text = reference()
     for row in (
         "| `parallel` | integer | `8` | slots decoded together (>= 1, <= 64) |",
-        "| `context` | integer | `2048` |",
+        "| `context` | integer | `32768` |",
+        "| `rope_scaling` | `auto` \\| `yarn` \\| `none` | `auto` |",
         "| `port` | integer | `1337` | port to listen on (0: any free) (>= 0, <= 65535) |",
         "| `strategy` | `least-busy` \\| `round-robin` \\| `latency` \\| `ordered` |",
         "| `ca_bundle` | string or null | null |",

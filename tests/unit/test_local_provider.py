@@ -51,7 +51,9 @@ def test_token_limits_and_seed() -> None:
     local = provider()
     assert local.engine_payload(request(max_completion_tokens=7, max_tokens=9))["max_tokens"] == 7
     assert local.engine_payload(request(max_tokens=9))["max_tokens"] == 9
-    assert "max_tokens" not in local.engine_payload(request())
+    assert local.engine_payload(request())["max_tokens"] == 2048  # default_max_tokens
+    assert "max_tokens" not in provider(default_max_tokens=None).engine_payload(request())
+    assert provider(default_max_tokens=100).engine_payload(request(max_tokens=5))["max_tokens"] == 5
     assert local.engine_payload(request(seed=-1))["seed"] == 2**32 - 2
     assert local.engine_payload(request(seed=42))["seed"] == 42
 

@@ -26,10 +26,12 @@ from typing import Any
 
 import orjson
 
-from interference.config import WeightFormat
+from interference.config import RopeScaling, WeightFormat
 from interference.engine.choices import merge_results, merge_streams, one_choice_payloads
-from interference.engine.weights import prepare_weights
+from interference.engine.context_gate import ContextGate
+from interference.engine.weights import prepare_weights, trained_context
 from interference.errors import (
+    ContextFullError,
     ContextLengthExceededError,
     InterferenceError,
     InvalidRequestError,
@@ -49,7 +51,8 @@ class EngineSettings:
 
     path: Path
     parallel: int = 8
-    context: int = 2048  # tokens per slot
+    context: int = 32768  # tokens the slots share; one request may use them all
+    rope_scaling: RopeScaling = "auto"  # past the trained context: YaRN (see _rope)
     threads: int | None = None
     prompt_cache_mib: int = 256
     embeddings: bool = True  # also serve /v1/embeddings (mean pooling)
@@ -58,14 +61,25 @@ class EngineSettings:
     weights_cache: Path | None = None  # where conversions are kept (default: the user cache)
 
 
+#: what llama.cpp answers every request in flight when their KV cells, together, passed the
+#: shared context (server_context.cpp, when llama_decode finds no room even for one token)
+_POOL_FULL = "Context size has been exceeded"
+
+
 def engine_error(error: dict[str, Any], context: int | None = None) -> InterferenceError:
     """Translate an error object of llama.cpp's server into our exception hierarchy
-    (``context``: the engine's tokens per slot, named in a context-size refusal)."""
+    (``context``: the engine's tokens of context, named in a context-size refusal)."""
     message = str(error.get("message") or "the engine rejected the request")
     kind = error.get("type")
     code = error.get("code")
+    if _POOL_FULL in message:
+        return ContextFullError(
+            f"The local model's context ({context} tokens, shared by its slots) filled up with "
+            "requests running at once; retry the request."
+        )
     if kind == "exceed_context_size_error":
         if context is not None:
+            message = message.rstrip(". ") + "."  # llama.cpp's text ends without a period
             message += (
                 f" This local model has {context} tokens of context per request (prompt and "
                 "answer): the `context` setting of its provider (`--context`) raises it."
@@ -110,6 +124,34 @@ def refused_request(exc: BaseException, produced: bool) -> InterferenceError:
     return InvalidRequestError(f"The model cannot take this request: {detail}")
 
 
+def rope_factor(settings: EngineSettings, trained: int | None) -> float | None:
+    """How far positions are stretched: ``context / trained`` when the context passes the
+    model's trained length and scaling is on (``auto`` or ``yarn``), else none."""
+    if settings.rope_scaling == "none" or not trained or settings.context <= trained:
+        return None
+    return settings.context / trained
+
+
+def _rope(params: Any, settings: EngineSettings, path: Path) -> None:
+    """YaRN past the trained context: without it a model's answers fall apart beyond the
+    positions it was trained on; with it they hold (bench/long_context.py measures both)."""
+    import xllamacpp
+
+    trained = trained_context(path)
+    factor = rope_factor(settings, trained)
+    if factor is None or trained is None:
+        return
+    params.rope_scaling_type = xllamacpp.llama_rope_scaling_type.LLAMA_ROPE_SCALING_TYPE_YARN
+    params.rope_freq_scale = 1 / factor
+    params.yarn_orig_ctx = trained
+    logger.info(
+        "context %d passes the %d the model was trained for: YaRN x%.2g",
+        settings.context,
+        trained,
+        factor,
+    )
+
+
 class LlamaEngine:
     """One loaded GGUF model served by llama.cpp's engine."""
 
@@ -119,6 +161,7 @@ class LlamaEngine:
         self._load_lock = threading.Lock()
         workers = max(32, settings.parallel * 8)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+        self.gate = ContextGate()  # shared and alone runs over the one context (context_gate.py)
         self._active: set[threading.Event] = set()
         #: engine calls running now, and when the last one started (for idle unloading)
         self.in_flight = 0
@@ -143,8 +186,12 @@ class LlamaEngine:
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
         params.n_parallel = s.parallel
-        params.n_ctx = s.context * s.parallel
-        params.kv_unified = False  # each slot owns `context` tokens: a predictable bound
+        # One pool of `context` tokens for all slots (llama.cpp's unified KV cache): an agent's
+        # 28k-token prompt fits, and the memory is that of one such prompt, not of eight.
+        # When the pool is full, llama.cpp frees idle slots' cached prompts first.
+        params.n_ctx = s.context
+        params.kv_unified = True
+        _rope(params, s, path)
         params.ctx_shift = False  # a full context ends generation ("length"), never loops
         params.n_predict = -1
         params.cache_ram_mib = s.prompt_cache_mib
@@ -286,6 +333,15 @@ class LlamaEngine:
         return data
 
     async def _complete(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            async with self.gate.shared():
+                return await self._complete_once(method, payload)
+        except ContextFullError:
+            logger.info("the shared context filled up: running a request again alone")
+            async with self.gate.alone():
+                return await self._complete_once(method, payload)
+
+    async def _complete_once(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps({**payload, "stream": False})
         result: list[bytes] = []
         with self._use() as server:
@@ -307,8 +363,27 @@ class LlamaEngine:
     async def _stream(
         self, method: str, payload: dict[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Chunks as the engine generates them; closing the iterator (client gone, error)
-        makes the engine stop at its next token."""
+        """Chunks as the engine generates them, run again alone when the shared context filled
+        up before the first chunk (context_gate.py); closing the iterator (client gone,
+        error) makes the engine stop at its next token."""
+        yielded = False
+        try:
+            async with self.gate.shared():
+                async for data in self._stream_once(method, payload):
+                    yielded = True
+                    yield data
+            return
+        except ContextFullError:
+            if yielded:
+                raise
+            logger.info("the shared context filled up: running a stream again alone")
+        async with self.gate.alone():
+            async for data in self._stream_once(method, payload):
+                yield data
+
+    async def _stream_once(
+        self, method: str, payload: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
         server = self._require_server()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -93,6 +93,20 @@ def convert(source: Path, target: Path, fmt: WeightFormat) -> int:
     return converted
 
 
+def trained_context(source: Path) -> int | None:
+    """The context length the model was trained for (``<architecture>.context_length``)."""
+    from gguf import GGUFReader
+
+    try:
+        fields = GGUFReader(source).fields
+        architecture = fields["general.architecture"]
+        name = bytes(architecture.parts[architecture.data[0]]).decode()
+        length = fields[f"{name}.context_length"]
+        return int(length.parts[length.data[0]][0])
+    except (KeyError, IndexError, ValueError, OSError):
+        return None
+
+
 def has_q4_1(source: Path) -> bool:
     from gguf import GGMLQuantizationType, GGUFReader
 

@@ -58,6 +58,7 @@ class LocalProvider(Provider):
                 path=model_file.path,
                 parallel=config.parallel,
                 context=config.context,
+                rope_scaling=config.rope_scaling,
                 threads=config.threads,
                 prompt_cache_mib=config.prompt_cache_mib,
                 embeddings=config.embeddings,
@@ -126,7 +127,8 @@ class LocalProvider(Provider):
             weights=self.config.weights,
             loaded_file=str(self.engine.loaded_path) if self.engine.loaded_path else None,
             parallel=settings.parallel,
-            context_per_slot=settings.context,
+            context=settings.context,  # shared by the slots
+            rope_scaling=settings.rope_scaling,
         )
         return info
 
@@ -136,8 +138,12 @@ class LocalProvider(Provider):
         messages = [self._engine_message(i, message) for i, message in enumerate(request.messages)]
         payload = {k: v for k, v in request.known_fields().items() if k not in _NOT_FORWARDED}
         payload["messages"] = messages
-        if request.token_limit is not None:
-            payload["max_tokens"] = request.token_limit
+        limit = request.token_limit
+        if limit is None:
+            limit = self.config.default_max_tokens
+        if limit is not None:
+            # a bound by default: requests share the context, and a small model may loop
+            payload["max_tokens"] = limit
         if payload.get("repeat_last_n") == -1:  # llama.cpp's documented "the whole context",
             payload["repeat_last_n"] = self.engine.settings.context  # which its check refuses
         self._complete_payload(payload, request.stop, request.seed)
@@ -247,6 +253,8 @@ class LocalProvider(Provider):
             exclude_none=True,
             include=set(type(request).model_fields) - {"model", "provider", "user", "best_of"},
         )
+        if request.max_tokens is None and self.config.default_max_tokens is not None:
+            payload["max_tokens"] = self.config.default_max_tokens
         self._complete_payload(payload, request.stop, request.seed)
         return payload
 

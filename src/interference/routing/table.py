@@ -19,8 +19,9 @@ from interference.config import (
 )
 from interference.providers.base import Provider
 
-#: a local generation may legitimately run long (no max_tokens: until its context is full)
-LOCAL_TIMEOUTS = Timeouts(first_token=300, idle=120, total=3600)
+#: a local generation may legitimately run long: a prompt of 32k tokens takes about 5 minutes
+#: to read on two cores (bench/long_context.py), and a request may first wait for a slot
+LOCAL_TIMEOUTS = Timeouts(first_token=900, idle=120, total=3600)
 
 
 @dataclass(eq=False)

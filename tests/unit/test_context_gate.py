@@ -1,0 +1,164 @@
+"""The shared context of a local model: a request the engine ended because the context filled
+up runs again alone (engine/context_gate.py), over a fake ``xllamacpp.Server``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from interference.engine.context_gate import ContextGate
+from interference.engine.llama import EngineSettings, LlamaEngine, engine_error
+from interference.errors import ContextFullError
+
+FULL = orjson.dumps(
+    {"error": {"code": 500, "type": "server_error", "message": "Context size has been exceeded."}}
+)
+DONE = orjson.dumps({"id": "x", "object": "chat.completion", "created": 1, "choices": []})
+CHUNK = orjson.dumps({"id": "x", "object": "chat.completion.chunk", "created": 1, "choices": []})
+
+
+class FillingServer:
+    """Answers "context full" while more than ``room`` calls run at once, else ``answer``;
+    records how many ran together at most. The calls wait for each other at a barrier so that
+    they are in flight together, as in a real engine."""
+
+    def __init__(self, room: int, together: int, chunks_before_full: int = 0) -> None:
+        self.room = room
+        self.chunks_before_full = chunks_before_full
+        self.running = 0
+        self.calls = 0
+        self.most = 0
+        self.lock = threading.Lock()
+        self.barrier = threading.Barrier(together, timeout=5)
+
+    def handle_chat_completions(self, body: bytes, callback: Callable[[bytes], bool]) -> None:
+        streaming = orjson.loads(body)["stream"]
+        with self.lock:
+            self.running += 1
+            self.calls += 1
+            self.most = max(self.most, self.running)
+            first_round = self.calls <= self.barrier.parties
+        try:
+            if first_round:
+                self.barrier.wait()
+            with self.lock:
+                full = self.running > self.room
+            if first_round:
+                self.barrier.wait()  # everyone has looked before anyone leaves
+            if full:
+                for _ in range(self.chunks_before_full):
+                    callback(CHUNK)
+                callback(FULL)
+            else:
+                callback(CHUNK if streaming else DONE)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def engine_with(server: FillingServer) -> LlamaEngine:
+    engine = LlamaEngine(EngineSettings(path=Path("model.gguf"), context=4096))
+    engine._server = server
+    return engine
+
+
+def test_the_engines_message_reads_as_context_full() -> None:
+    error = engine_error(orjson.loads(FULL)["error"], 4096)
+    assert isinstance(error, ContextFullError)
+    assert error.status == 503
+    assert error.code == "context_full"
+    assert "4096 tokens, shared by its slots" in error.message
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_requests_the_context_could_not_hold_together_run_again_alone(streaming: bool) -> None:
+    server = FillingServer(room=1, together=3)
+    engine = engine_with(server)
+
+    async def one() -> object:
+        if streaming:
+            return [chunk async for chunk in engine.stream_chat({"messages": []})]
+        return await engine.complete_chat({"messages": []})
+
+    async def run() -> list[object]:
+        return await asyncio.gather(*(one() for _ in range(3)))
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        engine.close()
+    assert len(results) == 3
+    assert all(results)
+    assert server.calls == 6  # 3 together, each failed; then each alone
+    assert engine.gate.shared_runs == 0
+    assert not engine.gate.alone_run
+
+
+def test_a_stream_that_already_produced_is_not_run_again() -> None:
+    server = FillingServer(room=1, together=2, chunks_before_full=1)
+    engine = engine_with(server)
+
+    async def one() -> list[object]:
+        return [chunk async for chunk in engine.stream_chat({"messages": []})]
+
+    async def run() -> list[object]:
+        return await asyncio.gather(one(), one(), return_exceptions=True)
+
+    try:
+        results = asyncio.run(run())
+    finally:
+        engine.close()
+    assert [type(r) for r in results] == [ContextFullError, ContextFullError]
+    assert server.calls == 2
+
+
+def test_alone_waits_for_shared_runs_and_holds_new_ones_back() -> None:
+    gate = ContextGate()
+    order: list[str] = []
+
+    async def shared(name: str, hold: float) -> None:
+        async with gate.shared():
+            order.append(f"{name} in")
+            await asyncio.sleep(hold)
+            order.append(f"{name} out")
+
+    async def alone() -> None:
+        async with gate.alone():
+            order.append("alone in")
+            assert gate.shared_runs == 0
+            await asyncio.sleep(0.02)
+            order.append("alone out")
+
+    async def run() -> None:
+        first = asyncio.create_task(shared("a", 0.05))
+        await asyncio.sleep(0.01)
+        solo = asyncio.create_task(alone())
+        await asyncio.sleep(0.01)
+        late = asyncio.create_task(shared("b", 0))
+        await asyncio.gather(first, solo, late)
+
+    asyncio.run(run())
+    assert order == ["a in", "a out", "alone in", "alone out", "b in", "b out"]
+
+
+def test_a_cancelled_alone_waiter_lets_shared_runs_go() -> None:
+    gate = ContextGate()
+
+    async def run() -> bool:
+        async with gate.shared():
+            waiter = asyncio.create_task(gate.alone().__aenter__())
+            await asyncio.sleep(0.01)
+            assert gate.alone_waiting == 1
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+            assert gate.alone_waiting == 0
+            async with asyncio.timeout(1):
+                async with gate.shared():
+                    return True
+
+    assert asyncio.run(run())

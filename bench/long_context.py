@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+
 from engine import interference_process
 from engine_layouts import rss_mb
 
@@ -169,19 +170,21 @@ def fits(layout: str, length: int) -> bool:
 
 
 def run_layout(args: argparse.Namespace, layout: str) -> LayoutFigures:
-    with interference_process(args.weights, layout) as (url, process):
-        with httpx.Client(timeout=1800) as client:
-            figures = LayoutFigures(layout, qa(client, url), len(QUESTIONS))
-            if args.after_long:
-                figures.before_long = best_stream(client, url)
-            for i, length in enumerate(args.lengths):
-                if fits(layout, length):
-                    result = passkey(client, url, length, args.depth, seed=i)
-                    figures.passkeys.append(result)
-                    print(f"  {layout} {asdict(result)}", flush=True)
-            if args.after_long:
-                figures.after_long = best_stream(client, url)
-            figures.rss_mb = round(rss_mb(process.pid))
+    with (
+        interference_process(args.weights, layout) as (url, process),
+        httpx.Client(timeout=1800) as client,
+    ):
+        figures = LayoutFigures(layout, qa(client, url), len(QUESTIONS))
+        if args.after_long:
+            figures.before_long = best_stream(client, url)
+        for i, length in enumerate(args.lengths):
+            if fits(layout, length):
+                result = passkey(client, url, length, args.depth, seed=i)
+                figures.passkeys.append(result)
+                print(f"  {layout} {asdict(result)}", flush=True)
+        if args.after_long:
+            figures.after_long = best_stream(client, url)
+        figures.rss_mb = round(rss_mb(process.pid))
     return figures
 
 
@@ -196,9 +199,7 @@ def report(results: list[LayoutFigures], args: argparse.Namespace) -> None:
         for length in args.lengths:
             found = [p for p in figures.passkeys if p.length == length]
             cells.append(
-                f"{'hit' if found[0].found else 'miss'} {found[0].seconds:>6.1f}s"
-                if found
-                else "-"
+                f"{'hit' if found[0].found else 'miss'} {found[0].seconds:>6.1f}s" if found else "-"
             )
         qa_cell = f"{figures.qa_hits}/{figures.qa_total}"
         print(

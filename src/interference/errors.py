@@ -145,6 +145,13 @@ class UpstreamError(InterferenceError):
     retryable = True
 
 
+class UpstreamOverloadedError(UpstreamError):
+    """The upstream said it is overloaded (Anthropic's ``overloaded_error``)."""
+
+    status = 503
+    default_code = "upstream_overloaded"
+
+
 class UpstreamTimeoutError(UpstreamError):
     status = 504
     default_code = "upstream_timeout"

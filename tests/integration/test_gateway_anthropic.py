@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support.anthropic_fake import TOOL_REPLY, FakeAnthropic
-from tests.support.anthropic_stream import read_stream
+from tests.support.anthropic_stream import frames, read_stream
 from tests.support.gemini_fake import FakeGemini
 from tests.support.openai_fake import openai_upstream
 from tests.support.server import ServerProcess, start_server
@@ -78,6 +78,7 @@ def gateway(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> I
             "claude-flaky": {"deployments": [{"provider": "oai", "model": "flaky"}]},
         },
     }
+    config["server"] = {"keepalive_s": 0.3}  # pings soon, for the slow upstream below
     server: ServerProcess = start_server(
         tmp_path_factory.mktemp("anthropic-gateway"), json.dumps(config)
     )
@@ -96,7 +97,8 @@ def client(gateway: str, upstreams: Upstreams) -> Iterator[anthropic.Anthropic]:
 def test_messages_create(client: anthropic.Anthropic, model: str) -> None:
     message = client.messages.create(model=model, max_tokens=64, messages=HI, system="Be brief.")
     assert message.type == "message"
-    assert message.model == model
+    # through to Anthropic the answer is Anthropic's own, its model name included
+    assert message.model == ("claude-test-1" if model == "claude-via-anthropic" else model)
     assert message.stop_reason == "end_turn"
     assert message.content[0].type == "text"
     assert message.content[0].text in ("Hello from openai", "Hello there, world!", "Hello world")
@@ -218,3 +220,80 @@ def test_models_list_through_the_sdk(client: anthropic.Anthropic) -> None:
     ids = [model.id for model in client.models.list()]
     assert ids[:4] == [*MODELS, "claude-flaky"]
     assert client.models.retrieve("claude-via-gemini").display_name == "claude-via-gemini"
+
+
+CLAUDE_CODE_LIKE = {
+    "model": "claude-via-anthropic",
+    "max_tokens": 32000,
+    "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+    "thinking": {"type": "adaptive"},
+    "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    "output_config": {"effort": "high"},
+    "metadata": {"user_id": "u-1"},
+}
+BETA_HEADERS = {
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "claude-code-20250219,context-management-2025-06-27",
+}
+
+
+def test_an_anthropic_upstream_gets_the_request_as_written(
+    gateway: str, upstreams: Upstreams
+) -> None:
+    upstreams.claude.reset()
+    response = httpx.post(
+        f"{gateway}/v1/messages?beta=true", json=CLAUDE_CODE_LIKE, headers=BETA_HEADERS, timeout=10
+    )
+    assert response.status_code == 200
+    assert response.json() == upstreams.claude.message()  # the answer as Anthropic wrote it
+    sent = upstreams.claude.observed.requests[0]
+    assert sent == {**CLAUDE_CODE_LIKE, "model": "claude-x"}  # every field, unknown ones too
+    headers = upstreams.claude.observed.headers[0]
+    assert headers["anthropic-beta"] == BETA_HEADERS["anthropic-beta"]
+    assert headers["anthropic-version"] == "2023-06-01"
+
+
+def test_an_anthropic_upstreams_stream_comes_back_as_it_was(
+    gateway: str, upstreams: Upstreams
+) -> None:
+    upstreams.claude.reset()
+    upstreams.claude.reply = TOOL_REPLY
+    upstreams.claude.stop_reason = "tool_use"
+    body = {**CLAUDE_CODE_LIKE, "stream": True}
+    response = httpx.post(f"{gateway}/v1/messages", json=body, headers=BETA_HEADERS, timeout=10)
+    assert response.status_code == 200
+    sent = [data for _, data in frames(response.content)]
+    assert sent == list(upstreams.claude.events())  # ping and message_start included
+    read = read_stream(response.content)  # the strict reader: order, blocks, deltas
+    assert read.message["stop_reason"] == "tool_use"
+    assert upstreams.claude.observed.headers[0]["anthropic-beta"] == BETA_HEADERS["anthropic-beta"]
+    assert upstreams.claude.observed.requests[0]["stream"] is True
+
+
+def test_a_slow_anthropic_upstream_is_kept_alive_with_one_message_start(
+    gateway: str, upstreams: Upstreams
+) -> None:
+    upstreams.claude.reset()
+    upstreams.claude.upstream.faults.hang_before_first_byte = 1.0
+    body = {**CLAUDE_CODE_LIKE, "stream": True}
+    response = httpx.post(f"{gateway}/v1/messages", json=body, headers=BETA_HEADERS, timeout=10)
+    read = read_stream(response.content)
+    types = [event["type"] for event in read.events]
+    assert types.count("message_start") == 1  # ours, sent at once; the upstream's is left out
+    assert types[1] == "ping"
+    assert types.count("ping") >= 3  # ours every 0.3 s, and the upstream's own
+    assert read.message["content"] == upstreams.claude.message()["content"]
+    assert types[-1] == "message_stop"
+
+
+def test_an_anthropic_error_event_after_output_ends_the_stream_in_anthropics_words(
+    gateway: str, upstreams: Upstreams
+) -> None:
+    upstreams.claude.reset()
+    upstreams.claude.error_after = 4  # after the first text delta
+    body = {**CLAUDE_CODE_LIKE, "stream": True}
+    response = httpx.post(f"{gateway}/v1/messages", json=body, headers=BETA_HEADERS, timeout=10)
+    read = read_stream(response.content)
+    assert read.error is not None
+    assert read.error["type"] == "overloaded_error"

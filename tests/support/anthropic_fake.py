@@ -149,6 +149,8 @@ class FakeAnthropic:
         if not 0 <= body.get("temperature", 0) <= 1:
             return "temperature: range: 0..1"
         for turn in body["messages"]:
+            if isinstance(turn["content"], str):  # the API takes a string for one text block
+                continue
             for block in turn["content"]:
                 if block["type"] == "text" and not block["text"]:
                     return "text content blocks must be non-empty"

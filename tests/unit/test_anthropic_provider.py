@@ -21,6 +21,7 @@ from interference.errors import (
     InvalidRequestError,
     RateLimitError,
     UpstreamError,
+    UpstreamOverloadedError,
 )
 from interference.providers.anthropic import AnthropicProvider
 from interference.providers.base import collect_chunks
@@ -539,7 +540,7 @@ def test_cut_stream_raises_from_the_generator(fake: FakeAnthropic) -> None:
 @pytest.mark.parametrize(
     ("error_type", "error", "retryable"),
     [
-        ("overloaded_error", UpstreamError, True),
+        ("overloaded_error", UpstreamOverloadedError, True),
         ("api_error", UpstreamError, True),
         ("rate_limit_error", RateLimitError, True),
         ("invalid_request_error", InvalidRequestError, False),

@@ -72,7 +72,7 @@ def test_the_engines_message_reads_as_context_full() -> None:
     assert isinstance(error, ContextFullError)
     assert error.status == 503
     assert error.code == "context_full"
-    assert "4096 tokens, shared by its slots" in error.message
+    assert "which its slots share, filled up" in error.message
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -12,6 +12,11 @@ idle timeout does not fire; an error after that arrives as an ``error`` event. A
 first token comes sooner begins only then, so that a refusal (a prompt too long for the
 model) is a real HTTP 400 that Claude Code acts on.
 
+A model routed to an ``anthropic``-kind provider gets the request as the client wrote it, with
+its ``anthropic-version`` and ``anthropic-beta`` headers, and the client gets Anthropic's answer
+unchanged (:mod:`interference.providers.anthropic_passthrough`); fallbacks to providers of
+other kinds are translated as above.
+
 ``count_tokens`` is answered here, without a model: Claude Code's editor extension sends dozens
 at start-up. It counts about four characters per token of what the request carries (the usual
 estimate; an exact count needs the model's tokenizer).
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
 import orjson
@@ -44,19 +49,28 @@ from interference.api.record import RequestRecord, record_of
 from interference.api.sse import EventStreamResponse
 from interference.api.state import json_response, read_json_body, state_of
 from interference.errors import InterferenceError, InvalidRequestError, ServerError
+from interference.providers.anthropic import AnthropicProvider
+from interference.providers.anthropic_passthrough import (
+    PassedEvent,
+    PassedMessage,
+    forwarded_headers,
+    with_model,
+)
 from interference.wire.anthropic_messages import CountTokensRequest, MessagesRequest
+from interference.wire.chunks import Batch, Reply
 
 if TYPE_CHECKING:
     from interference.routing.router import StreamAnswer
+    from interference.routing.table import Deployment
 
 R = TypeVar("R", bound=CountTokensRequest)
 
 
-async def _parse(request: Request, model: type[R]) -> tuple[R, int]:
-    """The request, and the size of its body."""
+async def _parse(request: Request, model: type[R]) -> tuple[R, bytes]:
+    """The request, and its body."""
     body = await read_json_body(request, state_of(request).config.server.max_body_bytes)
     try:
-        return model.model_validate_json(body), len(body)
+        return model.model_validate_json(body), body
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "the body"
@@ -76,25 +90,42 @@ async def messages(request: Request) -> Response:
 async def _answer(request: Request, record: RequestRecord) -> Response:
     state = state_of(request)
     limits = state.config.server.limits
-    parsed, size = await _parse(request, MessagesRequest)
+    parsed, body = await _parse(request, MessagesRequest)
     chat = chat_request(parsed, limits.max_tokens)
-    check_limits(chat, limits, size)
+    check_limits(chat, limits, len(body))
     record.model, record.stream = parsed.model, bool(parsed.stream)
     state.router.resolve(parsed.model)  # 404 before any work
+    headers = forwarded_headers(request.headers)
+
+    def upstream_body(deployment: Deployment) -> bytes:
+        return with_model(body, parsed.model, deployment.model)
+
     if not parsed.stream:
-        answer = await state.router.call(chat, lambda d: d.provider.chat_reply(chat, d.model))
+
+        def reply(deployment: Deployment) -> Awaitable[Reply]:
+            provider = deployment.provider
+            if isinstance(provider, AnthropicProvider):
+                return provider.pass_message(upstream_body(deployment), headers)
+            return provider.chat_reply(chat, deployment.model)
+
+        answer = await state.router.call(chat, reply)
         record.deployment, record.attempts = answer.deployment.name, answer.attempts
         counts = answer.result.token_counts()
         if counts:
             record.prompt_tokens, record.completion_tokens = counts
+        if isinstance(answer.result, PassedMessage):
+            return json_response(answer.result.raw)
         message = message_of(orjson.loads(answer.result.to_json()), parsed.model)
         return json_response(orjson.dumps(message))
 
+    def batches(deployment: Deployment) -> AsyncGenerator[Batch, None]:
+        provider = deployment.provider
+        if isinstance(provider, AnthropicProvider):
+            return provider.pass_events(upstream_body(deployment), headers)
+        return provider.chat_batches(chat, deployment.model)
+
     started = time.perf_counter()
-    opening = await open_within(
-        state.router.stream(chat, lambda d: d.provider.chat_batches(chat, d.model)),
-        state.config.server.keepalive_s,
-    )
+    opening = await open_within(state.router.stream(chat, batches), state.config.server.keepalive_s)
     if opening.done():
         _opened(record, opening.result(), started)
     translator = StreamTranslator(parsed.model)
@@ -108,6 +139,13 @@ def _opened(record: RequestRecord, streamed: StreamAnswer, started: float) -> No
     record.deployment, record.attempts = streamed.deployment.name, streamed.attempts
 
 
+def _passed_through(opening: Opening) -> bool:
+    """Whether the stream, already open, comes from Anthropic as it is."""
+    if not opening.done() or opening.exception() is not None:
+        return False
+    return isinstance(opening.result().deployment.provider, AnthropicProvider)
+
+
 async def _relay(
     record: RequestRecord,
     translator: StreamTranslator,
@@ -115,8 +153,14 @@ async def _relay(
     started: float,
     keepalive: float,
 ) -> AsyncGenerator[bytes, None]:
+    """The stream in Anthropic's events: translated from chat chunks, or passed through. When
+    the first output is slow our ``message_start`` and pings go first, and a passed-through
+    stream's own ``message_start`` is then left out."""
     record.outcome = "client_closed"  # unless the stream gets to its end
-    yield translator.start()
+    started_here = not _passed_through(opening)
+    if started_here:
+        yield translator.start()
+    passed = False
     try:
         async for _ in ticks(opening, keepalive):
             yield PING
@@ -129,7 +173,12 @@ async def _relay(
                 tokens = chunk.completion_tokens()
                 if tokens is not None:
                     record.completion_tokens = tokens
-                events += translator.feed(orjson.loads(chunk.to_json()))
+                if isinstance(chunk, PassedEvent):
+                    passed = True
+                    if not (started_here and chunk.type == "message_start"):
+                        events += chunk.frame()
+                else:
+                    events += translator.feed(orjson.loads(chunk.to_json()))
             if events:
                 yield events
         record.outcome = "ok"
@@ -143,7 +192,8 @@ async def _relay(
         return
     finally:
         await release(opening)
-    yield translator.end()
+    if not passed:  # a passed-through stream ended with its own message_stop
+        yield translator.end()
 
 
 def _estimate(text: str) -> int:

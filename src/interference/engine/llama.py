@@ -74,8 +74,8 @@ def engine_error(error: dict[str, Any], context: int | None = None) -> Interfere
     code = error.get("code")
     if _POOL_FULL in message:
         return ContextFullError(
-            f"The local model's context ({context} tokens, shared by its slots) filled up with "
-            "requests running at once; retry the request."
+            "The local model's context, which its slots share, filled up with requests "
+            "running at once; retry the request."
         )
     if kind == "exceed_context_size_error":
         if context is not None:
@@ -132,15 +132,25 @@ def rope_factor(settings: EngineSettings, trained: int | None) -> float | None:
     return settings.context / trained
 
 
-def _rope(params: Any, settings: EngineSettings, path: Path) -> None:
-    """YaRN past the trained context: without it a model's answers fall apart beyond the
-    positions it was trained on; with it they hold (bench/long_context.py measures both)."""
+def _rope(params: Any, settings: EngineSettings, path: Path) -> int:
+    """Stretch positions with YaRN when the context passes the model's trained length, so that
+    one request may use the whole context; the tokens one request may use. Without scaling
+    llama.cpp holds each request to the trained length. bench/long_context.py measures what
+    scaling costs (keys found in a long text) and gives (requests past the trained length)."""
     import xllamacpp
 
     trained = trained_context(path)
     factor = rope_factor(settings, trained)
     if factor is None or trained is None:
-        return
+        if trained and settings.context > trained:
+            logger.warning(
+                "context %d without rope scaling: one request may use %d tokens, the length "
+                "the model was trained for; the slots share the rest",
+                settings.context,
+                trained,
+            )
+            return trained
+        return settings.context
     params.rope_scaling_type = xllamacpp.llama_rope_scaling_type.LLAMA_ROPE_SCALING_TYPE_YARN
     params.rope_freq_scale = 1 / factor
     params.yarn_orig_ctx = trained
@@ -150,6 +160,7 @@ def _rope(params: Any, settings: EngineSettings, path: Path) -> None:
         trained,
         factor,
     )
+    return settings.context
 
 
 class LlamaEngine:
@@ -161,6 +172,8 @@ class LlamaEngine:
         self._load_lock = threading.Lock()
         workers = max(32, settings.parallel * 8)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine")
+        #: tokens one request may use (prompt and answer): the context, or the trained length
+        self.request_limit = settings.context
         self.gate = ContextGate()  # shared and alone runs over the one context (context_gate.py)
         self._active: set[threading.Event] = set()
         #: engine calls running now, and when the last one started (for idle unloading)
@@ -191,7 +204,7 @@ class LlamaEngine:
         # When the pool is full, llama.cpp frees idle slots' cached prompts first.
         params.n_ctx = s.context
         params.kv_unified = True
-        _rope(params, s, path)
+        self.request_limit = _rope(params, s, path)
         params.ctx_shift = False  # a full context ends generation ("length"), never loops
         params.n_predict = -1
         params.cache_ram_mib = s.prompt_cache_mib
@@ -329,7 +342,7 @@ class LlamaEngine:
                 raise refused_request(exc, produced=False) from exc
         data: dict[str, Any] = orjson.loads(raw)
         if "error" in data:
-            raise engine_error(data["error"], self.settings.context)
+            raise engine_error(data["error"], self.request_limit)
         return data
 
     async def _complete(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -357,7 +370,7 @@ class LlamaEngine:
             raise ServerError("the engine returned no response")
         data: dict[str, Any] = orjson.loads(result[-1])
         if "error" in data:
-            raise engine_error(data["error"], self.settings.context)
+            raise engine_error(data["error"], self.request_limit)
         return data
 
     async def _stream(
@@ -429,7 +442,7 @@ class LlamaEngine:
                 if data is None:  # the engine's first event for a prompt list: nothing in it
                     continue
                 if "error" in data:
-                    raise engine_error(data["error"], self.settings.context)
+                    raise engine_error(data["error"], self.request_limit)
                 yield data
         finally:
             stop.set()

@@ -36,12 +36,19 @@ from interference.errors import (
     RateLimitError,
     RequestTooLargeError,
     UpstreamError,
+    UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
-from interference.providers.http import HTTPProvider, json_object
+from interference.providers.anthropic_passthrough import (
+    PassedEvent,
+    PassedMessage,
+    passed_events,
+)
+from interference.providers.http import JSON, SSE, HTTPProvider, json_object
 from interference.providers.tool_use import ToolUse, tool_use
 from interference.upstream.client import UpstreamClient
-from interference.upstream.sse import sse_data
+from interference.upstream.errors import check_status, upstream_errors
+from interference.upstream.sse import sse_batches, sse_data
 from interference.wire.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -85,6 +92,7 @@ _ERROR_EVENTS: dict[str, type[InterferenceError]] = {
     "not_found_error": NotFoundError,
     "request_too_large": RequestTooLargeError,
     "timeout_error": UpstreamTimeoutError,
+    "overloaded_error": UpstreamOverloadedError,
 }
 
 Block = dict[str, Any]
@@ -399,3 +407,28 @@ class AnthropicProvider(HTTPProvider):
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletion:
         body = _body(request, model, stream=False)
         return await self.post_json(self._path, body, lambda data: _completion(data, model))
+
+    # --- /v1/messages as the client wrote it (anthropic_passthrough.py)
+
+    #: the Messages API is this provider's own dialect: the route passes requests through
+    passes_messages: ClassVar[bool] = True
+
+    async def pass_message(self, body: bytes, headers: dict[str, str]) -> PassedMessage:
+        """POST a Messages body (``stream`` false) as it is; the answer as it came."""
+        with upstream_errors(self.name):
+            response = await self.client.post(self._path, content=body, headers={**JSON, **headers})
+            await check_status(self.name, response)
+            return PassedMessage(response.content, self.name)
+
+    async def pass_events(
+        self, body: bytes, headers: dict[str, str]
+    ) -> AsyncGenerator[list[PassedEvent], None]:
+        """POST a streamed Messages body as it is; its events as they came."""
+        with upstream_errors(self.name):
+            async with self.client.stream(
+                "POST", self._path, content=body, headers={**SSE, **headers}
+            ) as response:
+                await check_status(self.name, response)
+                failure = lambda error: _error_event(self.name, error)  # noqa: E731
+                async for events in passed_events(sse_batches(response), self.name, failure):
+                    yield events

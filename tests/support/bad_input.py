@@ -878,6 +878,6 @@ def serving_config(
         f"server:\n  max_body_bytes: {max_body}\n"
         f"  limits: {{max_messages: {max_messages}, max_input_chars: {max_chars}, "
         f"max_tokens: {max_tokens}}}\n"
-        f"providers:\n  {PROVIDER}: {{kind: local, parallel: {slots}, context: 512, "
+        f"providers:\n  {PROVIDER}: {{kind: local, parallel: {slots}, context: {512 * slots}, "
         f"aliases: [{MODEL}]}}\n"
     )

@@ -20,6 +20,14 @@ FULL = orjson.dumps(
 )
 DONE = orjson.dumps({"id": "x", "object": "chat.completion", "created": 1, "choices": []})
 CHUNK = orjson.dumps({"id": "x", "object": "chat.completion.chunk", "created": 1, "choices": []})
+ROLE = {"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}
+TEXT = {"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}
+
+
+def chunk(choice: dict[str, object]) -> bytes:
+    return orjson.dumps(
+        {"id": "x", "object": "chat.completion.chunk", "created": 1, "choices": [choice]}
+    )
 
 
 class FillingServer:
@@ -27,9 +35,9 @@ class FillingServer:
     records how many ran together at most. The calls wait for each other at a barrier so that
     they are in flight together, as in a real engine."""
 
-    def __init__(self, room: int, together: int, chunks_before_full: int = 0) -> None:
+    def __init__(self, room: int, together: int, before_full: list[bytes] | None = None) -> None:
         self.room = room
-        self.chunks_before_full = chunks_before_full
+        self.before_full = before_full or []
         self.running = 0
         self.calls = 0
         self.most = 0
@@ -51,11 +59,14 @@ class FillingServer:
             if first_round:
                 self.barrier.wait()  # everyone has looked before anyone leaves
             if full:
-                for _ in range(self.chunks_before_full):
-                    callback(CHUNK)
+                for early in self.before_full:
+                    callback(early)
                 callback(FULL)
+            elif streaming:
+                callback(chunk(ROLE))
+                callback(chunk(TEXT))
             else:
-                callback(CHUNK if streaming else DONE)
+                callback(DONE)
         finally:
             with self.lock:
                 self.running -= 1
@@ -99,20 +110,34 @@ def test_requests_the_context_could_not_hold_together_run_again_alone(streaming:
     assert not engine.gate.alone_run
 
 
-def test_a_stream_that_already_produced_is_not_run_again() -> None:
-    server = FillingServer(room=1, together=2, chunks_before_full=1)
+def streams_of(server: FillingServer, count: int) -> list[object]:
     engine = engine_with(server)
 
-    async def one() -> list[object]:
+    async def one() -> list[dict[str, object]]:
         return [chunk async for chunk in engine.stream_chat({"messages": []})]
 
     async def run() -> list[object]:
-        return await asyncio.gather(one(), one(), return_exceptions=True)
+        return await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
 
     try:
-        results = asyncio.run(run())
+        return asyncio.run(run())
     finally:
         engine.close()
+
+
+def test_a_stream_that_sent_only_its_role_is_run_again_without_a_second_role() -> None:
+    server = FillingServer(room=1, together=2, before_full=[chunk(ROLE)])
+    results = streams_of(server, 2)
+    assert server.calls == 4
+    for result in results:
+        assert isinstance(result, list)
+        deltas = [c["choices"][0]["delta"] for c in result]  # type: ignore[index]
+        assert deltas == [ROLE["delta"], TEXT["delta"]]
+
+
+def test_a_stream_that_already_produced_is_not_run_again() -> None:
+    server = FillingServer(room=1, together=2, before_full=[chunk(ROLE), chunk(TEXT)])
+    results = streams_of(server, 2)
     assert [type(r) for r in results] == [ContextFullError, ContextFullError]
     assert server.calls == 2
 

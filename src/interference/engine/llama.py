@@ -124,6 +124,17 @@ def refused_request(exc: BaseException, produced: bool) -> InterferenceError:
     return InvalidRequestError(f"The model cannot take this request: {detail}")
 
 
+def _has_output(chunk: dict[str, Any]) -> bool:
+    """Whether an engine chunk carries output: text, a tool call, reasoning or a finish."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if choice.get("text") or choice.get("finish_reason"):
+            return True
+        if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"):
+            return True
+    return False
+
+
 def rope_factor(settings: EngineSettings, trained: int | None) -> float | None:
     """How far positions are stretched: ``context / trained`` when the context passes the
     model's trained length and scaling is on (``auto`` or ``yarn``), else none."""
@@ -379,15 +390,24 @@ class LlamaEngine:
         """Chunks as the engine generates them, run again alone when the shared context filled
         up before the first chunk (context_gate.py); closing the iterator (client gone,
         error) makes the engine stop at its next token."""
-        yielded = False
+        held: list[dict[str, Any]] = []  # chunks before the first output (a role chunk)
+        produced = False
         try:
             async with self.gate.shared():
                 async for data in self._stream_once(method, payload):
-                    yielded = True
+                    if not produced and not _has_output(data):
+                        held.append(data)
+                        continue
+                    produced = True
+                    for early in held:
+                        yield early
+                    held.clear()
                     yield data
+            for early in held:
+                yield early
             return
         except ContextFullError:
-            if yielded:
+            if produced:
                 raise
             logger.info("the shared context filled up: running a stream again alone")
         async with self.gate.alone():

@@ -321,6 +321,10 @@ class RemoteProviderConfig(BaseModel):
         default=100, ge=1, description="connections to the upstream open at once"
     )
     owned_by: str | None = Field(default=None, description="owned_by of its models in /v1/models")
+    responses: bool = Field(
+        default=False,
+        description="openai kind: the upstream serves /v1/responses, which goes to it as written",
+    )
     client: Literal["fast", "httpx"] | None = Field(
         default=None,
         description="HTTP client: fast (the default), or httpx, which goes through proxies "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -37,18 +38,36 @@ def upstreams() -> Iterator[Upstreams]:
 
 
 @pytest.fixture(scope="module")
-def gateway(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    assert upstreams.gemini.upstream is not None
+def inner(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Another interference, in front of the OpenAI fake: an upstream that serves Responses."""
     config = {
+        "providers": {
+            "oai": {"kind": "openai", "base_url": f"{upstreams.openai.url}/v1", "api_key": "k"}
+        },
+        "models": {"inner-model": {"deployments": [{"provider": "oai", "model": "up-model"}]}},
+    }
+    server = start_server(tmp_path_factory.mktemp("responses-inner"), json.dumps(config))
+    yield server.url
+    assert server.stop() == 0, server.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    upstreams: Upstreams, inner: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    assert upstreams.gemini.upstream is not None
+    config: dict[str, Any] = {
         "providers": {
             "oai": {"kind": "openai", "base_url": f"{upstreams.openai.url}/v1", "api_key": "k"},
             "claude": {"kind": "anthropic", "base_url": upstreams.claude.upstream.url},
             "gem": {"kind": "gemini", "base_url": upstreams.gemini.upstream.url, "api_key": "k"},
+            "inner": {"kind": "openai", "base_url": f"{inner}/v1", "responses": True},
         },
         "models": {
             "gpt-via-openai": {"deployments": [{"provider": "oai", "model": "up-model"}]},
             "gpt-via-anthropic": {"deployments": [{"provider": "claude", "model": "claude-x"}]},
             "gpt-via-gemini": {"deployments": [{"provider": "gem", "model": "gemini-x"}]},
+            "gpt-via-responses": {"deployments": [{"provider": "inner", "model": "inner-model"}]},
         },
     }
     server: ServerProcess = start_server(
@@ -151,3 +170,41 @@ def test_previous_response_id_carries_the_conversation(
     with pytest.raises(openai.BadRequestError) as unknown:
         client.responses.create(model=model, input="Hi", previous_response_id="resp_nope")
     assert unknown.value.param == "previous_response_id"
+
+
+def test_an_upstream_that_serves_responses_gets_them_as_written(
+    client: openai.OpenAI, gateway: str, inner: str
+) -> None:
+    first = client.responses.create(
+        model="gpt-via-responses",
+        input="My name is Ada.",
+        extra_body={"prompt_cache_key": "k-1", "client_metadata": {"a": "b"}},
+    )
+    assert first.model == "inner-model"  # the upstream's own answer, not restamped here
+    assert first.output_text == "Hello from openai"
+    with httpx.Client() as http:
+        assert http.get(f"{inner}/v1/responses/{first.id}").status_code == 200  # kept upstream
+        assert http.get(f"{gateway}/v1/responses/{first.id}").status_code == 404  # not here
+    second = client.responses.create(
+        model="gpt-via-responses", input="And my name?", previous_response_id=first.id
+    )
+    assert second.previous_response_id == first.id  # the upstream knew it
+    with client.responses.stream(model="gpt-via-responses", input="Hi") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created"
+    assert kinds[-1] == "response.completed"
+    assert final.model == "inner-model"
+    body = {"model": "gpt-via-responses", "input": "Hi", "stream": True}
+    raw = httpx.post(f"{gateway}/v1/responses", json=body, timeout=10)
+    read = read_stream(raw.content)  # the upstream's events, strict order and numbers
+    assert read.response["model"] == "inner-model"
+    assert read.text == "Hello from openai"
+
+
+def test_a_previous_response_id_unknown_everywhere_is_still_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.responses.create(
+            model="gpt-via-responses", input="Hi", previous_response_id="resp_nope"
+        )
+    assert unknown.value.param == "previous_response_id"  # the upstream's own refusal

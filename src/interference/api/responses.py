@@ -10,6 +10,13 @@ ignored. Errors before a stream are OpenAI's error objects; after it began, ``re
 A stream whose first token is slow to come begins with ``response.created`` and
 ``response.in_progress`` and then sends SSE comments as keep-alives
 (:mod:`interference.api.keepalive`).
+
+A deployment of an ``openai``-kind provider configured with ``responses: true`` gets the request
+as the client wrote it, and the client its answer unchanged
+(:mod:`interference.providers.responses_passthrough`); the upstream then keeps ``store`` and
+``previous_response_id`` itself, so a ``previous_response_id`` unknown here is left to it (a
+translated fallback still refuses it). For a model with such a deployment a slow stream sends
+only SSE comments until it knows which deployment answers.
 """
 
 from __future__ import annotations
@@ -40,23 +47,28 @@ from interference.api.responses_translation import chat_request
 from interference.api.sse import EventStreamResponse
 from interference.api.state import AppState, json_response, read_json_body, state_of
 from interference.errors import InterferenceError, InvalidRequestError, NotFoundError, ServerError
+from interference.providers.openai import OpenAIProvider
+from interference.providers.responses_passthrough import PassedResponse, PassedResponseEvent
+from interference.wire.chat import ChatCompletionRequest
+from interference.wire.chunks import Batch, Reply
 from interference.wire.responses import ResponsesRequest
 
 if TYPE_CHECKING:
     from interference.routing.router import StreamAnswer
+    from interference.routing.table import Deployment
 
 Json = dict[str, Any]
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see traffic
 
 
-async def _parse(request: Request) -> tuple[ResponsesRequest, int]:
+async def _parse(request: Request) -> tuple[ResponsesRequest, bytes]:
     body = await read_json_body(request, state_of(request).config.server.max_body_bytes)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise invalid_json(str(exc)) from None
     try:
-        return ResponsesRequest.model_validate(data), len(body)
+        return ResponsesRequest.model_validate(data), body
     except ValidationError as exc:
         raise from_validation_error(exc, data) from None
 
@@ -103,42 +115,84 @@ class _Turn:
         store.put(response, conversation, _input_items(self.request))
 
 
+def _passes(deployment: Deployment) -> bool:
+    provider = deployment.provider
+    return isinstance(provider, OpenAIProvider) and provider.passes_responses
+
+
 async def create_response(request: Request) -> Response:
     state = state_of(request)
     limits = state.config.server.limits
-    parsed, size = await _parse(request)
-    turn = _Turn(state, parsed, _history(state, parsed))
-    chat, names, turn.given = chat_request(parsed, turn.history, limits.max_tokens)
-    check_limits(chat, limits, size)
+    parsed, body = await _parse(request)
     record = record_of(request.scope)
     record.model, record.stream = parsed.model, bool(parsed.stream)
-    state.router.resolve(parsed.model)  # 404 before any work
+    passing = any(_passes(d) for d in state.router.resolve(parsed.model).deployments)
+    unknown_previous: InvalidRequestError | None = None
+    try:
+        history = _history(state, parsed)
+    except InvalidRequestError as exc:
+        if not passing:
+            raise
+        history, unknown_previous = [], exc  # perhaps the upstream's: it answers for it
+    turn = _Turn(state, parsed, history)
+    chat, names, turn.given = chat_request(parsed, turn.history, limits.max_tokens)
+    check_limits(chat, limits, len(body))
+
+    def translated(deployment: Deployment) -> ChatCompletionRequest:
+        if unknown_previous is not None:
+            raise unknown_previous
+        return chat
+
+    def upstream_body(deployment: Deployment) -> bytes:
+        if parsed.model == deployment.model:
+            return body
+        return orjson.dumps({**orjson.loads(body), "model": deployment.model})
+
     base = skeleton(parsed, new_id("resp"), int(time.time()))
     if not parsed.stream:
-        answer = await state.router.call(chat, lambda d: d.provider.chat_reply(chat, d.model))
+
+        async def reply(deployment: Deployment) -> Reply:
+            provider = deployment.provider
+            if isinstance(provider, OpenAIProvider) and provider.passes_responses:
+                return await provider.pass_response(upstream_body(deployment))
+            return await provider.chat_reply(translated(deployment), deployment.model)
+
+        answer = await state.router.call(chat, reply)
         record.deployment, record.attempts = answer.deployment.name, answer.attempts
         counts = answer.result.token_counts()
         if counts:
             record.prompt_tokens, record.completion_tokens = counts
+        if isinstance(answer.result, PassedResponse):
+            return json_response(answer.result.raw)
         response = response_of(orjson.loads(answer.result.to_json()), base, names)
         turn.store(response, names)
         return json_response(orjson.dumps(response))
 
+    def batches(deployment: Deployment) -> AsyncGenerator[Batch, None]:
+        provider = deployment.provider
+        if isinstance(provider, OpenAIProvider) and provider.passes_responses:
+            return provider.pass_response_events(upstream_body(deployment))
+        return provider.chat_batches(translated(deployment), deployment.model)
+
     started = time.perf_counter()
     keepalive = state.config.server.keepalive_s
-    opening = await open_within(
-        state.router.stream(chat, lambda d: d.provider.chat_batches(chat, d.model)), keepalive
-    )
+    opening = await open_within(state.router.stream(chat, batches), keepalive)
     if opening.done():
         _opened(record, opening.result(), started)
     events = ResponseEvents(base, names)
-    relay = _relay(record, events, opening, started, keepalive, turn)
+    relay = _relay(record, events, opening, started, keepalive, turn, early_start=not passing)
     return EventStreamResponse(relay, release=lambda: release(opening))
 
 
 def _opened(record: RequestRecord, streamed: StreamAnswer, started: float) -> None:
     record.ttft_ms = (time.perf_counter() - started) * 1000
     record.deployment, record.attempts = streamed.deployment.name, streamed.attempts
+
+
+def _passed_through(opening: Opening) -> bool:
+    if not opening.done() or opening.exception() is not None:
+        return False
+    return _passes(opening.result().deployment)
 
 
 async def _relay(
@@ -148,35 +202,55 @@ async def _relay(
     started: float,
     keepalive: float,
     turn: _Turn,
+    *,
+    early_start: bool,
 ) -> AsyncGenerator[bytes, None]:
+    """The stream in Responses events: translated from chat chunks (``response.created`` at
+    once when ``early_start``, else once the stream opened), or passed through as it came."""
     record.outcome = "client_closed"  # unless the stream gets to its end
-    yield events.start()
+    started_here = early_start
+    if started_here:
+        yield events.start()
+    passed = False
     try:
         async for _ in ticks(opening, keepalive):
             yield KEEPALIVE
         if record.deployment is None:
             _opened(record, opening.result(), started)
+        if not started_here and not _passed_through(opening):
+            started_here = True
+            yield events.start()
         async for batch in opening.result().chunks:
             out = b""
             for chunk in batch:
                 tokens = chunk.completion_tokens()
                 if tokens is not None:
                     record.completion_tokens = tokens
-                out += events.feed(orjson.loads(chunk.to_json()))
+                if isinstance(chunk, PassedResponseEvent):
+                    passed = True
+                    out += chunk.frame()
+                else:
+                    out += events.feed(orjson.loads(chunk.to_json()))
             if out:
                 yield out
         record.outcome = "ok"
     except InterferenceError as exc:
         record.outcome, record.error, record.error_message = "error", exc.code, exc.message
+        if not started_here:
+            yield events.start()
         yield events.failed(error_code(exc), exc.message)
         return
     except Exception as exc:
         record.outcome, record.error, record.exception = "error", "internal_error", exc
         failure = ServerError("The stream ended because of a server error.")
+        if not started_here:
+            yield events.start()
         yield events.failed("server_error", failure.message)
         return
     finally:
         await release(opening)
+    if passed:  # the upstream's stream ended with its own last event, and it stores
+        return
     yield events.end()
     turn.store(events.response, events.names)
 

@@ -4,7 +4,8 @@ OpenAI, Groq, OpenRouter, DeepSeek, Mistral, Together, Fireworks, vLLM, llama.cp
 llama-server, Ollama's ``/v1``, LM Studio or another interference. The request goes upstream as
 the client sent it (unknown fields included) with the deployment's model id. Answers are passed
 on as the upstream wrote them (checked for the spec's shape; ``id``, ``created`` and ``model``
-rewritten: :mod:`interference.wire.chunks`), streamed events as they arrive.
+rewritten: :mod:`interference.wire.chunks`), streamed events as they arrive. With ``responses:
+true`` it also takes ``/v1/responses`` as written (:mod:`.responses_passthrough`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from pydantic import BaseModel
 
 from interference.errors import UpstreamError
 from interference.providers.http import JSON, HTTPProvider, json_object
-from interference.upstream.errors import error_from_exception
+from interference.providers.responses_passthrough import (
+    PassedResponse,
+    PassedResponseEvent,
+    passed_response_events,
+)
+from interference.upstream.errors import check_status, error_from_exception, upstream_errors
 from interference.upstream.sse import sse_batches
 from interference.wire.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from interference.wire.chunks import Kind, RawChunk, RawReply
@@ -138,3 +144,27 @@ class OpenAIProvider(HTTPProvider):
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
         body = self._body(request, model, stream=None)
         return await self.post_json("/embeddings", body, EmbeddingList.model_validate)
+
+    # --- /v1/responses as the client wrote it, when configured (responses_passthrough.py)
+
+    @property
+    def passes_responses(self) -> bool:
+        return self.config.responses
+
+    async def pass_response(self, body: bytes) -> PassedResponse:
+        """POST a Responses body (``stream`` false) as it is; the answer as it came."""
+        with upstream_errors(self.name):
+            response = await self.client.post("/responses", content=body, headers=JSON)
+            await check_status(self.name, response)
+            return PassedResponse(response.content, self.name)
+
+    async def pass_response_events(
+        self, body: bytes
+    ) -> AsyncGenerator[list[PassedResponseEvent], None]:
+        """POST a streamed Responses body as it is; its events as they came."""
+        async with (
+            self.open_stream("/responses", body) as response,
+            aclosing(sse_batches(response)) as arrivals,
+        ):
+            async for events in passed_response_events(arrivals, self.name):
+                yield events

@@ -69,6 +69,22 @@ def _upstream_message(body: bytes) -> str:
     return "no detail"
 
 
+def _upstream_fields(body: bytes) -> tuple[str | None, str | None]:
+    """``param`` and ``code`` of an OpenAI-shaped error body, when it names them."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    param, code = error.get("param"), error.get("code")
+    return (
+        param if isinstance(param, str) else None,
+        code if isinstance(code, str) else None,
+    )
+
+
 def error_from_status(
     provider: str, status: int, body: bytes, headers: Mapping[str, str] | None = None
 ) -> InterferenceError:
@@ -78,7 +94,8 @@ def error_from_status(
     if status == 400 and _CONTEXT_OVERFLOW.search(detail + body[:2000].decode("utf-8", "replace")):
         return ContextLengthExceededError(message, param="messages")
     if status in (400, 422):
-        return InvalidRequestError(message)
+        param, code = _upstream_fields(body)  # what the client's request got wrong, as named
+        return InvalidRequestError(message, param=param, code=code)
     if status == 404:
         return NotFoundError(message, code="model_not_found")
     if status == 413:

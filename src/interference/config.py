@@ -245,7 +245,8 @@ class LocalModelConfig(BaseModel):
     default_max_tokens: int | None = Field(
         default=2048,
         ge=1,
-        description="max_tokens of a request that sets none (null: until the context is full)",
+        description="max_tokens of a request that sets none, at most context / parallel "
+        "(null: until the context is full)",
     )
     rope_scaling: RopeScaling = Field(
         default="auto",

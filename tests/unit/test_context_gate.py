@@ -13,7 +13,7 @@ import pytest
 
 from interference.engine.context_gate import ContextGate
 from interference.engine.llama import EngineSettings, LlamaEngine, engine_error
-from interference.errors import ContextFullError
+from interference.errors import ContextFullError, ContextLengthExceededError
 
 FULL = orjson.dumps(
     {"error": {"code": 500, "type": "server_error", "message": "Context size has been exceeded."}}
@@ -187,3 +187,22 @@ def test_a_cancelled_alone_waiter_lets_shared_runs_go() -> None:
                     return True
 
     assert asyncio.run(run())
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_request_that_fills_the_context_even_alone_is_a_400(streaming: bool) -> None:
+    engine = engine_with(FillingServer(room=0, together=1))
+
+    async def run() -> object:
+        if streaming:
+            return [chunk async for chunk in engine.stream_chat({"messages": []})]
+        return await engine.complete_chat({"messages": []})
+
+    try:
+        with pytest.raises(ContextLengthExceededError) as refused:
+            asyncio.run(run())
+    finally:
+        engine.close()
+    assert refused.value.status == 400
+    assert refused.value.param == "max_tokens"
+    assert "even with no other request running" in refused.value.message

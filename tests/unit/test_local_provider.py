@@ -54,6 +54,9 @@ def test_token_limits_and_seed() -> None:
     assert local.engine_payload(request())["max_tokens"] == 2048  # default_max_tokens
     assert "max_tokens" not in provider(default_max_tokens=None).engine_payload(request())
     assert provider(default_max_tokens=100).engine_payload(request(max_tokens=5))["max_tokens"] == 5
+    # at most the slots' share of the context they share
+    small = provider(context=1024, parallel=2)
+    assert small.engine_payload(request())["max_tokens"] == 512
     assert local.engine_payload(request(seed=-1))["seed"] == 2**32 - 2
     assert local.engine_payload(request(seed=42))["seed"] == 42
 

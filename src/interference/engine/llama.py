@@ -363,7 +363,10 @@ class LlamaEngine:
         except ContextFullError:
             logger.info("the shared context filled up: running a request again alone")
             async with self.gate.alone():
-                return await self._complete_once(method, payload)
+                try:
+                    return await self._complete_once(method, payload)
+                except ContextFullError:
+                    raise self._too_large_alone() from None
 
     async def _complete_once(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps({**payload, "stream": False})
@@ -411,8 +414,21 @@ class LlamaEngine:
                 raise
             logger.info("the shared context filled up: running a stream again alone")
         async with self.gate.alone():
-            async for data in self._stream_once(method, payload):
-                yield data
+            try:
+                async for data in self._stream_once(method, payload):
+                    yield data
+            except ContextFullError:
+                raise self._too_large_alone() from None
+
+    def _too_large_alone(self) -> ContextLengthExceededError:
+        """A request that fills the context even alone (several prompts at once, or a
+        max_tokens past what is left): the request's own size is the problem."""
+        return ContextLengthExceededError(
+            f"The request's prompts and answers together need more than the "
+            f"{self.settings.context} tokens of context of this local model, even with no other "
+            "request running; ask for fewer tokens (max_tokens) or send fewer prompts at once.",
+            param="max_tokens",
+        )
 
     async def _stream_once(
         self, method: str, payload: dict[str, Any]

@@ -71,6 +71,13 @@ class LocalProvider(Provider):
         self._load_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self.capacity = config.parallel + config.max_queue
+        # a request that sets no max_tokens gets at most its share of the shared context, so
+        # that the slots' answers fit in it together
+        self.default_max_tokens = (
+            None
+            if config.default_max_tokens is None
+            else max(1, min(config.default_max_tokens, config.context // config.parallel))
+        )
         served: set[Endpoint] = {"chat", "text"}
         if config.embeddings:
             served.add("embeddings")
@@ -140,7 +147,7 @@ class LocalProvider(Provider):
         payload["messages"] = messages
         limit = request.token_limit
         if limit is None:
-            limit = self.config.default_max_tokens
+            limit = self.default_max_tokens
         if limit is not None:
             # a bound by default: requests share the context, and a small model may loop
             payload["max_tokens"] = limit
@@ -253,8 +260,8 @@ class LocalProvider(Provider):
             exclude_none=True,
             include=set(type(request).model_fields) - {"model", "provider", "user", "best_of"},
         )
-        if request.max_tokens is None and self.config.default_max_tokens is not None:
-            payload["max_tokens"] = self.config.default_max_tokens
+        if request.max_tokens is None and self.default_max_tokens is not None:
+            payload["max_tokens"] = self.default_max_tokens
         self._complete_payload(payload, request.stop, request.seed)
         return payload
 

@@ -51,8 +51,8 @@ from interference.api.state import json_response, read_json_body, state_of
 from interference.errors import InterferenceError, InvalidRequestError, ServerError
 from interference.providers.anthropic import AnthropicProvider
 from interference.providers.anthropic_passthrough import (
-    PassedEvent,
     PassedMessage,
+    PassedMessageEvent,
     forwarded_headers,
     with_model,
 )
@@ -173,7 +173,7 @@ async def _relay(
                 tokens = chunk.completion_tokens()
                 if tokens is not None:
                     record.completion_tokens = tokens
-                if isinstance(chunk, PassedEvent):
+                if isinstance(chunk, PassedMessageEvent):
                     passed = True
                     if not (started_here and chunk.type == "message_start"):
                         events += chunk.frame()

@@ -40,8 +40,8 @@ from interference.errors import (
     UpstreamTimeoutError,
 )
 from interference.providers.anthropic_passthrough import (
-    PassedEvent,
     PassedMessage,
+    PassedMessageEvent,
     passed_events,
 )
 from interference.providers.http import JSON, SSE, HTTPProvider, json_object
@@ -422,7 +422,7 @@ class AnthropicProvider(HTTPProvider):
 
     async def pass_events(
         self, body: bytes, headers: dict[str, str]
-    ) -> AsyncGenerator[list[PassedEvent], None]:
+    ) -> AsyncGenerator[list[PassedMessageEvent], None]:
         """POST a streamed Messages body as it is; its events as they came."""
         with upstream_errors(self.name):
             async with self.client.stream(

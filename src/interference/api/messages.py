@@ -60,7 +60,6 @@ from interference.wire.anthropic_messages import CountTokensRequest, MessagesReq
 from interference.wire.chunks import Batch, Reply
 
 if TYPE_CHECKING:
-    from interference.routing.router import StreamAnswer
     from interference.routing.table import Deployment
 
 R = TypeVar("R", bound=CountTokensRequest)
@@ -127,16 +126,11 @@ async def _answer(request: Request, record: RequestRecord) -> Response:
     started = time.perf_counter()
     opening = await open_within(state.router.stream(chat, batches), state.config.server.keepalive_s)
     if opening.done():
-        _opened(record, opening.result(), started)
+        record.stream_opened(opening.result(), started)
     translator = StreamTranslator(parsed.model)
     keepalive = state.config.server.keepalive_s
     relay = _relay(record, translator, opening, started, keepalive)
     return EventStreamResponse(relay, release=lambda: release(opening))
-
-
-def _opened(record: RequestRecord, streamed: StreamAnswer, started: float) -> None:
-    record.ttft_ms = (time.perf_counter() - started) * 1000
-    record.deployment, record.attempts = streamed.deployment.name, streamed.attempts
 
 
 def _passed_through(opening: Opening) -> bool:
@@ -165,7 +159,7 @@ async def _relay(
         async for _ in ticks(opening, keepalive):
             yield PING
         if record.deployment is None:
-            _opened(record, opening.result(), started)
+            record.stream_opened(opening.result(), started)
         streamed = opening.result()
         async for batch in streamed.chunks:
             events = b""

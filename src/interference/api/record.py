@@ -8,10 +8,14 @@ request and puts it in the ASGI scope; routes and error handlers fill in what th
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope
+
+if TYPE_CHECKING:
+    from interference.routing.router import StreamAnswer
 
 SCOPE_KEY = "interference.request"
 
@@ -48,6 +52,11 @@ class RequestRecord:
     error: str | None = None  # the code of the error answered
     error_message: str | None = None
     exception: BaseException | None = None  # an unexpected one, logged with its traceback
+
+    def stream_opened(self, streamed: StreamAnswer, started: float) -> None:
+        """A stream's first output arrived (``started``: ``time.perf_counter()`` at the start)."""
+        self.ttft_ms = (time.perf_counter() - started) * 1000
+        self.deployment, self.attempts = streamed.deployment.name, streamed.attempts
 
     def fields(self, elapsed_ms: float) -> dict[str, Any]:
         return {

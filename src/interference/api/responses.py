@@ -54,7 +54,6 @@ from interference.wire.chunks import Batch, Reply
 from interference.wire.responses import ResponsesRequest
 
 if TYPE_CHECKING:
-    from interference.routing.router import StreamAnswer
     from interference.routing.table import Deployment
 
 Json = dict[str, Any]
@@ -178,15 +177,10 @@ async def create_response(request: Request) -> Response:
     keepalive = state.config.server.keepalive_s
     opening = await open_within(state.router.stream(chat, batches), keepalive)
     if opening.done():
-        _opened(record, opening.result(), started)
+        record.stream_opened(opening.result(), started)
     events = ResponseEvents(base, names)
     relay = _relay(record, events, opening, started, keepalive, turn, early_start=not passing)
     return EventStreamResponse(relay, release=lambda: release(opening))
-
-
-def _opened(record: RequestRecord, streamed: StreamAnswer, started: float) -> None:
-    record.ttft_ms = (time.perf_counter() - started) * 1000
-    record.deployment, record.attempts = streamed.deployment.name, streamed.attempts
 
 
 def _passed_through(opening: Opening) -> bool:
@@ -216,7 +210,7 @@ async def _relay(
         async for _ in ticks(opening, keepalive):
             yield KEEPALIVE
         if record.deployment is None:
-            _opened(record, opening.result(), started)
+            record.stream_opened(opening.result(), started)
         if not started_here and not _passed_through(opening):
             started_here = True
             yield events.start()

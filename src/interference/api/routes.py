@@ -94,8 +94,7 @@ async def _generate(
     # The router returns once the first output has arrived, so that a failure before it
     # (refused, timed out, context overflow) can fall back or be a real HTTP status.
     streamed: StreamAnswer = await state.router.stream(parsed, open_stream)
-    record.ttft_ms = (time.perf_counter() - started) * 1000
-    record.deployment, record.attempts = streamed.deployment.name, streamed.attempts
+    record.stream_opened(streamed, started)
     chunks = streamed.chunks
 
     async def relay() -> AsyncGenerator[bytes, None]:

@@ -209,6 +209,18 @@ class ServerConfig(BaseModel):
         description="stored responses of /v1/responses (in memory: lost on restart)",
     )
 
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="the administrator's key: virtual keys (/key/*, `interference keys`) and "
+        "all routes (also from INTERFERENCE_MASTER_KEY)",
+    )
+
+    def master(self) -> str | None:
+        """The master key, from the configuration or ``INTERFERENCE_MASTER_KEY``."""
+        if self.master_key is not None:
+            return self.master_key.get_secret_value() or None
+        return os.environ.get("INTERFERENCE_MASTER_KEY") or None
+
     def keys(self) -> list[str]:
         """The configured API keys and those of ``INTERFERENCE_API_KEYS``."""
         keys = [key.get_secret_value() for key in self.api_keys]
@@ -426,6 +438,20 @@ def _default_providers() -> dict[str, ProviderConfig]:
     return {"local": LocalModelConfig()}
 
 
+class StorageConfig(BaseModel):
+    """Where virtual keys are kept (used when the server has a master key)."""
+
+    model_config = _STRICT
+
+    path: str | None = Field(
+        default=None,
+        description="SQLite file (default: $XDG_DATA_HOME/interference/interference.db)",
+    )
+    refresh_s: float = Field(
+        default=2, gt=0, description="how often each process re-reads the keys (others' changes)"
+    )
+
+
 class Config(BaseModel):
     model_config = _STRICT
 
@@ -448,6 +474,9 @@ class Config(BaseModel):
     )
     routing: RoutingConfig = Field(
         default_factory=RoutingConfig, description="strategy, retries and cooldown"
+    )
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="the database of virtual keys"
     )
 
     @model_validator(mode="after")

@@ -61,6 +61,14 @@ class AuthenticationError(InterferenceError):
     default_code = "invalid_api_key"
 
 
+class PermissionDeniedError(InterferenceError):
+    """The key is valid but may not do this (a model outside its list, an admin route)."""
+
+    status = 403
+    type = "permission_error"
+    default_code = "permission_denied"
+
+
 class NotFoundError(InterferenceError):
     status = 404
     type = "invalid_request_error"

@@ -2,6 +2,7 @@
 ``import`` at any depth counted, lazy ones inside functions included):
 
     wire/, upstream/  <-  engine/, providers/  <-  routing/  <-  api/  <-  server, cli
+    store/ (keys in SQLite)  <-  api/, cli
 
 - ``wire/`` (the API dialects' models) imports nothing else of interference;
 - ``upstream/`` (HTTP clients, SSE, error mapping) knows no dialect, provider or route;
@@ -112,7 +113,22 @@ def test_errors_import_nothing_of_ours() -> None:
     assert not [m for m in MODULES["interference.errors"] if under(m, "interference")]
 
 
+def test_the_store_knows_only_itself_the_configuration_and_the_errors() -> None:
+    """``store/`` (keys, later usage, in SQLite) is data under the routes: no route, router,
+    provider or engine."""
+    allowed = ("interference.store", "interference.config", "interference.errors")
+    found = sorted(
+        f"{name} imports {imported}"
+        for name, imported_set in MODULES.items()
+        if under(name, "interference.store")
+        for imported in imported_set
+        if under(imported, "interference") and not under(imported, *allowed)
+    )
+    assert found == []
+
+
 LOWER = (
+    "interference.store",
     "interference.wire",
     "interference.upstream",
     "interference.engine",

@@ -45,6 +45,7 @@ from interference.errors import (
     ServerError,
 )
 from interference.logs import REQUEST_ID, RESPONSE_CUT
+from interference.store.keys import KeyStore
 
 logger = logging.getLogger("interference.requests")
 
@@ -60,10 +61,18 @@ _FAILED = frozenset({"error", "shutdown", "slow_client"})  # outcomes logged as 
 class RequestGuard:
     """ASGI middleware; see the module docstring. One per app (``create_app`` makes it)."""
 
-    def __init__(self, keys: list[str], limits: LimitsConfig) -> None:
+    def __init__(
+        self,
+        keys: list[str],
+        limits: LimitsConfig,
+        master_key: str | None = None,
+        virtual_keys: KeyStore | None = None,
+    ) -> None:
         self.app: ASGIApp | None = None
         self.limits = limits
         self.keys = KeyRing(keys)
+        self.master = KeyRing([master_key] if master_key else [])
+        self.virtual_keys = virtual_keys
         self.draining = False
         self.active: set[RequestRecord] = set()
         self.in_flight: Counter[str] = Counter()
@@ -203,19 +212,10 @@ class RequestGuard:
     def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
         """Why this request is refused before it reaches a route (None: it may go on)."""
         public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX)
-        if self.keys:
-            key = presented_key(scope)
-            record.authorized = self.keys.accepts(key)
-            if record.authorized and key is not None:
-                record.client = KeyRing.client_label(key)
-            elif not public:
-                if key is None:
-                    return AuthenticationError(
-                        "Missing API key: send it as `Authorization: Bearer KEY` "
-                        "(or `x-api-key: KEY`).",
-                        code="missing_api_key",
-                    )
-                return AuthenticationError("Incorrect API key provided.")
+        if self.keys or self.master:
+            refusal = self._authenticate(presented_key(scope), record)
+            if refusal is not None and not public:
+                return refusal
         else:
             record.authorized = True
         if self.draining and not public:
@@ -232,6 +232,32 @@ class RequestGuard:
                 code="concurrency_limit_exceeded",
                 headers={"retry-after": "1"},
             )
+        return None
+
+    def _authenticate(self, key: str | None, record: RequestRecord) -> InterferenceError | None:
+        """Who presents ``key``: the administrator (master key), a configured key or a virtual
+        key (:mod:`interference.store.keys`); the refusal when none, or a blocked or expired
+        virtual key."""
+        if key is None:
+            return AuthenticationError(
+                "Missing API key: send it as `Authorization: Bearer KEY` (or `x-api-key: KEY`).",
+                code="missing_api_key",
+            )
+        virtual = self.virtual_keys.find(key) if self.virtual_keys is not None else None
+        if virtual is not None:
+            now = time.time()
+            if virtual.blocked:
+                return AuthenticationError("This API key is blocked.", code="key_blocked")
+            if virtual.expired(now):
+                return AuthenticationError("This API key has expired.", code="key_expired")
+            KeyStore.used(virtual, now)
+            record.virtual_key = virtual
+        elif self.master.accepts(key):
+            record.admin = True
+        elif not self.keys.accepts(key):
+            return AuthenticationError("Incorrect API key provided.")
+        record.authorized = True
+        record.client = KeyRing.client_label(key)
         return None
 
     async def _end_cut(self, scope: Scope, record: RequestRecord, send: Send) -> None:

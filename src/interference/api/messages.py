@@ -47,7 +47,7 @@ from interference.api.keepalive import Opening, open_within, release, ticks
 from interference.api.limits import check_limits
 from interference.api.record import RequestRecord, record_of
 from interference.api.sse import EventStreamResponse
-from interference.api.state import json_response, read_json_body, state_of
+from interference.api.state import json_response, read_json_body, resolve_model, state_of
 from interference.errors import InterferenceError, InvalidRequestError, ServerError
 from interference.providers.anthropic import AnthropicProvider
 from interference.providers.anthropic_passthrough import (
@@ -93,7 +93,7 @@ async def _answer(request: Request, record: RequestRecord) -> Response:
     chat = chat_request(parsed, limits.max_tokens)
     check_limits(chat, limits, len(body))
     record.model, record.stream = parsed.model, bool(parsed.stream)
-    state.router.resolve(parsed.model)  # 404 before any work
+    resolve_model(request, parsed.model)  # 404 before any work
     headers = forwarded_headers(request.headers)
 
     def upstream_body(deployment: Deployment) -> bytes:
@@ -210,7 +210,7 @@ def estimate_tokens(request: CountTokensRequest) -> int:
 async def count_tokens(request: Request) -> Response:
     try:
         parsed, _ = await _parse(request, CountTokensRequest)
-        state_of(request).router.resolve(parsed.model)
+        resolve_model(request, parsed.model)
     except InterferenceError as exc:
         return error_response(exc, "anthropic")
     return json_response(orjson.dumps({"input_tokens": estimate_tokens(parsed)}))

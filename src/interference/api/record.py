@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope
 
 if TYPE_CHECKING:
     from interference.routing.router import StreamAnswer
+    from interference.store.keys import KeyRecord
 
 SCOPE_KEY = "interference.request"
 
@@ -40,6 +41,8 @@ class RequestRecord:
     cut_reason: str | None = None
     receive: Receive | None = None  # the server's own, for the guard's disconnect watch
     hang_up_watch: asyncio.Task[None] | None = None
+    admin: bool = False  # presented the master key
+    virtual_key: KeyRecord | None = None  # presented this virtual key
     # filled in by the routes
     model: str | None = None
     deployment: str | None = None

@@ -45,7 +45,7 @@ from interference.api.responses_output import (
 from interference.api.responses_stream import ResponseEvents
 from interference.api.responses_translation import chat_request
 from interference.api.sse import EventStreamResponse
-from interference.api.state import AppState, json_response, read_json_body, state_of
+from interference.api.state import AppState, json_response, read_json_body, resolve_model, state_of
 from interference.errors import InterferenceError, InvalidRequestError, NotFoundError, ServerError
 from interference.providers.openai import OpenAIProvider
 from interference.providers.responses_passthrough import PassedResponse, PassedResponseEvent
@@ -125,7 +125,7 @@ async def create_response(request: Request) -> Response:
     parsed, body = await _parse(request)
     record = record_of(request.scope)
     record.model, record.stream = parsed.model, bool(parsed.stream)
-    passing = any(_passes(d) for d in state.router.resolve(parsed.model).deployments)
+    passing = any(_passes(d) for d in resolve_model(request, parsed.model).deployments)
     unknown_previous: InvalidRequestError | None = None
     try:
         history = _history(state, parsed)

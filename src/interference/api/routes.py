@@ -22,7 +22,7 @@ from interference.api.messages import count_tokens, messages
 from interference.api.record import record_of
 from interference.api.responses import responses_routes
 from interference.api.sse import DONE, EventStreamResponse, event
-from interference.api.state import json_response, read_json_body, state_of
+from interference.api.state import json_response, read_json_body, resolve_model, state_of
 from interference.api.web_chat import chat_page, ui_asset, wants_html
 from interference.errors import InterferenceError, ServerError
 from interference.wire.anthropic_messages import ModelInfo, ModelInfoList
@@ -72,7 +72,7 @@ async def _generate(
     state = state_of(request)
     record = record_of(request.scope)
     record.model, record.stream = parsed.model, bool(parsed.stream)
-    state.router.resolve(parsed.model)  # 404 before any work
+    resolve_model(request, parsed.model)  # 404 before any work
     cid = f"{id_prefix}-{os.urandom(16).hex()}"
     created = int(time.time())
     started = time.perf_counter()
@@ -162,7 +162,7 @@ async def embeddings(request: Request) -> Response:
     parsed = await _parse(request, EmbeddingRequest)
     record = record_of(request.scope)
     record.model = parsed.model
-    state.router.resolve(parsed.model)
+    resolve_model(request, parsed.model)
     answer = await state.router.call(parsed, lambda d: d.provider.embed(parsed, d.model))
     result = answer.result
     result.model = parsed.model

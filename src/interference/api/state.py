@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from interference.errors import RequestTooLargeError, UnsupportedMediaTypeError
+from interference.api.record import record_of
+from interference.errors import (
+    PermissionDeniedError,
+    RequestTooLargeError,
+    UnsupportedMediaTypeError,
+)
 
 if TYPE_CHECKING:
     from interference.api.guard import RequestGuard
@@ -17,6 +22,8 @@ if TYPE_CHECKING:
     from interference.config import Config
     from interference.providers.base import Provider
     from interference.routing.router import Router
+    from interference.routing.table import PublicModel
+    from interference.store.keys import KeyStore
 
 _JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 
@@ -30,12 +37,27 @@ class AppState:
     providers: list[Provider]
     guard: RequestGuard
     responses: ResponseStore | None = None  # None: responses are not stored
+    keys: KeyStore | None = None  # virtual keys (None: the server has no master key)
     started_at: float = field(default_factory=time.time)
 
 
 def state_of(request: Request) -> AppState:
     state: AppState = request.app.state.interference
     return state
+
+
+def resolve_model(request: Request, name: str) -> PublicModel:
+    """The model a request names (404 when none), if the request's virtual key may use it
+    (403 ``model_not_allowed`` when its list names neither ``name`` nor the model)."""
+    model = state_of(request).router.resolve(name)
+    key = record_of(request.scope).virtual_key
+    if key is not None and not (key.allows(name) or key.allows(model.name)):
+        raise PermissionDeniedError(
+            f"This API key may not use the model `{name}`.",
+            param="model",
+            code="model_not_allowed",
+        )
+    return model
 
 
 def json_response(body: bytes, status: int = 200) -> Response:

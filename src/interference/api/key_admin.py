@@ -1,0 +1,221 @@
+"""Virtual keys administered over HTTP, with LiteLLM's routes and field names so that its
+scripts work unchanged: ``POST /key/generate``, ``/key/update``, ``/key/delete``,
+``/key/block``, ``/key/unblock``; ``GET /key/info`` and ``/key/list``. All need the master key,
+except ``GET /key/info`` without ``key`` (or naming itself), which a virtual key may ask about
+itself. The generated key is in the answer of ``/key/generate`` only; everything else names a
+key by the key, its digest (LiteLLM's ``token``) or its alias. Unknown fields (LiteLLM's teams,
+users, tags...) are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from interference.api.errors import from_validation_error, invalid_json
+from interference.api.record import record_of
+from interference.api.state import json_response, read_json_body, state_of
+from interference.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from interference.store.keys import KeyRecord, KeyStore, duration_s
+
+logger = logging.getLogger(__name__)
+
+Count = Annotated[int, Field(ge=1)]
+
+
+class KeyFields(BaseModel):
+    """What ``/key/generate`` and ``/key/update`` take, in LiteLLM's names."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key_alias: str | None = None
+    models: list[str] | None = None
+    max_budget: Annotated[float, Field(ge=0)] | None = None
+    budget_duration: str | None = None
+    rpm_limit: Count | None = None
+    tpm_limit: Count | None = None
+    max_parallel_requests: Count | None = None
+    duration: str | None = None  # from now until it expires; null: never
+    blocked: bool | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("duration", "budget_duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration_s(value)  # raises with the accepted forms
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the request set (``null`` included: it clears the field)."""
+        changes = self.model_dump(include=self.model_fields_set)
+        if changes.get("models") is None and "models" in changes:
+            changes["models"] = []
+        if changes.get("metadata") is None and "metadata" in changes:
+            changes["metadata"] = {}
+        if changes.get("blocked") is None and "blocked" in changes:
+            changes["blocked"] = False
+        return changes
+
+
+class KeyUpdate(KeyFields):
+    key: str
+
+
+class KeyNames(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    keys: list[str] = Field(default_factory=list)
+    key_aliases: list[str] = Field(default_factory=list)
+
+
+class KeyName(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    key: str
+
+
+def _store(request: Request, admin: bool = True) -> KeyStore:
+    store = state_of(request).keys
+    if store is None:
+        raise NotFoundError(
+            "Virtual keys are off: give the server a master key (server.master_key or "
+            "INTERFERENCE_MASTER_KEY).",
+            code="keys_disabled",
+        )
+    if admin and not record_of(request.scope).admin:
+        raise PermissionDeniedError("Only the master key may administer keys.", code="admin_only")
+    return store
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    body = await read_json_body(request, state_of(request).config.server.max_body_bytes)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_json(str(exc)) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc, data) from None
+
+
+def _named(store: KeyStore, name: str) -> KeyRecord:
+    found = store.resolve(name)
+    if found is None:
+        raise NotFoundError("No such key.", param="key", code="key_not_found")
+    return found
+
+
+def _check_alias(store: KeyStore, alias: str | None, record: KeyRecord | None = None) -> None:
+    if alias is None:
+        return
+    holder = store.resolve(alias)
+    if holder is not None and holder.alias == alias and holder is not record:
+        raise InvalidRequestError(
+            f"Another key has the alias `{alias}`.", param="key_alias", code="alias_taken"
+        )
+
+
+async def generate(request: Request) -> Response:
+    store = _store(request)
+    fields: KeyFields = await _body(request, KeyFields)
+    changes = fields.changes()
+    _check_alias(store, changes.get("key_alias"))
+    key, record = await store.generate(changes)
+    logger.info("key %s created (alias %s)", record.digest[:12], record.alias)
+    return json_response(orjson.dumps({"key": key, "key_name": _shown(key), **record.wire()}))
+
+
+def _shown(key: str) -> str:
+    """How a key is shown after its creation: its start and its end."""
+    return f"{key[:5]}...{key[-4:]}"
+
+
+async def update(request: Request) -> Response:
+    store = _store(request)
+    fields: KeyUpdate = await _body(request, KeyUpdate)
+    record = _named(store, fields.key)
+    changes = fields.changes()
+    changes.pop("key", None)
+    _check_alias(store, changes.get("key_alias"), record)
+    changed = await store.update(record, changes)
+    return json_response(orjson.dumps(changed.wire()))
+
+
+async def delete(request: Request) -> Response:
+    store = _store(request)
+    names: KeyNames = await _body(request, KeyNames)
+    if not names.keys and not names.key_aliases:
+        raise InvalidRequestError("Name the keys to delete: `keys` or `key_aliases`.", param="keys")
+    records = [_named(store, name) for name in [*names.keys, *names.key_aliases]]
+    deleted = await store.delete(records)
+    return json_response(orjson.dumps({"deleted_keys": deleted}))
+
+
+async def _set_blocked(request: Request, blocked: bool) -> Response:
+    store = _store(request)
+    name: KeyName = await _body(request, KeyName)
+    changed = await store.update(_named(store, name.key), {"blocked": blocked})
+    return json_response(orjson.dumps(changed.wire()))
+
+
+async def block(request: Request) -> Response:
+    return await _set_blocked(request, True)
+
+
+async def unblock(request: Request) -> Response:
+    return await _set_blocked(request, False)
+
+
+async def info(request: Request) -> Response:
+    record = record_of(request.scope)
+    asked = request.query_params.get("key")
+    own = record.virtual_key
+    if own is not None and (asked is None or _store(request, admin=False).resolve(asked) is own):
+        return json_response(orjson.dumps({"key": own.digest, "info": own.wire()}))
+    store = _store(request)
+    if asked is None:
+        raise InvalidRequestError("Name the key: ?key=...", param="key")
+    found = _named(store, asked)
+    return json_response(orjson.dumps({"key": found.digest, "info": found.wire()}))
+
+
+async def listed(request: Request) -> Response:
+    store = _store(request)
+    try:
+        page = max(1, int(request.query_params.get("page", "1")))
+        size = min(100, max(1, int(request.query_params.get("size", "10"))))
+    except ValueError:
+        raise InvalidRequestError("`page` and `size` are whole numbers.", param="page") from None
+    records, total = store.listed(page, size, request.query_params.get("key_alias"))
+    full = request.query_params.get("return_full_object", "").lower() == "true"
+    body = {
+        "keys": [r.wire() for r in records] if full else [r.digest for r in records],
+        "total_count": total,
+        "current_page": page,
+        "total_pages": max(1, -(-total // size)),
+    }
+    return json_response(orjson.dumps(body))
+
+
+def key_routes() -> list[BaseRoute]:
+    return [
+        Route("/key/generate", generate, methods=["POST"]),
+        Route("/key/update", update, methods=["POST"]),
+        Route("/key/delete", delete, methods=["POST"]),
+        Route("/key/block", block, methods=["POST"]),
+        Route("/key/unblock", unblock, methods=["POST"]),
+        Route("/key/info", info, methods=["GET"]),
+        Route("/key/list", listed, methods=["GET"]),
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,17 @@ def test_without_a_master_key_the_key_routes_say_how_to_turn_them_on(tmp_path: P
         assert off.status_code == 404
         assert "INTERFERENCE_MASTER_KEY" in off.json()["error"]["message"]
     assert not (tmp_path / "x.db").exists()  # no database without keys
+
+
+def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    databases = [Database(path) for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(lambda d: d.open(), databases))
+    assert versions == [len(MIGRATIONS)] * 4
+    tables = databases[0].call(
+        lambda c: c.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    )
+    assert tables == [("keys",)]
+    for database in databases:
+        database.close()

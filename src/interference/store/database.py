@@ -8,7 +8,7 @@ blocks on the disk and no two statements race on the connection; :meth:`Database
 function the connection there.
 
 Migrations are numbered SQL scripts (:data:`MIGRATIONS`); ``PRAGMA user_version`` records how many
-ran, and those not yet run are applied in order, each in one transaction, at start.
+ran, and those not yet run are applied in order, in one transaction, at start.
 """
 
 from __future__ import annotations
@@ -73,18 +73,19 @@ class Database:
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA busy_timeout=5000")  # another process (CLI, worker) writing
         self._connection = connection
-        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+        # one transaction: processes starting together (--workers) migrate once, in turn
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+            for script in MIGRATIONS[version:]:
                 for statement in script.split(";"):
                     if statement.strip():
                         connection.execute(statement)
-                connection.execute(f"PRAGMA user_version={number}")
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+            connection.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
         return len(MIGRATIONS)
 
     def call(self, work: Callable[[sqlite3.Connection], T]) -> T:

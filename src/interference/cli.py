@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from interference import __version__
+from interference import __version__, key_cli
 from interference.config import (
     Config,
     ConfigError,
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         help="answer this once and exit (text piped on stdin is appended to it)",
     )
 
+    key_cli.add_parser(commands)
     check = commands.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"
     )
@@ -181,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from interference.terminal_chat import main as chat
 
             return chat(args.url, args.model, args.system, args.api_key, args.prompt)
+        if args.command == "keys":
+            path = args.config or os.environ.get("INTERFERENCE_CONFIG")
+            return key_cli.run(args, load_config(path) if path else Config())
         if args.command == "config" and args.config_command == "reference":
             return config_reference(args.check)
         if args.command == "config":

@@ -5,6 +5,7 @@ SQLite file across restarts and seen by another process's store after a refresh.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from interference import cli
 from interference.api.app import create_app
 from interference.config import Config
 from interference.store.database import MIGRATIONS, Database
@@ -206,3 +208,39 @@ def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     assert tables == [("keys",)]
     for database in databases:
         database.close()
+
+
+def test_the_keys_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"storage:\n  path: {tmp_path / 'k.db'}\n")
+
+    def keys(*args: str) -> tuple[int, str, str]:
+        code = cli.main(["keys", "--config", str(config), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = keys("create", "--alias", "ci", "--models", "gpt-*, claude-*", "--rpm", "10")
+    assert code == 0
+    key = out.splitlines()[0]
+    assert key.startswith("sk-")
+    assert "shown once" in out
+    code, out, _ = keys("list")
+    assert "1 key(s)" in out
+    assert "ci" in out
+    assert "models=gpt-*,claude-*" in out
+    assert "rpm_limit=10" in out
+    assert key not in out
+    code, out, _ = keys("update", "ci", "--tpm", "500", "--duration", "7d")
+    assert json.loads(out)["tpm_limit"] == 500
+    assert json.loads(out)["expires"] is not None
+    code, out, _ = keys("info", key)
+    assert json.loads(out)["key_alias"] == "ci"
+    code, _, err = keys("create", "--alias", "ci")
+    assert code == 2
+    assert "Another key has the alias `ci`" in err
+    code, _, err = keys("create", "--rpm", "0")
+    assert code == 2
+    assert "rpm_limit" in err
+    code, out, _ = keys("revoke", "ci")
+    assert code == 0
+    assert keys("info", "ci")[0] == 2

@@ -117,22 +117,10 @@ def _named(store: KeyStore, name: str) -> KeyRecord:
     return found
 
 
-def _check_alias(store: KeyStore, alias: str | None, record: KeyRecord | None = None) -> None:
-    if alias is None:
-        return
-    holder = store.resolve(alias)
-    if holder is not None and holder.alias == alias and holder is not record:
-        raise InvalidRequestError(
-            f"Another key has the alias `{alias}`.", param="key_alias", code="alias_taken"
-        )
-
-
 async def generate(request: Request) -> Response:
     store = _store(request)
     fields: KeyFields = await _body(request, KeyFields)
-    changes = fields.changes()
-    _check_alias(store, changes.get("key_alias"))
-    key, record = await store.generate(changes)
+    key, record = await store.generate(fields.changes())
     logger.info("key %s created (alias %s)", record.digest[:12], record.alias)
     return json_response(orjson.dumps({"key": key, "key_name": _shown(key), **record.wire()}))
 
@@ -148,7 +136,6 @@ async def update(request: Request) -> Response:
     record = _named(store, fields.key)
     changes = fields.changes()
     changes.pop("key", None)
-    _check_alias(store, changes.get("key_alias"), record)
     changed = await store.update(record, changes)
     return json_response(orjson.dumps(changed.wire()))
 

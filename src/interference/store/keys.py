@@ -16,11 +16,13 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import orjson
 
+from interference.errors import InvalidRequestError
 from interference.store.database import Database
 
 KEY_PREFIX = "sk-"
@@ -180,7 +182,7 @@ class KeyStore:
                 f"INSERT INTO keys ({', '.join(_COLUMNS)}) VALUES ({marks})", _row(record)
             )
 
-        await self.database.run(insert)
+        await self.database.run(_unique(insert, record.alias))
         self._by_digest[record.digest] = record
         return key, record
 
@@ -207,7 +209,7 @@ class KeyStore:
                 f"UPDATE keys SET {assignments} WHERE digest = ?", (*values[1:], values[0])
             )
 
-        await self.database.run(write)
+        await self.database.run(_unique(write, record.alias))
         self._by_digest[record.digest] = record
 
     async def delete(self, records: list[KeyRecord]) -> list[str]:
@@ -232,6 +234,23 @@ class KeyStore:
     def used(record: KeyRecord, now: float) -> None:
         """Note a request (in memory; written by the next :meth:`refresh`)."""
         record.last_used_at = now
+
+
+def _unique(
+    work: Callable[[sqlite3.Connection], None], alias: str | None
+) -> Callable[[sqlite3.Connection], None]:
+    """``work``, with a second key of the same alias refused by the database (so that two
+    processes cannot both take it) as a 400 naming ``key_alias``."""
+
+    def guarded(connection: sqlite3.Connection) -> None:
+        try:
+            work(connection)
+        except sqlite3.IntegrityError:
+            raise InvalidRequestError(
+                f"Another key has the alias `{alias}`.", param="key_alias", code="alias_taken"
+            ) from None
+
+    return guarded
 
 
 def _select_all(connection: sqlite3.Connection) -> list[KeyRecord]:

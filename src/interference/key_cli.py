@@ -1,0 +1,129 @@
+"""``interference keys create|list|info|update|revoke``: virtual keys administered from the
+terminal, on the database file of the configuration (``storage.path``) directly, so that no
+server needs to run; a running server sees the change within ``storage.refresh_s``. The fields
+are those of ``POST /key/generate`` (docs/operations.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from interference.config import Config, ConfigError
+from interference.errors import InterferenceError
+from interference.store.database import Database, default_path
+from interference.store.keys import KeyRecord, KeyStore
+
+
+def add_parser(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="virtual API keys: create, list, info, update, revoke")
+    keys.add_argument("--config", help="YAML configuration file (default: $INTERFERENCE_CONFIG)")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser("create", help="a new key (shown once)")
+    update = actions.add_parser("update", help="change a key's fields")
+    update.add_argument("key", help="the key, its digest or its alias")
+    for parser in (create, update):
+        parser.add_argument("--alias", dest="key_alias")
+        parser.add_argument("--models", help="comma-separated names or patterns (gpt-*)")
+        parser.add_argument("--max-budget", dest="max_budget", type=float, help="USD")
+        parser.add_argument("--budget-duration", dest="budget_duration", help="e.g. 30d")
+        parser.add_argument("--rpm", dest="rpm_limit", type=int)
+        parser.add_argument("--tpm", dest="tpm_limit", type=int)
+        parser.add_argument("--max-parallel", dest="max_parallel_requests", type=int)
+        parser.add_argument("--duration", help="until it expires, e.g. 30d")
+        parser.add_argument("--metadata", help="a JSON object")
+    actions.add_parser("list", help="every key: digest, alias, models, limits")
+    info = actions.add_parser("info", help="one key's fields and spend")
+    info.add_argument("key", help="the key, its digest or its alias")
+    revoke = actions.add_parser("revoke", help="delete a key")
+    revoke.add_argument("key", help="the key, its digest or its alias")
+
+
+def _changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields given on the command line, checked as ``/key/generate`` checks them."""
+    from interference.api.key_admin import KeyFields
+
+    given: dict[str, Any] = {}
+    for name in ("key_alias", "max_budget", "budget_duration", "rpm_limit", "tpm_limit"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    if args.max_parallel_requests is not None:
+        given["max_parallel_requests"] = args.max_parallel_requests
+    if args.duration is not None:
+        given["duration"] = args.duration
+    if args.models is not None:
+        given["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.metadata is not None:
+        try:
+            given["metadata"] = json.loads(args.metadata)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--metadata: not JSON ({exc})") from None
+    try:
+        return KeyFields.model_validate(given).changes()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _line(record: KeyRecord) -> str:
+    wire = record.wire()
+    limits = ", ".join(
+        f"{name}={wire[name]}"
+        for name in ("max_budget", "rpm_limit", "tpm_limit", "max_parallel_requests", "expires")
+        if wire[name] is not None
+    )
+    state = "blocked" if record.blocked else "active"
+    models = ",".join(record.models) or "*"
+    return f"{record.digest[:16]}  {record.alias or '-':16}  {state:7}  models={models}  {limits}"
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    path = Path(config.storage.path).expanduser() if config.storage.path else default_path()
+    database = Database(path)
+    database.open()
+    try:
+        store = KeyStore(database)
+        store.load()
+        return _act(args, store, path)
+    except InterferenceError as exc:
+        print(f"interference: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        database.close()
+
+
+def _named(store: KeyStore, name: str) -> KeyRecord:
+    found = store.resolve(name)
+    if found is None:
+        raise ConfigError(f"no key `{name}` (give the key, its digest or its alias)")
+    return found
+
+
+def _act(args: argparse.Namespace, store: KeyStore, path: Path) -> int:
+    command: str = args.keys_command
+    show: Callable[[KeyRecord], None] = lambda r: print(json.dumps(r.wire(), indent=2))  # noqa: E731
+    if command == "create":
+        key, record = asyncio.run(store.generate(_changes(args)))
+        print(key)
+        print(f"(shown once; stored in {path} as its digest {record.digest[:16]}...)")
+    elif command == "list":
+        records, total = store.listed(1, 1_000_000)
+        print(f"{total} key(s) in {path}")
+        for record in records:
+            print("  " + _line(record))
+    elif command == "info":
+        show(_named(store, args.key))
+    elif command == "update":
+        show(asyncio.run(store.update(_named(store, args.key), _changes(args))))
+    elif command == "revoke":
+        record = _named(store, args.key)
+        asyncio.run(store.delete([record]))
+        print(f"revoked {record.digest[:16]}... ({record.alias or 'no alias'})")
+    return 0

@@ -51,6 +51,7 @@ class FillingServer:
             self.calls += 1
             self.most = max(self.most, self.running)
             first_round = self.calls <= self.barrier.parties
+        released = False
         try:
             if first_round:
                 self.barrier.wait()
@@ -61,6 +62,9 @@ class FillingServer:
             if full:
                 for early in self.before_full:
                     callback(early)
+                with self.lock:  # llama.cpp frees the slots it ended before it says so
+                    self.running -= 1
+                    released = True
                 callback(FULL)
             elif streaming:
                 callback(chunk(ROLE))
@@ -68,8 +72,9 @@ class FillingServer:
             else:
                 callback(DONE)
         finally:
-            with self.lock:
-                self.running -= 1
+            if not released:
+                with self.lock:
+                    self.running -= 1
 
 
 def engine_with(server: FillingServer) -> LlamaEngine:

@@ -32,6 +32,7 @@ from collections import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interference.api.errors import dialect_of, error_response, stream_error
+from interference.api.key_limits import KeyLimiter
 from interference.api.keys import KeyRing, presented_key
 from interference.api.record import SCOPE_KEY, RequestRecord
 from interference.api.watchdog import Watchdog
@@ -73,6 +74,7 @@ class RequestGuard:
         self.keys = KeyRing(keys)
         self.master = KeyRing([master_key] if master_key else [])
         self.virtual_keys = virtual_keys
+        self.key_limiter = KeyLimiter()
         self.draining = False
         self.active: set[RequestRecord] = set()
         self.in_flight: Counter[str] = Counter()
@@ -160,7 +162,8 @@ class RequestGuard:
                 record.sse = any(
                     k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
                 )
-                message = {**message, "headers": [*headers, id_header]}
+                extra = [(k.encode(), v.encode()) for k, v in record.limit_headers.items()]
+                message = {**message, "headers": [*headers, id_header, *extra]}
                 await send(message)
                 return
             record.sending_since = loop.time()
@@ -202,6 +205,9 @@ class RequestGuard:
             if record.hang_up_watch is not None:
                 record.hang_up_watch.cancel()
             self.active.discard(record)
+            if record.limit_counted and record.virtual_key is not None:
+                used = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+                self.key_limiter.done(record.virtual_key, used)
             if counted:
                 self.in_flight[record.client] -= 1
                 if not self.in_flight[record.client]:
@@ -232,6 +238,12 @@ class RequestGuard:
                 code="concurrency_limit_exceeded",
                 headers={"retry-after": "1"},
             )
+        if record.virtual_key is not None and not public:
+            try:
+                record.limit_headers = self.key_limiter.admit(record.virtual_key)
+            except RateLimitError as refused:
+                return refused
+            record.limit_counted = True
         return None
 
     def _authenticate(self, key: str | None, record: RequestRecord) -> InterferenceError | None:

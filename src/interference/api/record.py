@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope
@@ -43,6 +43,8 @@ class RequestRecord:
     hang_up_watch: asyncio.Task[None] | None = None
     admin: bool = False  # presented the master key
     virtual_key: KeyRecord | None = None  # presented this virtual key
+    limit_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* of the key
+    limit_counted: bool = False  # the key's limiter counts this request until it ends
     # filled in by the routes
     model: str | None = None
     deployment: str | None = None

@@ -438,8 +438,21 @@ def _default_providers() -> dict[str, ProviderConfig]:
     return {"local": LocalModelConfig()}
 
 
+class ModelPrice(BaseModel):
+    """A model's price in USD per million tokens."""
+
+    model_config = _STRICT
+
+    input: float = Field(ge=0, description="USD per million prompt tokens")
+    output: float = Field(ge=0, description="USD per million completion tokens")
+    cached_input: float | None = Field(
+        default=None, ge=0, description="USD per million cached prompt tokens (default: input)"
+    )
+
+
 class StorageConfig(BaseModel):
-    """Where virtual keys are kept (used when the server has a master key)."""
+    """Where virtual keys and the usage ledger are kept (used when the server has a master
+    key)."""
 
     model_config = _STRICT
 
@@ -448,7 +461,12 @@ class StorageConfig(BaseModel):
         description="SQLite file (default: $XDG_DATA_HOME/interference/interference.db)",
     )
     refresh_s: float = Field(
-        default=2, gt=0, description="how often each process re-reads the keys (others' changes)"
+        default=2,
+        gt=0,
+        description="how often each process writes usage rows and re-reads the keys",
+    )
+    retention_days: float = Field(
+        default=90, gt=0, description="usage rows older than this are removed (the rollup stays)"
     )
 
 
@@ -476,7 +494,12 @@ class Config(BaseModel):
         default_factory=RoutingConfig, description="strategy, retries and cooldown"
     )
     storage: StorageConfig = Field(
-        default_factory=StorageConfig, description="the database of virtual keys"
+        default_factory=StorageConfig, description="the database of virtual keys and usage"
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per million tokens by upstream model id or public name (over the "
+        "built-in list; local models cost 0)",
     )
 
     @model_validator(mode="after")

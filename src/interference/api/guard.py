@@ -28,6 +28,7 @@ import os
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,6 +76,8 @@ class RequestGuard:
         self.master = KeyRing([master_key] if master_key else [])
         self.virtual_keys = virtual_keys
         self.key_limiter = KeyLimiter()
+        #: told of every request that named a model, once it ended (the usage ledger)
+        self.on_finished: Callable[[RequestRecord, float], None] | None = None
         self.draining = False
         self.active: set[RequestRecord] = set()
         self.in_flight: Counter[str] = Counter()
@@ -213,6 +216,8 @@ class RequestGuard:
                 if not self.in_flight[record.client]:
                     del self.in_flight[record.client]
             self._log(record, exc_info or record.exception)
+            if self.on_finished is not None and record.model is not None:
+                self.on_finished(record, (time.perf_counter() - record.started) * 1000)
             REQUEST_ID.reset(token)
 
     def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:

@@ -9,7 +9,9 @@ users, tags...) are ignored.
 
 from __future__ import annotations
 
+import calendar
 import logging
+import time
 from typing import Annotated, Any
 
 import orjson
@@ -85,14 +87,18 @@ class KeyName(BaseModel):
     key: str
 
 
+def _keys_off() -> NotFoundError:
+    return NotFoundError(
+        "Virtual keys are off: give the server a master key (server.master_key or "
+        "INTERFERENCE_MASTER_KEY).",
+        code="keys_disabled",
+    )
+
+
 def _store(request: Request, admin: bool = True) -> KeyStore:
     store = state_of(request).keys
     if store is None:
-        raise NotFoundError(
-            "Virtual keys are off: give the server a master key (server.master_key or "
-            "INTERFERENCE_MASTER_KEY).",
-            code="keys_disabled",
-        )
+        raise _keys_off()
     if admin and not record_of(request.scope).admin:
         raise PermissionDeniedError("Only the master key may administer keys.", code="admin_only")
     return store
@@ -196,6 +202,45 @@ async def listed(request: Request) -> Response:
     return json_response(orjson.dumps(body))
 
 
+def _day(request: Request, name: str, default: float) -> float:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%d"))
+    except ValueError:
+        raise InvalidRequestError(f"`{name}` is a day: YYYY-MM-DD.", param=name) from None
+
+
+async def usage(request: Request) -> Response:
+    """Tokens, requests and cost by day, key and model: all of them for the master key, its
+    own for a virtual key (``?start_date=&end_date=``, days, 30 days to today by default)."""
+    accounting = state_of(request).accounting
+    record = record_of(request.scope)
+    if accounting is None:
+        raise _keys_off()
+    if not record.admin and record.virtual_key is None:
+        raise PermissionDeniedError("Ask with the master key or a virtual key.", code="admin_only")
+    now = time.time()
+    until = _day(request, "end_date", now)
+    since = _day(request, "start_date", until - 29 * 86400)
+    await accounting.ledger.flush()  # the requests that just ended count
+    own = record.virtual_key.digest if record.virtual_key is not None else None
+    rows = await accounting.ledger.totals(since, until, own)
+    names = {r.digest: r.alias or r.digest[:16] for r in accounting.keys.listed(1, 10**9)[0]}
+    for row in rows:
+        row["key"] = names.get(row["key"], row["key"][:16] or None)
+    sums = ("requests", "errors", "prompt_tokens", "cached_tokens", "completion_tokens", "cost")
+    total = {name: sum(row[name] for row in rows) for name in sums}
+    body = {
+        "start_date": time.strftime("%Y-%m-%d", time.gmtime(since)),
+        "end_date": time.strftime("%Y-%m-%d", time.gmtime(until)),
+        "data": rows,
+        "total": total,
+    }
+    return json_response(orjson.dumps(body))
+
+
 def key_routes() -> list[BaseRoute]:
     return [
         Route("/key/generate", generate, methods=["POST"]),
@@ -205,4 +250,5 @@ def key_routes() -> list[BaseRoute]:
         Route("/key/unblock", unblock, methods=["POST"]),
         Route("/key/info", info, methods=["GET"]),
         Route("/key/list", listed, methods=["GET"]),
+        Route("/usage", usage, methods=["GET"]),
     ]

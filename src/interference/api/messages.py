@@ -164,9 +164,7 @@ async def _relay(
         async for batch in streamed.chunks:
             events = b""
             for chunk in batch:
-                tokens = chunk.completion_tokens()
-                if tokens is not None:
-                    record.completion_tokens = tokens
+                record.count(chunk)
                 if isinstance(chunk, PassedMessageEvent):
                     passed = True
                     if not (started_here and chunk.type == "message_start"):

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope
 if TYPE_CHECKING:
     from interference.routing.router import StreamAnswer
     from interference.store.keys import KeyRecord
+    from interference.wire.chunks import StreamChunk
 
 SCOPE_KEY = "interference.request"
 
@@ -62,6 +63,18 @@ class RequestRecord:
         """A stream's first output arrived (``started``: ``time.perf_counter()`` at the start)."""
         self.ttft_ms = (time.perf_counter() - started) * 1000
         self.deployment, self.attempts = streamed.deployment.name, streamed.attempts
+
+    def count(self, chunk: StreamChunk) -> bool:
+        """Take a streamed chunk's usage, if it carries any (whether it carried completion
+        tokens, the sign of a usage chunk)."""
+        prompt = chunk.prompt_tokens()
+        if prompt is not None:
+            self.prompt_tokens = prompt
+        completion = chunk.completion_tokens()
+        if completion is None:
+            return False
+        self.completion_tokens = completion
+        return True
 
     def fields(self, elapsed_ms: float) -> dict[str, Any]:
         return {

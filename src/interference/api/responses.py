@@ -217,9 +217,7 @@ async def _relay(
         async for batch in opening.result().chunks:
             out = b""
             for chunk in batch:
-                tokens = chunk.completion_tokens()
-                if tokens is not None:
-                    record.completion_tokens = tokens
+                record.count(chunk)
                 if isinstance(chunk, PassedResponseEvent):
                     passed = True
                     out += chunk.frame()

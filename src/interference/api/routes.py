@@ -104,11 +104,8 @@ async def _generate(
             async for batch in chunks:  # the chunks that arrived together leave in one write
                 events: list[bytes] = []
                 for chunk in batch:
-                    tokens = chunk.completion_tokens()
-                    if tokens is not None:
-                        record.completion_tokens = tokens
-                        if not include_usage:
-                            chunk.drop_usage()
+                    if record.count(chunk) and not include_usage:
+                        chunk.drop_usage()
                     if include_usage or chunk.has_choices():
                         chunk.stamp(cid, created, parsed.model)
                         events.append(event(chunk.to_json()))

@@ -17,6 +17,7 @@ from interference.errors import (
 )
 
 if TYPE_CHECKING:
+    from interference.api.accounting import Accounting
     from interference.api.guard import RequestGuard
     from interference.api.response_store import ResponseStore
     from interference.config import Config
@@ -38,6 +39,7 @@ class AppState:
     guard: RequestGuard
     responses: ResponseStore | None = None  # None: responses are not stored
     keys: KeyStore | None = None  # virtual keys (None: the server has no master key)
+    accounting: Accounting | None = None  # keys and usage in the database (same condition)
     started_at: float = field(default_factory=time.time)
 
 

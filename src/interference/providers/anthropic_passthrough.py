@@ -45,6 +45,16 @@ class PassedMessageEvent(PassedEvent):
             return None
         return tokens(self.data.get("usage"), "output_tokens")
 
+    def prompt_tokens(self) -> int | None:
+        if self.type == "message_start":
+            message = self.data.get("message")
+            return tokens(
+                message.get("usage") if isinstance(message, dict) else None, "input_tokens"
+            )
+        if self.type == "message_delta":
+            return tokens(self.data.get("usage"), "input_tokens")
+        return None
+
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The client's headers that go to the upstream with the body."""

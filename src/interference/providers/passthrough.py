@@ -67,6 +67,9 @@ class PassedEvent:
     def completion_tokens(self) -> int | None:
         return None
 
+    def prompt_tokens(self) -> int | None:
+        return None
+
     def stamp(self, cid: str, created: int, model: str) -> None:
         """Left as the upstream wrote it."""
 

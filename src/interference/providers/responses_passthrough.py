@@ -47,6 +47,12 @@ class PassedResponseEvent(PassedEvent):
         counts = _usage_tokens(self.data.get("response"))
         return counts[1] if counts else None
 
+    def prompt_tokens(self) -> int | None:
+        if self.type not in _END:
+            return None
+        counts = _usage_tokens(self.data.get("response"))
+        return counts[0] if counts else None
+
 
 async def passed_response_events(
     batches: AsyncGenerator[list[bytes], None], provider: str

@@ -45,6 +45,38 @@ MIGRATIONS: list[str] = [
         last_used_at REAL
     );
     """,
+    # 2: the usage ledger (one row per request, never prompt text) and its daily rollup
+    """
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        request_id TEXT NOT NULL,
+        key_digest TEXT NOT NULL,
+        model TEXT NOT NULL,
+        deployment TEXT,
+        prompt_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost REAL NOT NULL,
+        status INTEGER NOT NULL,
+        ms REAL NOT NULL,
+        ttft_ms REAL
+    );
+    CREATE INDEX usage_at ON usage (at);
+    CREATE INDEX usage_key_at ON usage (key_digest, at);
+    CREATE TABLE usage_daily (
+        day TEXT NOT NULL,
+        key_digest TEXT NOT NULL,
+        model TEXT NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost REAL NOT NULL,
+        PRIMARY KEY (day, key_digest, model)
+    );
+    """,
 ]
 
 

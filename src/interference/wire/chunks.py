@@ -41,6 +41,9 @@ class StreamChunk(Protocol):
     def completion_tokens(self) -> int | None:
         """The usage's completion tokens, when this chunk carries usage."""
 
+    def prompt_tokens(self) -> int | None:
+        """The usage's prompt tokens, when this chunk carries them."""
+
     def stamp(self, cid: str, created: int, model: str) -> None:
         """Make it ours: our id and timestamp, the model name the client asked for."""
 
@@ -234,6 +237,11 @@ class RawChunk(_Raw):
     def completion_tokens(self) -> int | None:
         usage = self.data.get("usage")
         return None if usage is None else usage.get("completion_tokens", 0)
+
+    def prompt_tokens(self) -> int | None:
+        usage = self.data.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return tokens if isinstance(tokens, int) else None
 
     def drop_usage(self) -> None:
         self.data.pop("usage", None)

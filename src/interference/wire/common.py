@@ -75,6 +75,9 @@ class AnswerMethods:
     def completion_tokens(self) -> int | None:
         return None if self.usage is None else self.usage.completion_tokens
 
+    def prompt_tokens(self) -> int | None:
+        return None if self.usage is None else self.usage.prompt_tokens
+
     def drop_usage(self) -> None:
         self.model_fields_set.discard("usage")
 

@@ -1,0 +1,136 @@
+"""The usage ledger (store/usage.py, api/accounting.py, GET /usage): one row per request with
+its cost and no prompt text, a daily rollup per key and model, each key's spend, rows written
+in batches and at shutdown, old rows pruned."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from interference.api.app import create_app
+from interference.config import Config
+from interference.store.database import Database
+from interference.store.usage import UsageLedger, UsageRow
+from tests.support.fakes import FakeProvider
+from tests.unit.test_virtual_keys import ADMIN, MASTER, bearer
+
+SECRET_PROMPT = "the-secret-prompt-text-42"
+ASK = {"model": "fake-model", "messages": [{"role": "user", "content": SECRET_PROMPT}]}
+
+
+def app_client(db: Path) -> TestClient:
+    config = Config.model_validate(
+        {
+            "server": {"master_key": MASTER},
+            "storage": {"path": str(db), "refresh_s": 60},
+            "prices": {"fake-model": {"input": 1000, "output": 2000}},  # USD per 1M tokens
+        }
+    )
+    return TestClient(create_app(config, providers=[FakeProvider()]), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "usage.db"
+
+
+@pytest.fixture
+def client(db: Path) -> Iterator[TestClient]:
+    with app_client(db) as test_client:
+        yield test_client
+
+
+def key(client: TestClient, alias: str) -> str:
+    created: dict[str, Any] = client.post(
+        "/key/generate", json={"key_alias": alias}, headers=ADMIN
+    ).json()
+    return str(created["key"])
+
+
+def test_each_request_is_a_row_with_its_cost_and_the_keys_spend(
+    client: TestClient, db: Path
+) -> None:
+    alice, bob = key(client, "alice"), key(client, "bob")
+    answers = [
+        client.post("/v1/chat/completions", json=ASK, headers=bearer(alice)) for _ in range(2)
+    ]
+    answers.append(client.post("/v1/chat/completions", json=ASK, headers=bearer(bob)))
+    usage = answers[0].json()["usage"]
+    each = (usage["prompt_tokens"] * 1000 + usage["completion_tokens"] * 2000) / 1e6
+    assert each > 0
+    everything = client.get("/usage", headers=ADMIN).json()
+    by_key = {row["key"]: row for row in everything["data"]}
+    assert by_key["alice"]["requests"] == 2
+    assert by_key["alice"]["cost"] == pytest.approx(2 * each)
+    assert by_key["bob"]["requests"] == 1
+    assert by_key["bob"]["model"] == "fake-model"
+    assert everything["total"]["requests"] == 3
+    assert everything["total"]["prompt_tokens"] == 3 * usage["prompt_tokens"]
+    own = client.get("/usage", headers=bearer(bob)).json()
+    assert [row["key"] for row in own["data"]] == ["bob"]
+    info = client.get("/key/info", headers=bearer(alice)).json()["info"]
+    assert info["spend"] == pytest.approx(2 * each)
+    rows = sqlite3.connect(db).execute("SELECT model, status, ms, cost FROM usage").fetchall()
+    assert len(rows) == 3
+    assert all(r[0] == "fake-model" and r[1] == 200 and r[2] > 0 for r in rows)
+    for stored in db.parent.iterdir():  # never the prompt
+        assert SECRET_PROMPT.encode() not in stored.read_bytes()
+
+
+def test_rows_of_finished_requests_are_written_at_shutdown(db: Path) -> None:
+    with app_client(db) as client:  # refresh_s 60: only the shutdown writes them
+        alice = key(client, "alice")
+        for _ in range(5):
+            client.post("/v1/chat/completions", json=ASK, headers=bearer(alice))
+    count = sqlite3.connect(db).execute("SELECT COUNT(*) FROM usage").fetchone()[0]
+    assert count == 5
+    spend = sqlite3.connect(db).execute("SELECT spend FROM keys").fetchone()[0]
+    assert spend > 0
+
+
+def test_usage_dates_and_refusals(client: TestClient) -> None:
+    bad = client.get("/usage?start_date=yesterday", headers=ADMIN)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "start_date"
+    empty = client.get("/usage?start_date=2020-01-01&end_date=2020-01-31", headers=ADMIN).json()
+    assert empty["data"] == []
+    assert empty["total"]["requests"] == 0
+
+
+def test_old_rows_are_pruned_in_batches_and_the_rollup_stays(tmp_path: Path) -> None:
+    database = Database(tmp_path / "prune.db")
+    database.open()
+    ledger = UsageLedger(database, retention_days=1)
+    old = time.time() - 3 * 86400
+    for i in range(600):
+        ledger.add(UsageRow(old, f"r{i}", "", "m", None, 1, 0, 1, 0.0, 200, 1.0, None))
+    ledger.add(UsageRow(time.time(), "new", "", "m", None, 1, 0, 1, 0.0, 200, 1.0, None))
+    asyncio.run(ledger.flush())  # writes 601, prunes the first 500 old ones
+    count = database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+    assert count == 101
+    asyncio.run(ledger.flush())  # the next flush prunes the rest
+    count = database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+    assert count == 1
+    rollup = database.call(lambda c: c.execute("SELECT SUM(requests) FROM usage_daily").fetchone())
+    assert rollup == (601,)
+    database.close()
+
+
+def test_a_stream_is_counted_with_its_prompt_and_completion(client: TestClient, db: Path) -> None:
+    alice = key(client, "alice")
+    streamed = client.post(
+        "/v1/chat/completions", json={**ASK, "stream": True}, headers=bearer(alice)
+    )
+    assert streamed.status_code == 200
+    whole = client.post("/v1/chat/completions", json=ASK, headers=bearer(alice)).json()["usage"]
+    data = client.get("/usage", headers=ADMIN).json()["data"]
+    assert data[0]["requests"] == 2
+    assert data[0]["prompt_tokens"] == 2 * whole["prompt_tokens"]  # the stream's counted too
+    assert data[0]["completion_tokens"] == 2 * whole["completion_tokens"]

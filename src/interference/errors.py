@@ -116,6 +116,14 @@ class RateLimitError(InterferenceError):
     retryable = True
 
 
+class BudgetExceededError(RateLimitError):
+    """A virtual key's budget cannot hold the request (OpenAI's type for a spent quota)."""
+
+    type = "insufficient_quota"
+    default_code = "budget_exceeded"
+    retryable = False
+
+
 # --- errors of the serving side (5xx) -----------------------------------------------------
 
 

@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from interference.api.app import create_app
+from interference.api.record import RequestRecord
 from interference.config import Config
+from interference.errors import BudgetExceededError
 from interference.store.database import Database
 from interference.store.usage import UsageLedger, UsageRow
 from tests.support.fakes import FakeProvider
@@ -134,3 +137,48 @@ def test_a_stream_is_counted_with_its_prompt_and_completion(client: TestClient, 
     assert data[0]["requests"] == 2
     assert data[0]["prompt_tokens"] == 2 * whole["prompt_tokens"]  # the stream's counted too
     assert data[0]["completion_tokens"] == 2 * whole["completion_tokens"]
+
+
+def test_a_budget_refuses_what_could_pass_it_and_concurrent_requests_cannot_overshoot(
+    client: TestClient,
+) -> None:
+    created = client.post("/key/generate", json={"max_budget": 0.2}, headers=ADMIN).json()
+    limited = bearer(created["key"])
+    body = {**ASK, "max_tokens": 10}
+    size = len(orjson.dumps(body))
+    reservation = (size * 1000 + 10 * 2000) / 1e6  # bytes as tokens at 1000, 10 at 2000
+    statuses = []
+    for _ in range(40):
+        statuses.append(
+            client.post(
+                "/v1/chat/completions",
+                content=orjson.dumps(body),
+                headers={**limited, "content-type": "application/json"},
+            ).status_code
+        )
+    assert statuses[0] == 200
+    assert 429 in statuses
+    refused = client.post("/v1/chat/completions", json=body, headers=limited).json()["error"]
+    assert refused["code"] == "budget_exceeded"
+    assert refused["type"] == "insufficient_quota"
+    spend = client.get("/key/info", headers=limited).json()["info"]["spend"]
+    assert spend <= 0.2  # never past the budget
+    assert spend + reservation > 0.2  # and refused only when the next one might pass it
+
+    # many requests in flight at once: each holds its worst case until it ends
+    accounting = client.app.state.interference.accounting  # type: ignore[attr-defined]
+    keys = client.app.state.interference.keys  # type: ignore[attr-defined]
+    fresh = client.post("/key/generate", json={"max_budget": 1.0}, headers=ADMIN).json()
+    record_key = keys.resolve(fresh["key"])
+    model = client.app.state.interference.router.resolve("fake-model")  # type: ignore[attr-defined]
+    admitted = 0
+    for i in range(100):  # a burst: none has ended yet
+        request = RequestRecord(f"r{i}", "POST", "/", "c", 0.0, None, virtual_key=record_key)
+        request.body_bytes = 100
+        try:
+            accounting.reserve(request, model, 10)
+            admitted += 1
+        except BudgetExceededError:
+            pass
+    each = (100 * 1000 + 10 * 2000) / 1e6
+    assert admitted == int(1.0 // each)  # 8 of 100: their worst cases fit in 1 USD

@@ -1,7 +1,18 @@
 """Keys and usage kept in the database, for a server with a master key: the virtual keys the
 guard checks, the usage ledger every request that named a model adds a row to (with its cost),
-and the background task that writes the rows and re-reads the keys every
-``storage.refresh_s``."""
+the budgets, and the background task that writes the rows and re-reads the keys every
+``storage.refresh_s``.
+
+A key's budget holds because a request reserves its worst-case cost before it is forwarded, in
+the same step as the check (no ``await`` between them, so no other request of this process can
+come in between): its prompt counted as one token per byte of the request body (a token is at
+least a byte) at the highest input price of the model's deployments, and its answer as its
+``max_tokens`` (``server.limits.max_tokens`` when it sets none) at the highest output price. The
+request is refused (429 ``budget_exceeded``) when spend + pending costs + reservations + its own
+would pass ``max_budget``; when it ends its reservation gives way to its real cost. In one
+process the spend therefore never passes the budget, as long as no answer is longer than its
+bound; with several processes each holds its own reservations.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +23,10 @@ from pathlib import Path
 
 from interference.api.record import RequestRecord
 from interference.config import Config
+from interference.errors import BudgetExceededError
+from interference.routing.table import PublicModel
 from interference.store.database import Database, default_path
-from interference.store.keys import KeyStore
+from interference.store.keys import KeyRecord, KeyStore
 from interference.store.prices import PriceList
 from interference.store.usage import UsageLedger, UsageRow
 
@@ -32,11 +45,44 @@ class Accounting:
         self.prices = PriceList(config.prices)
         self.every = storage.refresh_s
         self._local = {name for name, entry in config.providers.items() if entry.kind == "local"}
+        self._max_output = config.server.limits.max_tokens
+        self._reserved: dict[str, float] = {}  # key digest -> USD held by requests in flight
+        self._pending: dict[str, float] = {}  # key digest -> cost of rows not yet written
         logger.info("virtual keys: %d in %s", len(self.keys), self.path)
 
+    def spend(self, key: KeyRecord) -> float:
+        """What the key has spent: the database's figure and the rows not yet written."""
+        current = self.keys.resolve(key.digest) or key
+        return current.spend + self._pending.get(key.digest, 0.0)
+
+    def reserve(self, record: RequestRecord, model: PublicModel, output: int | None) -> None:
+        """Hold the request's worst-case cost against its key's budget, or refuse it."""
+        key = record.virtual_key
+        if key is None or key.max_budget is None:
+            return
+        rates = [self._rate(d.provider.name, d.model, model.name) for d in model.deployments]
+        input_rate = max((r[0] for r in rates), default=0.0)
+        output_rate = max((r[1] for r in rates), default=0.0)
+        bound = self._max_output if output is None else output
+        cost = (record.body_bytes * input_rate + bound * output_rate) / 1_000_000
+        held = self._reserved.get(key.digest, 0.0)
+        if self.spend(key) + held + cost > key.max_budget:
+            raise BudgetExceededError(
+                f"Budget exceeded: this key's budget is {key.max_budget:g} USD and this "
+                f"request could cost up to {cost:.6f} USD, more than is left."
+            )
+        self._reserved[key.digest] = held + cost
+        record.reserved = cost
+
+    def _rate(self, provider: str, upstream: str, public: str) -> tuple[float, float]:
+        if provider in self._local:
+            return 0.0, 0.0
+        price = self.prices.price((upstream, public))
+        return (0.0, 0.0) if price is None else (price.input, price.output)
+
     def record(self, record: RequestRecord, elapsed_ms: float) -> None:
-        """The guard's report of a request that named a model: a ledger row, and its cost on
-        the key's spend (in memory at once, in the database with the next flush)."""
+        """The guard's report of a request that named a model: a ledger row, its cost counted
+        against the key at once, its reservation released."""
         prompt, completion = record.prompt_tokens or 0, record.completion_tokens or 0
         cost = 0.0
         deployment = record.deployment
@@ -46,7 +92,10 @@ class Accounting:
                 cost = self.prices.cost((upstream_model, record.model or ""), prompt, 0, completion)
         key = record.virtual_key
         if key is not None:
-            key.spend += cost
+            if cost:
+                self._pending[key.digest] = self._pending.get(key.digest, 0.0) + cost
+            if record.reserved:
+                self._reserved[key.digest] -= record.reserved
         self.ledger.add(
             UsageRow(
                 at=time.time(),
@@ -65,9 +114,13 @@ class Accounting:
         )
 
     async def sync(self) -> None:
-        """Write the pending rows, then re-read the keys (their spend included)."""
-        await self.ledger.flush()
+        """Write the pending rows, then re-read the keys (their spend now includes them)."""
+        written = await self.ledger.flush()
         await self.keys.refresh()
+        for row in written:  # no await since the refresh: the spend is never counted twice
+            if row.key_digest and row.cost:
+                left = self._pending.get(row.key_digest, 0.0) - row.cost
+                self._pending[row.key_digest] = max(0.0, left)
 
     async def run(self) -> None:
         while True:

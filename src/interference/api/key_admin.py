@@ -176,12 +176,21 @@ async def info(request: Request) -> Response:
     asked = request.query_params.get("key")
     own = record.virtual_key
     if own is not None and (asked is None or _store(request, admin=False).resolve(asked) is own):
-        return json_response(orjson.dumps({"key": own.digest, "info": own.wire()}))
+        return json_response(orjson.dumps({"key": own.digest, "info": _wire(request, own)}))
     store = _store(request)
     if asked is None:
         raise InvalidRequestError("Name the key: ?key=...", param="key")
     found = _named(store, asked)
-    return json_response(orjson.dumps({"key": found.digest, "info": found.wire()}))
+    return json_response(orjson.dumps({"key": found.digest, "info": _wire(request, found)}))
+
+
+def _wire(request: Request, record: KeyRecord) -> dict[str, Any]:
+    """The key's fields, its spend up to the last request (rows not yet written included)."""
+    fields = record.wire()
+    accounting = state_of(request).accounting
+    if accounting is not None:
+        fields["spend"] = accounting.spend(record)
+    return fields
 
 
 async def listed(request: Request) -> Response:
@@ -194,7 +203,7 @@ async def listed(request: Request) -> Response:
     records, total = store.listed(page, size, request.query_params.get("key_alias"))
     full = request.query_params.get("return_full_object", "").lower() == "true"
     body = {
-        "keys": [r.wire() for r in records] if full else [r.digest for r in records],
+        "keys": [_wire(request, r) for r in records] if full else [r.digest for r in records],
         "total_count": total,
         "current_page": page,
         "total_pages": max(1, -(-total // size)),

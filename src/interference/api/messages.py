@@ -93,7 +93,7 @@ async def _answer(request: Request, record: RequestRecord) -> Response:
     chat = chat_request(parsed, limits.max_tokens)
     check_limits(chat, limits, len(body))
     record.model, record.stream = parsed.model, bool(parsed.stream)
-    resolve_model(request, parsed.model)  # 404 before any work
+    resolve_model(request, parsed.model, chat.token_limit)  # 404, 403, 429 before any work
     headers = forwarded_headers(request.headers)
 
     def upstream_body(deployment: Deployment) -> bytes:

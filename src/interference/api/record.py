@@ -46,6 +46,8 @@ class RequestRecord:
     virtual_key: KeyRecord | None = None  # presented this virtual key
     limit_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* of the key
     limit_counted: bool = False  # the key's limiter counts this request until it ends
+    body_bytes: int = 0  # the request body's size, once read
+    reserved: float = 0.0  # USD held against the key's budget until the request ends
     # filled in by the routes
     model: str | None = None
     deployment: str | None = None

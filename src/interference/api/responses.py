@@ -125,7 +125,8 @@ async def create_response(request: Request) -> Response:
     parsed, body = await _parse(request)
     record = record_of(request.scope)
     record.model, record.stream = parsed.model, bool(parsed.stream)
-    passing = any(_passes(d) for d in resolve_model(request, parsed.model).deployments)
+    model = resolve_model(request, parsed.model, parsed.max_output_tokens)
+    passing = any(_passes(d) for d in model.deployments)
     unknown_previous: InvalidRequestError | None = None
     try:
         history = _history(state, parsed)

@@ -48,17 +48,23 @@ def state_of(request: Request) -> AppState:
     return state
 
 
-def resolve_model(request: Request, name: str) -> PublicModel:
+def resolve_model(request: Request, name: str, output_tokens: int | None = None) -> PublicModel:
     """The model a request names (404 when none), if the request's virtual key may use it
-    (403 ``model_not_allowed`` when its list names neither ``name`` nor the model)."""
-    model = state_of(request).router.resolve(name)
-    key = record_of(request.scope).virtual_key
+    (403 ``model_not_allowed`` when its list names neither ``name`` nor the model) and its
+    budget holds the request's worst-case cost (``output_tokens``: the answer's bound, when
+    the request sets one; 429 ``budget_exceeded`` otherwise)."""
+    state = state_of(request)
+    model = state.router.resolve(name)
+    record = record_of(request.scope)
+    key = record.virtual_key
     if key is not None and not (key.allows(name) or key.allows(model.name)):
         raise PermissionDeniedError(
             f"This API key may not use the model `{name}`.",
             param="model",
             code="model_not_allowed",
         )
+    if state.accounting is not None:
+        state.accounting.reserve(record, model, output_tokens)
     return model
 
 
@@ -84,4 +90,5 @@ async def read_json_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise RequestTooLargeError(f"The request body exceeds the limit of {limit} bytes.")
         parts.append(part)
+    record_of(request.scope).body_bytes = size  # a bound on the prompt's tokens (budgets)
     return b"".join(parts)

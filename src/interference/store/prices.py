@@ -48,6 +48,10 @@ class PriceList:
         self._prices = {**DEFAULT_PRICES, **configured}
         self._unpriced: set[str] = set()
 
+    def price(self, names: tuple[str, ...]) -> ModelPrice | None:
+        """The price of the first of ``names`` that has one."""
+        return next((self._prices[n] for n in names if n in self._prices), None)
+
     def cost(self, names: tuple[str, ...], prompt: int, cached: int, completion: int) -> float:
         """USD for the tokens, at the price of the first of ``names`` (upstream id, public
         name) that has one; 0 when none has."""

@@ -58,8 +58,9 @@ class UsageLedger:
     def pending(self) -> int:
         return len(self._pending)
 
-    async def flush(self) -> int:
-        """Write the pending rows, their rollup and the keys' spend; prune old rows."""
+    async def flush(self) -> list[UsageRow]:
+        """Write the pending rows, their rollup and the keys' spend; prune old rows; the rows
+        written."""
         rows, self._pending = self._pending, []
         oldest = time.time() - self.retention_days * 86400
         try:
@@ -68,7 +69,7 @@ class UsageLedger:
             self._pending[:0] = rows  # kept for the next try
             raise
         self.written += len(rows)
-        return len(rows)
+        return rows
 
     def flush_now(self) -> int:
         """:meth:`flush` for callers outside an event loop (shutdown, tests)."""

@@ -182,3 +182,17 @@ def test_a_budget_refuses_what_could_pass_it_and_concurrent_requests_cannot_over
             pass
     each = (100 * 1000 + 10 * 2000) / 1e6
     assert admitted == int(1.0 // each)  # 8 of 100: their worst cases fit in 1 USD
+
+
+def test_count_tokens_holds_no_budget(client: TestClient) -> None:
+    created = client.post("/key/generate", json={"max_budget": 0.2}, headers=ADMIN).json()
+    headers = {**bearer(created["key"]), "anthropic-version": "2023-06-01"}
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}
+    for _ in range(5):
+        counted = client.post("/v1/messages/count_tokens", json=body, headers=headers)
+        assert counted.status_code == 200
+    accounting = client.app.state.interference.accounting  # type: ignore[attr-defined]
+    assert accounting._reserved.get(created["token"], 0.0) == 0.0
+    answer = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 10}, headers=headers)
+    assert answer.status_code == 200
+    assert accounting._reserved[created["token"]] == pytest.approx(0.0)  # released at its end

@@ -208,7 +208,7 @@ def estimate_tokens(request: CountTokensRequest) -> int:
 async def count_tokens(request: Request) -> Response:
     try:
         parsed, _ = await _parse(request, CountTokensRequest)
-        resolve_model(request, parsed.model)
+        resolve_model(request, parsed.model, reserve=False)  # answered here: costs nothing
     except InterferenceError as exc:
         return error_response(exc, "anthropic")
     return json_response(orjson.dumps({"input_tokens": estimate_tokens(parsed)}))

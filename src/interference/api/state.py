@@ -48,7 +48,9 @@ def state_of(request: Request) -> AppState:
     return state
 
 
-def resolve_model(request: Request, name: str, output_tokens: int | None = None) -> PublicModel:
+def resolve_model(
+    request: Request, name: str, output_tokens: int | None = None, *, reserve: bool = True
+) -> PublicModel:
     """The model a request names (404 when none), if the request's virtual key may use it
     (403 ``model_not_allowed`` when its list names neither ``name`` nor the model) and its
     budget holds the request's worst-case cost (``output_tokens``: the answer's bound, when
@@ -63,7 +65,7 @@ def resolve_model(request: Request, name: str, output_tokens: int | None = None)
             param="model",
             code="model_not_allowed",
         )
-    if state.accounting is not None:
+    if reserve and state.accounting is not None:  # released when the guard sees it end
         state.accounting.reserve(record, model, output_tokens)
     return model
 

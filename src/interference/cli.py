@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     key_cli.add_parser(commands)
+    key_cli.add_usage_parser(commands)
     check = commands.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_command", required=True, metavar="ACTION"
     )
@@ -182,9 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from interference.terminal_chat import main as chat
 
             return chat(args.url, args.model, args.system, args.api_key, args.prompt)
-        if args.command == "keys":
+        if args.command in ("keys", "usage"):
             path = args.config or os.environ.get("INTERFERENCE_CONFIG")
-            return key_cli.run(args, load_config(path) if path else Config())
+            config = load_config(path) if path else Config()
+            run = key_cli.run if args.command == "keys" else key_cli.run_usage
+            return run(args, config)
         if args.command == "config" and args.config_command == "reference":
             return config_reference(args.check)
         if args.command == "config":

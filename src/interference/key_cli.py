@@ -1,14 +1,17 @@
 """``interference keys create|list|info|update|revoke``: virtual keys administered from the
 terminal, on the database file of the configuration (``storage.path``) directly, so that no
 server needs to run; a running server sees the change within ``storage.refresh_s``. The fields
-are those of ``POST /key/generate`` (docs/operations.md)."""
+are those of ``POST /key/generate`` (docs/operations.md). ``interference usage`` prints the
+usage rollup as a table (what ``GET /usage`` answers)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from interference.config import Config, ConfigError
 from interference.errors import InterferenceError
 from interference.store.database import Database, default_path
 from interference.store.keys import KeyRecord, KeyStore
+from interference.store.usage import UsageLedger, day_of
 
 
 def add_parser(commands: Any) -> None:
@@ -43,6 +47,57 @@ def add_parser(commands: Any) -> None:
     info.add_argument("key", help="the key, its digest or its alias")
     revoke = actions.add_parser("revoke", help="delete a key")
     revoke.add_argument("key", help="the key, its digest or its alias")
+
+
+def add_usage_parser(commands: Any) -> None:
+    usage = commands.add_parser("usage", help="tokens, requests and cost by day, key and model")
+    usage.add_argument("--config", help="YAML configuration file (default: $INTERFERENCE_CONFIG)")
+    usage.add_argument("--start-date", help="YYYY-MM-DD (default: 29 days before the end)")
+    usage.add_argument("--end-date", help="YYYY-MM-DD (default: today)")
+    usage.add_argument("--key", help="one key: the key, its digest or its alias")
+
+
+def _day(text: str | None, default: float, option: str) -> float:
+    if text is None:
+        return default
+    try:
+        return calendar.timegm(time.strptime(text, "%Y-%m-%d"))
+    except ValueError:
+        raise ConfigError(f"{option}: a day as YYYY-MM-DD, not `{text}`") from None
+
+
+def run_usage(args: argparse.Namespace, config: Config) -> int:
+    """Print the rollup's rows over the days asked, and their total."""
+    path = Path(config.storage.path).expanduser() if config.storage.path else default_path()
+    database = Database(path)
+    database.open()
+    try:
+        store = KeyStore(database)
+        store.load()
+        until = _day(args.end_date, time.time(), "--end-date")
+        since = _day(args.start_date, until - 29 * 86400, "--start-date")
+        digest = _named(store, args.key).digest if args.key else None
+        rows = asyncio.run(
+            UsageLedger(database, config.storage.retention_days).totals(since, until, digest)
+        )
+        names = {r.digest: r.alias or r.digest[:16] for r in store.listed(1, 10**9)[0]}
+    finally:
+        database.close()
+    print(f"usage in {path}, {day_of(since)} to {day_of(until)}")
+    header = ["day", "key", "model", "requests", "errors", "prompt", "completion", "cost USD"]
+    counts = ("requests", "errors", "prompt_tokens", "completion_tokens")
+    table: list[list[str]] = [header]
+    for row in rows:
+        key = names.get(row["key"], row["key"][:16] or "-")
+        table.append(
+            [row["day"], key, row["model"], *(str(row[n]) for n in counts), f"{row['cost']:.6f}"]
+        )
+    sums = [str(sum(r[n] for r in rows)) for n in counts]
+    table.append(["total", "", "", *sums, f"{sum(r['cost'] for r in rows):.6f}"])
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    return 0
 
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from interference import cli
 from interference.api.app import create_app
 from interference.api.record import RequestRecord
 from interference.config import Config
@@ -196,3 +197,24 @@ def test_count_tokens_holds_no_budget(client: TestClient) -> None:
     answer = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 10}, headers=headers)
     assert answer.status_code == 200
     assert accounting._reserved[created["token"]] == pytest.approx(0.0)  # released at its end
+
+
+def test_the_usage_command_prints_the_rollup(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with app_client(db) as client:
+        alice = key(client, "alice")
+        for _ in range(3):
+            client.post("/v1/chat/completions", json=ASK, headers=bearer(alice))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"storage:\n  path: {db}\n")
+    assert cli.main(["usage", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[1].split() == [
+        "day", "key", "model", "requests", "errors", "prompt", "completion", "cost", "USD",
+    ]  # fmt: skip
+    assert lines[2].split()[1:4] == ["alice", "fake-model", "3"]
+    assert lines[-1].split()[:2] == ["total", "3"]
+    assert cli.main(["usage", "--config", str(config), "--key", "nobody"]) == 2
+    assert cli.main(["usage", "--config", str(config), "--start-date", "May 1"]) == 2

@@ -218,3 +218,32 @@ def test_the_usage_command_prints_the_rollup(
     assert lines[-1].split()[:2] == ["total", "3"]
     assert cli.main(["usage", "--config", str(config), "--key", "nobody"]) == 2
     assert cli.main(["usage", "--config", str(config), "--start-date", "May 1"]) == 2
+
+
+def test_a_budget_period_ends_and_the_spend_starts_again(client: TestClient) -> None:
+    created = client.post(
+        "/key/generate", json={"max_budget": 5, "budget_duration": "1d"}, headers=ADMIN
+    ).json()
+    limited = bearer(created["key"])
+    answer = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 10}, headers=limited)
+    assert answer.status_code == 200
+    client.get("/usage", headers=ADMIN)  # after the request's end: its row is written
+    accounting = client.app.state.interference.accounting  # type: ignore[attr-defined]
+    asyncio.run(accounting.sync())
+    keys = client.app.state.interference.keys  # type: ignore[attr-defined]
+    record = keys.resolve(created["token"])
+    assert record.spend > 0
+    first_reset = record.budget_reset_at
+    record.budget_reset_at = time.time() - 2.5 * 86400  # as if two and a half days went by
+    stale = record.budget_reset_at
+
+    def rewind(connection: sqlite3.Connection) -> None:
+        connection.execute("UPDATE keys SET budget_reset_at = ?", (stale,))
+
+    accounting.database.call(rewind)
+    asyncio.run(accounting.sync())
+    record = keys.resolve(created["token"])
+    assert record.spend == 0
+    assert record.budget_reset_at == pytest.approx(stale + 3 * 86400)  # the next one to come
+    assert record.budget_reset_at > time.time()
+    assert first_reset is not None

@@ -116,6 +116,7 @@ class Accounting:
     async def sync(self) -> None:
         """Write the pending rows, then re-read the keys (their spend now includes them)."""
         written = await self.ledger.flush()
+        await self.keys.reset_budgets(time.time())  # after the old period's costs are written
         await self.keys.refresh()
         for row in written:  # no await since the refresh: the spend is never counted twice
             if row.key_digest and row.cost:

@@ -186,6 +186,31 @@ class KeyStore:
         self._by_digest[record.digest] = record
         return key, record
 
+    async def reset_budgets(self, now: float) -> int:
+        """Start a new budget period for each key whose ``budget_reset_at`` has come: its spend
+        back to 0, the next reset one ``budget_duration`` on (past ``now``). A compare-and-set
+        on the reset time, so that processes doing it together reset a key once."""
+        due = [
+            r for r in self._by_digest.values()
+            if r.budget_reset_at is not None and r.budget_duration and r.budget_reset_at <= now
+        ]  # fmt: skip
+        changes = []
+        for record in due:
+            every = duration_s(record.budget_duration or "")
+            periods = int((now - (record.budget_reset_at or now)) // every) + 1
+            changes.append(((record.budget_reset_at or now) + periods * every, record))
+
+        def reset(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "UPDATE keys SET spend = 0, budget_reset_at = ? "
+                "WHERE digest = ? AND budget_reset_at = ?",
+                [(after, r.digest, r.budget_reset_at) for after, r in changes],
+            )
+
+        if changes:
+            await self.database.run(reset)
+        return len(changes)
+
     def resolve(self, key_or_digest: str) -> KeyRecord | None:
         """The record named by a key, its digest (LiteLLM's ``token``) or its alias."""
         if _HEX_DIGEST.match(key_or_digest) and key_or_digest in self._by_digest:

@@ -6,9 +6,12 @@ in front of the fake upstream of ``bench/fake_upstream.py`` running in another t
 thread's CPU time (``time.thread_time``) per request is what the guard, the routes, the router,
 the provider, the upstream client and the SSE relay cost together (uvicorn's HTTP parsing and
 the client's sockets are not in it). Non-stream and stream (50 chunks), one at a time and 16 at
-once; the best of ``--repeats`` runs of ``--requests`` each.
+once; the best of ``--repeats`` runs of ``--requests`` each. With ``--keys`` the server has a
+master key and every request presents one virtual key with limits and a budget (SQLite in a
+temporary folder: the key checked in memory, rate limits, the budget's reservation, a usage row
+per request); the script then also writes 20,000 usage rows at once and prints rows/s.
 
-    .venv/bin/python bench/hot_path.py [--requests 3000] [--repeats 5]
+    .venv/bin/python bench/hot_path.py [--requests 3000] [--repeats 5] [--keys]
     PYTHONPATH=/path/to/other/checkout/src .venv/bin/python bench/hot_path.py   # another version
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import tempfile
 import time
 from typing import Any
 
@@ -30,16 +34,21 @@ MODEL = "bench-model"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}
 
 
-def app_for(upstream_url: str) -> Any:
-    config = config_from_dict(
-        {
-            "providers": {"up": {"kind": "openai", "base_url": f"{upstream_url}/v1"}},
-            "models": {MODEL: {"deployments": [{"provider": "up"}]}},
-            "openai_aliases": False,
-        },
-        "hot_path.py",
-    )
-    return create_app(config, providers=None)
+def app_for(upstream_url: str, storage: str | None = None) -> Any:
+    """The app in front of the fake upstream; with ``storage``, keys and usage kept there."""
+    settings: dict[str, Any] = {
+        "providers": {"up": {"kind": "openai", "base_url": f"{upstream_url}/v1"}},
+        "models": {MODEL: {"deployments": [{"provider": "up"}]}},
+        "openai_aliases": False,
+    }
+    if storage is not None:
+        settings["server"] = {"master_key": "bench-master"}
+        settings["storage"] = {"path": storage}
+        settings["prices"] = {MODEL: {"input": 1, "output": 2}}
+    return create_app(config_from_dict(settings, "hot_path.py"), providers=None)
+
+
+HEADERS: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json"), (b"host", b"bench")]
 
 
 async def call(app: Any, body: bytes) -> int:
@@ -69,7 +78,7 @@ async def call(app: Any, body: bytes) -> int:
         "raw_path": b"/v1/chat/completions",
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"host", b"bench")],
+        "headers": HEADERS,
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 2),
         "state": {},
@@ -94,10 +103,17 @@ async def scenario(app: Any, stream: bool, concurrency: int, requests: int) -> f
     return (time.thread_time() - started) / requests * 1e6
 
 
-async def run(upstream_url: str, requests: int, repeats: int) -> dict[str, float]:
-    app = app_for(upstream_url)
+async def run(
+    upstream_url: str, requests: int, repeats: int, storage: str | None
+) -> dict[str, float]:
+    app = app_for(upstream_url, storage)
     results: dict[str, list[float]] = {}
     async with app.router.lifespan_context(app):
+        accounting = app.state.interference.accounting
+        if accounting is not None:
+            limits = {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_budget": 10**9}
+            key, _ = await accounting.keys.generate({"key_alias": "bench", **limits})
+            HEADERS.append((b"authorization", f"Bearer {key}".encode()))
         for _ in range(repeats):
             for stream in (False, True):
                 for concurrency in (1, 16):
@@ -105,7 +121,22 @@ async def run(upstream_url: str, requests: int, repeats: int) -> dict[str, float
                     count = requests // 4 if stream else requests
                     cost = await scenario(app, stream, concurrency, count)
                     results.setdefault(name, []).append(cost)
+        if accounting is not None:
+            results["ledger rows/s"] = [await ledger_rate(accounting.ledger)]
     return {name: min(costs) for name, costs in results.items()}
+
+
+async def ledger_rate(ledger: Any) -> float:
+    """Usage rows written per second, 20,000 in one flush (rollup and spends included)."""
+    from interference.store.usage import UsageRow
+
+    await ledger.flush()
+    now = time.time()
+    for i in range(20_000):
+        ledger.add(UsageRow(now, f"r{i}", "", MODEL, "up/x", 10, 0, 50, 0.0001, 200, 3.0, 1.0))
+    started = time.perf_counter()
+    await ledger.flush()
+    return 20_000 / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -113,18 +144,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="non-stream; streams: 1/4")
     parser.add_argument("--repeats", type=int, default=5, help="the best of these is kept")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    parser.add_argument("--keys", action="store_true", help="a virtual key on every request")
     args = parser.parse_args()
-    with upstream_in_thread(chunks=50) as upstream:
+    with upstream_in_thread(chunks=50) as upstream, tempfile.TemporaryDirectory() as folder:
+        storage = f"{folder}/bench.db" if args.keys else None
         loop = event_loop_factory()
         try:
-            figures = loop.run_until_complete(run(upstream.url, args.requests, args.repeats))
+            figures = loop.run_until_complete(
+                run(upstream.url, args.requests, args.repeats, storage)
+            )
         finally:
             loop.close()
     if args.json:
         print(json.dumps(figures))
         return
     for name, cost in figures.items():
-        print(f"{name:<16}{cost:8.1f} us of CPU per request")
+        if name == "ledger rows/s":
+            print(f"usage ledger: {cost:,.0f} rows/s written (20,000 in one flush)")
+        else:
+            print(f"{name:<16}{cost:8.1f} us of CPU per request")
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ SECRET_PROMPT = "the-secret-prompt-text-42"
 ASK = {"model": "fake-model", "messages": [{"role": "user", "content": SECRET_PROMPT}]}
 
 
-def app_client(db: Path) -> TestClient:
+def app_client(db: Path, refresh_s: float = 60) -> TestClient:
     config = Config.model_validate(
         {
             "server": {"master_key": MASTER},
-            "storage": {"path": str(db), "refresh_s": 60},
+            "storage": {"path": str(db), "refresh_s": refresh_s},
             "prices": {"fake-model": {"input": 1000, "output": 2000}},  # USD per 1M tokens
         }
     )
@@ -247,3 +247,36 @@ def test_a_budget_period_ends_and_the_spend_starts_again(client: TestClient) -> 
     assert record.budget_reset_at == pytest.approx(stale + 3 * 86400)  # the next one to come
     assert record.budget_reset_at > time.time()
     assert first_reset is not None
+
+
+def test_a_broken_database_keeps_the_known_keys_serving_and_health_says_so(db: Path) -> None:
+    with app_client(db, refresh_s=0.02) as client:
+        broken_database_case(client)
+
+
+def broken_database_case(client: TestClient) -> None:
+    alice = key(client, "alice")
+    accounting = client.app.state.interference.accounting  # type: ignore[attr-defined]
+    broken = Database(Path("/nonexistent/never/here.db"))  # every statement fails
+    working, accounting.database = accounting.database, broken
+    accounting.ledger.database = broken
+    accounting.keys.database = broken
+    try:
+        answer = client.post("/v1/chat/completions", json=ASK, headers=bearer(alice))
+        assert answer.status_code == 200  # the key is known in memory
+        for _ in range(100):  # bounded: 2 s
+            if accounting.error is not None:
+                break
+            time.sleep(0.02)
+        health = client.get("/health", headers=ADMIN).json()["storage"]
+        assert health["ok"] is False
+        assert "not open" in health["error"]
+        assert health["usage_rows_waiting"] >= 1  # kept for when it works again
+    finally:
+        accounting.database = accounting.ledger.database = accounting.keys.database = working
+    for _ in range(100):
+        if accounting.error is None:
+            break
+        time.sleep(0.02)
+    assert client.get("/health", headers=ADMIN).json()["storage"]["ok"] is True
+    assert client.get("/usage", headers=ADMIN).json()["total"]["requests"] >= 1

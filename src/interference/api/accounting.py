@@ -44,6 +44,7 @@ class Accounting:
         self.ledger = UsageLedger(self.database, storage.retention_days)
         self.prices = PriceList(config.prices)
         self.every = storage.refresh_s
+        self.error: str | None = None  # why the last write or read failed, until one works
         self._local = {name for name, entry in config.providers.items() if entry.kind == "local"}
         self._max_output = config.server.limits.max_tokens
         self._reserved: dict[str, float] = {}  # key digest -> USD held by requests in flight
@@ -128,8 +129,24 @@ class Accounting:
             await asyncio.sleep(self.every)
             try:
                 await self.sync()
-            except Exception:  # a locked or broken file: keep serving, say so, try again
-                logger.exception("cannot write usage or re-read the virtual keys")
+            except Exception as exc:  # a locked or broken file: keep serving, say so, retry
+                if self.error is None:
+                    logger.exception("cannot write usage or re-read the virtual keys")
+                self.error = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                if self.error is not None:
+                    logger.info("usage written and keys read again after: %s", self.error)
+                self.error = None
+
+    def describe(self) -> dict[str, object]:
+        """What ``/health`` says of the database: keys known, rows waiting, the last error."""
+        return {
+            "path": str(self.path),
+            "ok": self.error is None,
+            "error": self.error,
+            "keys": len(self.keys),
+            "usage_rows_waiting": self.ledger.pending,
+        }
 
     async def close(self) -> None:
         try:

@@ -229,6 +229,8 @@ async def health(request: Request) -> Response:
             "uptime_s": round(time.time() - state.started_at, 1),
             "providers": providers,
         }
+        if state.accounting is not None:
+            body["storage"] = state.accounting.describe()
     return json_response(orjson.dumps(body), 503 if draining else 200)
 
 

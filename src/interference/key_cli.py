@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from interference.config import Config, ConfigError
 from interference.errors import InterferenceError
-from interference.store.database import Database, default_path
+from interference.store.database import Database, database_path
 from interference.store.keys import KeyRecord, KeyStore
 from interference.store.usage import UsageLedger, day_of
 
@@ -68,21 +69,13 @@ def _day(text: str | None, default: float, option: str) -> float:
 
 def run_usage(args: argparse.Namespace, config: Config) -> int:
     """Print the rollup's rows over the days asked, and their total."""
-    path = Path(config.storage.path).expanduser() if config.storage.path else default_path()
-    database = Database(path)
-    database.open()
-    try:
-        store = KeyStore(database)
-        store.load()
+    with _opened(config) as (store, path):
         until = _day(args.end_date, time.time(), "--end-date")
         since = _day(args.start_date, until - 29 * 86400, "--start-date")
         digest = _named(store, args.key).digest if args.key else None
-        rows = asyncio.run(
-            UsageLedger(database, config.storage.retention_days).totals(since, until, digest)
-        )
+        ledger = UsageLedger(store.database, config.storage.retention_days)
+        rows = asyncio.run(ledger.totals(since, until, digest))
         names = {r.digest: r.alias or r.digest[:16] for r in store.listed(1, 10**9)[0]}
-    finally:
-        database.close()
     print(f"usage in {path}, {day_of(since)} to {day_of(until)}")
     header = ["day", "key", "model", "requests", "errors", "prompt", "completion", "cost USD"]
     counts = ("requests", "errors", "prompt_tokens", "completion_tokens")
@@ -139,19 +132,27 @@ def _line(record: KeyRecord) -> str:
     return f"{record.digest[:16]}  {record.alias or '-':16}  {state:7}  models={models}  {limits}"
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    path = Path(config.storage.path).expanduser() if config.storage.path else default_path()
+@contextlib.contextmanager
+def _opened(config: Config) -> Iterator[tuple[KeyStore, Path]]:
+    """The keys of the configuration's database (created and migrated if need be)."""
+    path = database_path(config.storage.path)
     database = Database(path)
     database.open()
     try:
         store = KeyStore(database)
         store.load()
-        return _act(args, store, path)
-    except InterferenceError as exc:
-        print(f"interference: {exc.message}", file=sys.stderr)
-        return 2
+        yield store, path
     finally:
         database.close()
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    with _opened(config) as (store, path):
+        try:
+            return _act(args, store, path)
+        except InterferenceError as exc:
+            print(f"interference: {exc.message}", file=sys.stderr)
+            return 2
 
 
 def _named(store: KeyStore, name: str) -> KeyRecord:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 
 from interference.api.record import RequestRecord
 from interference.config import Config
 from interference.errors import BudgetExceededError
 from interference.routing.table import PublicModel
-from interference.store.database import Database, default_path
+from interference.store.database import Database, database_path
 from interference.store.keys import KeyRecord, KeyStore
 from interference.store.prices import PriceList
 from interference.store.usage import UsageLedger, UsageRow
@@ -36,7 +35,7 @@ logger = logging.getLogger(__name__)
 class Accounting:
     def __init__(self, config: Config) -> None:
         storage = config.storage
-        self.path = Path(storage.path).expanduser() if storage.path else default_path()
+        self.path = database_path(storage.path)
         self.database = Database(self.path)
         self.database.open()
         self.keys = KeyStore(self.database)

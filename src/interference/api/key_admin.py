@@ -15,14 +15,13 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from interference.api.errors import from_validation_error, invalid_json
 from interference.api.record import record_of
-from interference.api.state import json_response, read_json_body, state_of
+from interference.api.state import M, json_response, read_model, state_of
 from interference.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -104,16 +103,8 @@ def _store(request: Request, admin: bool = True) -> KeyStore:
     return store
 
 
-async def _body(request: Request, model: type[BaseModel]) -> Any:
-    body = await read_json_body(request, state_of(request).config.server.max_body_bytes)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_json(str(exc)) from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_error(exc, data) from None
+async def _body(request: Request, model: type[M]) -> M:
+    return (await read_model(request, model))[0]
 
 
 def _named(store: KeyStore, name: str) -> KeyRecord:

@@ -26,12 +26,10 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from interference.api.errors import from_validation_error, invalid_json
 from interference.api.keepalive import Opening, open_within, release, ticks
 from interference.api.limits import check_limits
 from interference.api.record import RequestRecord, record_of
@@ -45,7 +43,13 @@ from interference.api.responses_output import (
 from interference.api.responses_stream import ResponseEvents
 from interference.api.responses_translation import chat_request
 from interference.api.sse import EventStreamResponse
-from interference.api.state import AppState, json_response, read_json_body, resolve_model, state_of
+from interference.api.state import (
+    AppState,
+    json_response,
+    read_model,
+    resolve_model,
+    state_of,
+)
 from interference.errors import InterferenceError, InvalidRequestError, NotFoundError, ServerError
 from interference.providers.openai import OpenAIProvider
 from interference.providers.responses_passthrough import PassedResponse, PassedResponseEvent
@@ -61,15 +65,7 @@ KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients skip it, proxies see 
 
 
 async def _parse(request: Request) -> tuple[ResponsesRequest, bytes]:
-    body = await read_json_body(request, state_of(request).config.server.max_body_bytes)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid_json(str(exc)) from None
-    try:
-        return ResponsesRequest.model_validate(data), body
-    except ValidationError as exc:
-        raise from_validation_error(exc, data) from None
+    return await read_model(request, ResponsesRequest)
 
 
 def _history(state: AppState, request: ResponsesRequest) -> list[Json]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+import orjson
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from interference.api.errors import from_validation_error, invalid_json
 from interference.api.record import record_of
 from interference.errors import (
     PermissionDeniedError,
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from interference.routing.table import PublicModel
     from interference.store.keys import KeyStore
 
+M = TypeVar("M", bound=BaseModel)
 _JSON_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 
 
@@ -72,6 +76,19 @@ def resolve_model(
 
 def json_response(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
+
+
+async def read_model(request: Request, model: type[M]) -> tuple[M, bytes]:
+    """The body read into ``model`` (a 400 naming the first field at fault), and the body."""
+    body = await read_json_body(request, state_of(request).config.server.max_body_bytes)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_json(str(exc)) from None
+    try:
+        return model.model_validate(data), body
+    except ValidationError as exc:
+        raise from_validation_error(exc, data) from None
 
 
 async def read_json_body(request: Request, limit: int) -> bytes:

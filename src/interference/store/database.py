@@ -86,6 +86,11 @@ def default_path() -> Path:
     return Path(base) / "interference" / "interference.db"
 
 
+def database_path(configured: str | None) -> Path:
+    """The file ``storage.path`` names, or the default one."""
+    return Path(configured).expanduser() if configured else default_path()
+
+
 class Database:
     """The SQLite file at ``path``, migrated to the latest version on :meth:`open`."""
 

@@ -247,6 +247,9 @@ class LlamaEngine:
             except Exception as exc:  # xllamacpp raises RuntimeError with no detail
                 raise ServerError(f"cannot load model {self.settings.path.name}: {exc}") from exc
             self.loaded_path = path
+            # a fresh load counts as use: the idle watcher must not free it before the
+            # request that asked for it begins
+            self.last_used = time.monotonic()
             self.internal_url = str(self._server.listening_address)
             logger.debug("engine for %s listening at %s", self.settings.path, self.internal_url)
             self.supports_tools = bool(self._template_caps().get("supports_tools"))

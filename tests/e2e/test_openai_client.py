@@ -151,8 +151,10 @@ def test_stop_sequence(server: ServerProcess, stop: str | list[str]) -> None:
     assert " " not in choice.message.content
 
 
-def test_seed_gives_the_same_text(server: ServerProcess) -> None:
-    client = server.client()
+def test_seed_gives_the_same_text(small_server: ServerProcess) -> None:
+    # one slot: the context holds only this request, as on an otherwise idle server (with
+    # other requests' cells in the shared context llama.cpp's arithmetic differs slightly)
+    client = small_server.client()
 
     def sample(seed: int) -> str:
         completion = client.chat.completions.create(

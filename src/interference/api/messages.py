@@ -54,8 +54,8 @@ from interference.providers.anthropic_passthrough import (
     PassedMessage,
     PassedMessageEvent,
     forwarded_headers,
-    with_model,
 )
+from interference.providers.passthrough import with_model
 from interference.wire.anthropic_messages import CountTokensRequest, MessagesRequest
 from interference.wire.chunks import Batch, Reply
 

@@ -52,6 +52,7 @@ from interference.api.state import (
 )
 from interference.errors import InterferenceError, InvalidRequestError, NotFoundError, ServerError
 from interference.providers.openai import OpenAIProvider
+from interference.providers.passthrough import with_model
 from interference.providers.responses_passthrough import PassedResponse, PassedResponseEvent
 from interference.wire.chat import ChatCompletionRequest
 from interference.wire.chunks import Batch, Reply
@@ -140,9 +141,7 @@ async def create_response(request: Request) -> Response:
         return chat
 
     def upstream_body(deployment: Deployment) -> bytes:
-        if parsed.model == deployment.model:
-            return body
-        return orjson.dumps({**orjson.loads(body), "model": deployment.model})
+        return with_model(body, parsed.model, deployment.model)
 
     base = skeleton(parsed, new_id("resp"), int(time.time()))
     if not parsed.stream:

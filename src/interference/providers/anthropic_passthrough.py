@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
-import orjson
-
 from interference.errors import InterferenceError, UpstreamError
 from interference.providers.passthrough import PassedBody, PassedEvent, token_pair, tokens
 
@@ -59,16 +57,6 @@ class PassedMessageEvent(PassedEvent):
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The client's headers that go to the upstream with the body."""
     return {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
-
-
-def with_model(body: bytes, asked: str, upstream_model: str) -> bytes:
-    """The body for the upstream: unchanged when the upstream knows the model by the name the
-    client used, else with ``model`` rewritten (orjson keeps the other keys in their order)."""
-    if asked == upstream_model:
-        return body
-    data = orjson.loads(body)
-    data["model"] = upstream_model
-    return orjson.dumps(data)
 
 
 async def passed_events(

@@ -92,3 +92,13 @@ def token_pair(usage: Any) -> tuple[int, int] | None:
     if prompt is None or completion is None:
         return None
     return prompt, completion
+
+
+def with_model(body: bytes, asked: str, upstream_model: str) -> bytes:
+    """The body for the upstream: unchanged when the upstream knows the model by the name the
+    client used, else with ``model`` rewritten (orjson keeps the other keys in their order)."""
+    if asked == upstream_model:
+        return body
+    data = orjson.loads(body)
+    data["model"] = upstream_model
+    return orjson.dumps(data)

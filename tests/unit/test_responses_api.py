@@ -13,13 +13,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from interference.api.app import create_app
-from interference.config import Config
 from interference.errors import ContextLengthExceededError, UpstreamError
 from tests.support.fakes import FakeProvider, ThinkingToolFake
 from tests.support.responses_stream import ResponseStream, read_stream
 from tests.support.spec import validate
-from tests.unit.test_messages_api import SlowStart
+from tests.unit.test_messages_api import SlowStart, app_client
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "agents"
 WEATHER = {
@@ -29,11 +27,6 @@ WEATHER = {
     "strict": False,
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
 }
-
-
-def app_client(provider: FakeProvider, **server: Any) -> TestClient:
-    config = Config.model_validate({"server": server})
-    return TestClient(create_app(config, providers=[provider]), raise_server_exceptions=False)
 
 
 @pytest.fixture

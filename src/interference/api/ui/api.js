@@ -65,6 +65,18 @@ export async function getJson(path, signal) {
   return response.json();
 }
 
+export async function postJson(path, body, signal) {
+  const response = await send(path, {
+    method: "POST",
+    headers: headers(true),
+    body: JSON.stringify(body),
+    signal,
+    cache: "no-store",
+  });
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
 /**
  * Stream a chat completion. `onDelta(text)` gets each piece of content as it arrives; `run`
  * (returned at once by `onStart`, filled in as the stream goes) has the deployment that

@@ -1,6 +1,7 @@
 // The web chat: conversations, streaming answers, settings, the API key prompt.
 // Text from people and models only ever reaches the page as text nodes (see markdown.js).
 
+import { bindAdmin, probeAdmin, showKeys } from "./admin.js";
 import { ApiError, apiKey, getJson, setApiKey, streamChat, tokensPerSecond } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
 import { recordRequest, showStatus } from "./status.js";
@@ -161,7 +162,7 @@ function openConversation(conversation) {
   state.current = conversation || newConversation();
   if (!state.conversations.includes(state.current)) state.conversations.unshift(state.current);
   ui.app.classList.remove("sidebar-open");
-  showStatus(false);
+  showView("chat");
   renderList();
   renderConversation();
   showTitle();
@@ -170,6 +171,14 @@ function openConversation(conversation) {
 
 function showTitle() {
   ui.title.textContent = state.current && state.current.messages.length ? state.current.title : "interference";
+}
+
+/** Show one of the chat, the status view and the keys view. */
+function showView(name) {
+  showStatus(name === "status");
+  showKeys(name === "keys");
+  $("chat-view").hidden = name !== "chat";
+  $("show-chat").setAttribute("aria-pressed", String(name === "chat"));
 }
 
 // --- messages
@@ -413,14 +422,19 @@ function bind() {
   });
   $("show-status").addEventListener("click", () => {
     ui.app.classList.remove("sidebar-open");
-    showStatus(true);
+    showView("status");
   });
-  $("show-chat").addEventListener("click", () => showStatus(false));
+  $("show-keys").addEventListener("click", () => {
+    ui.app.classList.remove("sidebar-open");
+    showView("keys");
+  });
+  $("show-chat").addEventListener("click", () => showView("chat"));
   $("set-key").addEventListener("click", () => askKey(""));
   $("key-cancel").addEventListener("click", () => ui.keyDialog.close());
   $("key-form").addEventListener("submit", () => {
     setApiKey(ui.keyInput.value.trim());
     loadModels();
+    probeAdmin();
   });
   const keep = () => {
     state.settings = {
@@ -438,5 +452,7 @@ function bind() {
 }
 
 bind();
+bindAdmin();
 openConversation(state.conversations[0] || null);
 loadModels();
+probeAdmin();

@@ -110,7 +110,7 @@ export function nameOf(key) {
 function when(iso) {
   if (!iso) return null;
   const at = new Date(iso);
-  return Number.isNaN(at.getTime()) ? iso : at.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  return Number.isNaN(at.getTime()) ? iso : at.toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
 }
 
 function cell(row, text, className) {

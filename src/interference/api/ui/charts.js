@@ -3,8 +3,7 @@
 // Only presentation attributes are set (the page's CSP allows no inline style).
 
 const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 720;
-const HEIGHT = 260;
+const HEIGHT = 240;
 const PAD = { left: 64, right: 12, top: 12, bottom: 40 };
 //: a palette that reads on light and dark backgrounds; "other" is grey
 export const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f"];
@@ -57,12 +56,15 @@ export function drawBarChart(figure, { days, series, format, unit }) {
     figure.append(empty);
     return;
   }
+  // drawn at the figure's width, so that its text has the page's size
+  const width = Math.max(320, Math.round(figure.clientWidth || 640) - 20);
   const svg = node("svg", {
-    viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
+    class: "plot",
+    viewBox: `0 0 ${width} ${HEIGHT}`,
     role: "img",
     "aria-label": `${caption ? caption.textContent : unit}: ${format(totals.reduce((a, b) => a + b, 0))} in all`,
   });
-  const plotW = WIDTH - PAD.left - PAD.right;
+  const plotW = width - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const step = niceStep(max, 4);
   const top = Math.ceil(max / step) * step;
@@ -71,7 +73,7 @@ export function drawBarChart(figure, { days, series, format, unit }) {
   // the y axis: grid lines and their values
   for (let tick = 0; tick <= top + step / 2; tick += step) {
     const at = y(tick);
-    svg.append(node("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: at, y2: at, class: "grid" }));
+    svg.append(node("line", { x1: PAD.left, x2: width - PAD.right, y1: at, y2: at, class: "grid" }));
     svg.append(node("text", { x: PAD.left - 6, y: at + 4, "text-anchor": "end", class: "tick" }, format(tick)));
   }
   svg.append(
@@ -87,7 +89,7 @@ export function drawBarChart(figure, { days, series, format, unit }) {
   // the bars, one per day, stacked by series
   const slot = plotW / days.length;
   const barW = Math.max(1, Math.min(40, slot * 0.7));
-  const every = Math.ceil(days.length / 10);
+  const every = Math.ceil(days.length / Math.max(2, Math.floor(plotW / 48)));
   days.forEach((day, index) => {
     const x = PAD.left + slot * index + (slot - barW) / 2;
     let base = 0;
@@ -113,7 +115,7 @@ export function drawBarChart(figure, { days, series, format, unit }) {
       );
     }
   });
-  svg.append(node("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: y(0), y2: y(0), class: "axis" }));
+  svg.append(node("line", { x1: PAD.left, x2: width - PAD.right, y1: y(0), y2: y(0), class: "axis" }));
   svg.append(
     node("text", { x: PAD.left + plotW / 2, y: HEIGHT - 6, "text-anchor": "middle", class: "axis-label" }, "day (UTC, month-day)"),
   );
@@ -125,7 +127,7 @@ function legend(series, format) {
   list.className = "legend";
   for (const s of series) {
     const item = document.createElement("li");
-    const swatch = node("svg", { width: 12, height: 12, viewBox: "0 0 12 12", "aria-hidden": "true" });
+    const swatch = node("svg", { class: "swatch", width: 12, height: 12, viewBox: "0 0 12 12", "aria-hidden": "true" });
     swatch.append(node("rect", { width: 12, height: 12, rx: 2, fill: s.color }));
     const name = document.createElement("span");
     name.className = "legend-name";

@@ -138,6 +138,11 @@ export function bindUsage(onError, onLoad) {
     onLoad();
     loadUsage(onError);
   });
+  let resized = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resized); // the charts are drawn at their width: again once it settles
+    resized = setTimeout(() => state.answer && !$("keys-view").hidden && render(), 200);
+  });
   $("usage-by-key").addEventListener("click", () => groupBy("key"));
   $("usage-by-model").addEventListener("click", () => groupBy("model"));
 }

@@ -458,7 +458,8 @@ class StorageConfig(BaseModel):
 
     path: str | None = Field(
         default=None,
-        description="SQLite file (default: $XDG_DATA_HOME/interference/interference.db)",
+        description="SQLite file (default: $XDG_DATA_HOME/interference/interference.db); "
+        "unused when `url` names PostgreSQL",
     )
     refresh_s: float = Field(
         default=2,
@@ -468,6 +469,42 @@ class StorageConfig(BaseModel):
     retention_days: float = Field(
         default=90, gt=0, description="usage rows older than this are removed (the rollup stays)"
     )
+    url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL instead of SQLite, for replicas: postgresql://user:pass@host/db "
+        "(also from INTERFERENCE_STORAGE_URL)",
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis for the counters replicas share (rate windows, parallel requests, "
+        "budget reservations): redis://host:6379/0 (also from INTERFERENCE_REDIS_URL); "
+        "without it each process counts on its own",
+    )
+    timeout_s: float = Field(
+        default=10, gt=0, description="longest wait for a PostgreSQL statement (background work)"
+    )
+    redis_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="longest wait for Redis on a request; past it the counters are down",
+    )
+    budgets_when_down: Literal["closed", "open"] = Field(
+        default="closed",
+        description="while the shared counters or the database cannot be reached: refuse "
+        "requests of keys with a budget (closed, 503) or admit them on this process's counts",
+    )
+
+    def database_url(self) -> str | None:
+        """``url``, or ``INTERFERENCE_STORAGE_URL``."""
+        if self.url is not None:
+            return self.url.get_secret_value() or None
+        return os.environ.get("INTERFERENCE_STORAGE_URL") or None
+
+    def redis(self) -> str | None:
+        """``redis_url``, or ``INTERFERENCE_REDIS_URL``."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value() or None
+        return os.environ.get("INTERFERENCE_REDIS_URL") or None
 
 
 class Config(BaseModel):

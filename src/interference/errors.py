@@ -142,6 +142,15 @@ class ModelNotReadyError(InterferenceError):
     retryable = True
 
 
+class StorageUnavailableError(InterferenceError):
+    """What counts a virtual key's budget (Redis, the database) cannot be reached, and
+    ``storage.budgets_when_down`` is ``closed``."""
+
+    status = 503
+    type = "server_error"
+    default_code = "budget_unavailable"
+
+
 class ContextFullError(InterferenceError):
     """The local model's context, which its slots share, filled up with requests running at
     once; the engine ended those requests. Retryable: alone, the request fits."""

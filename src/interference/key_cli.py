@@ -1,5 +1,5 @@
 """``interference keys create|list|info|update|revoke``: virtual keys administered from the
-terminal, on the database file of the configuration (``storage.path``) directly, so that no
+terminal, on the configuration's database (``storage.path`` or ``storage.url``) directly, so that no
 server needs to run; a running server sees the change within ``storage.refresh_s``. The fields
 are those of ``POST /key/generate`` (docs/operations.md). ``interference usage`` prints the
 usage rollup as a table (what ``GET /usage`` answers)."""
@@ -14,14 +14,13 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from interference.config import Config, ConfigError
 from interference.errors import InterferenceError
-from interference.store.database import Database, database_path
+from interference.store.database import open_database
 from interference.store.keys import KeyRecord, KeyStore
 from interference.store.usage import UsageLedger, day_of
 
@@ -133,15 +132,14 @@ def _line(record: KeyRecord) -> str:
 
 
 @contextlib.contextmanager
-def _opened(config: Config) -> Iterator[tuple[KeyStore, Path]]:
-    """The keys of the configuration's database (created and migrated if need be)."""
-    path = database_path(config.storage.path)
-    database = Database(path)
-    database.open()
+def _opened(config: Config) -> Iterator[tuple[KeyStore, str]]:
+    """The keys of the configuration's database (created and migrated if need be), and where
+    it is."""
+    database = open_database(config.storage)
     try:
         store = KeyStore(database)
         store.load()
-        yield store, path
+        yield store, database.where
     finally:
         database.close()
 
@@ -162,7 +160,7 @@ def _named(store: KeyStore, name: str) -> KeyRecord:
     return found
 
 
-def _act(args: argparse.Namespace, store: KeyStore, path: Path) -> int:
+def _act(args: argparse.Namespace, store: KeyStore, path: str) -> int:
     command: str = args.keys_command
     show: Callable[[KeyRecord], None] = lambda r: print(json.dumps(r.wire(), indent=2))  # noqa: E731
     if command == "create":

@@ -1,4 +1,4 @@
-"""A virtual key's rpm, tpm and parallel limits (api/key_limits.py): a sliding window that never
+"""A virtual key's rpm, tpm and parallel limits (store/rate_limits.py): a sliding window that never
 admits more than rpm requests in any 60 s, tokens counted as requests end, and the 429s and
 x-ratelimit-* headers clients read."""
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from interference.api.key_limits import KeyLimiter
 from interference.errors import RateLimitError
 from interference.store.keys import KeyRecord
+from interference.store.rate_limits import KeyLimiter
 from tests.unit.test_virtual_keys import ADMIN, HI, app_client, bearer
 
 

@@ -20,7 +20,7 @@ from interference.api.app import create_app
 from interference.api.record import RequestRecord
 from interference.config import Config
 from interference.errors import BudgetExceededError
-from interference.store.database import Database
+from interference.store.database import SQLiteDatabase
 from interference.store.usage import UsageLedger, UsageRow
 from tests.support.fakes import FakeProvider
 from tests.unit.test_virtual_keys import ADMIN, MASTER, bearer
@@ -109,7 +109,7 @@ def test_usage_dates_and_refusals(client: TestClient) -> None:
 
 
 def test_old_rows_are_pruned_in_batches_and_the_rollup_stays(tmp_path: Path) -> None:
-    database = Database(tmp_path / "prune.db")
+    database = SQLiteDatabase(tmp_path / "prune.db")
     database.open()
     ledger = UsageLedger(database, retention_days=1)
     old = time.time() - 3 * 86400
@@ -117,12 +117,12 @@ def test_old_rows_are_pruned_in_batches_and_the_rollup_stays(tmp_path: Path) -> 
         ledger.add(UsageRow(old, f"r{i}", "", "m", None, 1, 0, 1, 0.0, 200, 1.0, None))
     ledger.add(UsageRow(time.time(), "new", "", "m", None, 1, 0, 1, 0.0, 200, 1.0, None))
     asyncio.run(ledger.flush())  # writes 601, prunes the first 500 old ones
-    count = database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+    count = database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage")[0][0])
     assert count == 101
     asyncio.run(ledger.flush())  # the next flush prunes the rest
-    count = database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+    count = database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage")[0][0])
     assert count == 1
-    rollup = database.call(lambda c: c.execute("SELECT SUM(requests) FROM usage_daily").fetchone())
+    rollup = database.call(lambda c: c.execute("SELECT SUM(requests) FROM usage_daily")[0])
     assert rollup == (601,)
     database.close()
 
@@ -172,15 +172,20 @@ def test_a_budget_refuses_what_could_pass_it_and_concurrent_requests_cannot_over
     fresh = client.post("/key/generate", json={"max_budget": 1.0}, headers=ADMIN).json()
     record_key = keys.resolve(fresh["key"])
     model = client.app.state.interference.router.resolve("fake-model")  # type: ignore[attr-defined]
-    admitted = 0
-    for i in range(100):  # a burst: none has ended yet
+
+    async def one(i: int) -> int:
         request = RequestRecord(f"r{i}", "POST", "/", "c", 0.0, None, virtual_key=record_key)
         request.body_bytes = 100
         try:
-            accounting.reserve(request, model, 10)
-            admitted += 1
+            await accounting.reserve(request, model, 10)
         except BudgetExceededError:
-            pass
+            return 0
+        return 1
+
+    async def burst() -> int:  # none has ended yet
+        return sum(await asyncio.gather(*(one(i) for i in range(100))))
+
+    admitted = asyncio.run(burst())
     each = (100 * 1000 + 10 * 2000) / 1e6
     assert admitted == int(1.0 // each)  # 8 of 100: their worst cases fit in 1 USD
 
@@ -193,10 +198,10 @@ def test_count_tokens_holds_no_budget(client: TestClient) -> None:
         counted = client.post("/v1/messages/count_tokens", json=body, headers=headers)
         assert counted.status_code == 200
     accounting = client.app.state.interference.accounting  # type: ignore[attr-defined]
-    assert accounting._reserved.get(created["token"], 0.0) == 0.0
+    assert accounting.counters.held(created["token"]) == 0.0
     answer = client.post("/v1/chat/completions", json={**ASK, "max_tokens": 10}, headers=headers)
     assert answer.status_code == 200
-    assert accounting._reserved[created["token"]] == pytest.approx(0.0)  # released at its end
+    assert accounting.counters.held(created["token"]) == pytest.approx(0.0)  # released at its end
 
 
 def test_the_usage_command_prints_the_rollup(
@@ -257,7 +262,7 @@ def test_a_broken_database_keeps_the_known_keys_serving_and_health_says_so(db: P
 def broken_database_case(client: TestClient) -> None:
     alice = key(client, "alice")
     accounting = client.app.state.interference.accounting  # type: ignore[attr-defined]
-    broken = Database(Path("/nonexistent/never/here.db"))  # every statement fails
+    broken = SQLiteDatabase(Path("/nonexistent/never/here.db"))  # every statement fails
     working, accounting.database = accounting.database, broken
     accounting.ledger.database = broken
     accounting.keys.database = broken

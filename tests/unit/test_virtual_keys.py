@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from interference import cli
 from interference.api.app import create_app
 from interference.config import Config
-from interference.store.database import MIGRATIONS, Database
+from interference.store.database import MIGRATIONS, SQLiteDatabase
 from interference.store.keys import KeyStore, digest_of, duration_s
 from tests.support.fakes import FakeProvider
 
@@ -162,7 +162,7 @@ def test_keys_survive_a_restart_and_reach_another_process_after_a_refresh(db: Pa
         assert info["last_active"] is not None  # written at shutdown
 
     with app_client(db, refresh_s=0.05) as client:
-        other = Database(db)  # as `interference keys` or a --workers sibling would
+        other = SQLiteDatabase(db)  # as `interference keys` or a --workers sibling would
         assert other.open() == len(MIGRATIONS)
         store = KeyStore(other)
         store.load()
@@ -198,12 +198,12 @@ def test_without_a_master_key_the_key_routes_say_how_to_turn_them_on(tmp_path: P
 
 def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    databases = [Database(path) for _ in range(4)]
+    databases = [SQLiteDatabase(path) for _ in range(4)]
     with ThreadPoolExecutor(4) as pool:
         versions = list(pool.map(lambda d: d.open(), databases))
     assert versions == [len(MIGRATIONS)] * 4
     tables = databases[0].call(
-        lambda c: c.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        lambda c: c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     )
     assert sorted(tables) == [("keys",), ("usage",), ("usage_daily",)]
     for database in databases:

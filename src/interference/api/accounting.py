@@ -4,14 +4,13 @@ the budgets, and the background task that writes the rows and re-reads the keys 
 ``storage.refresh_s``.
 
 A key's budget holds because a request reserves its worst-case cost before it is forwarded, in
-the same step as the check (no ``await`` between them, so no other request of this process can
-come in between): its prompt counted as one token per byte of the request body (a token is at
-least a byte) at the highest input price of the model's deployments, and its answer as its
-``max_tokens`` (``server.limits.max_tokens`` when it sets none) at the highest output price. The
-request is refused (429 ``budget_exceeded``) when spend + pending costs + reservations + its own
-would pass ``max_budget``; when it ends its reservation gives way to its real cost. In one
-process the spend therefore never passes the budget, as long as no answer is longer than its
-bound; with several processes each holds its own reservations.
+the same atomic step as the check: its prompt counted as one token per byte of the request
+body (a token is at least a byte) at the highest input price of the model's deployments, and
+its answer as its ``max_tokens`` (``server.limits.max_tokens`` when it sets none) at the highest
+output price. The request is refused (429 ``budget_exceeded``) when spend + reservations + its
+own would pass ``max_budget``; when it ends its reservation gives way to its real cost. The
+reservations are counted by :class:`~interference.store.counters.KeyCounters`: in Redis for the
+whole gateway when ``storage.redis_url`` is set, else in each process.
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ import time
 
 from interference.api.record import RequestRecord
 from interference.config import Config
-from interference.errors import BudgetExceededError
 from interference.routing.table import PublicModel
-from interference.store.database import Database, database_path
+from interference.store.counters import KeyCounters
+from interference.store.database import open_database
 from interference.store.keys import KeyRecord, KeyStore
 from interference.store.prices import PriceList
 from interference.store.usage import UsageLedger, UsageRow
@@ -35,27 +34,36 @@ logger = logging.getLogger(__name__)
 class Accounting:
     def __init__(self, config: Config) -> None:
         storage = config.storage
-        self.path = database_path(storage.path)
-        self.database = Database(self.path)
-        self.database.open()
+        self.database = open_database(storage)
+        self.where = self.database.where
         self.keys = KeyStore(self.database)
         self.keys.load()
         self.ledger = UsageLedger(self.database, storage.retention_days)
         self.prices = PriceList(config.prices)
+        self.counters = KeyCounters(
+            storage.redis(), storage.redis_timeout_s, storage.budgets_when_down
+        )
         self.every = storage.refresh_s
         self.error: str | None = None  # why the last write or read failed, until one works
         self._local = {name for name, entry in config.providers.items() if entry.kind == "local"}
         self._max_output = config.server.limits.max_tokens
-        self._reserved: dict[str, float] = {}  # key digest -> USD held by requests in flight
         self._pending: dict[str, float] = {}  # key digest -> cost of rows not yet written
-        logger.info("virtual keys: %d in %s", len(self.keys), self.path)
+        logger.info("virtual keys: %d in %s", len(self.keys), self.where)
+        if self.counters.redis is not None:
+            logger.info("limits and budgets counted in Redis (%s)", self.counters.redis.where)
+        elif storage.database_url():
+            logger.warning(
+                "storage.url without storage.redis_url: rpm, tpm, max_parallel and budget "
+                "reservations are counted per replica (each replica allows a key its whole "
+                "limit); set storage.redis_url to share them"
+            )
 
     def spend(self, key: KeyRecord) -> float:
         """What the key has spent: the database's figure and the rows not yet written."""
         current = self.keys.resolve(key.digest) or key
         return current.spend + self._pending.get(key.digest, 0.0)
 
-    def reserve(self, record: RequestRecord, model: PublicModel, output: int | None) -> None:
+    async def reserve(self, record: RequestRecord, model: PublicModel, output: int | None) -> None:
         """Hold the request's worst-case cost against its key's budget, or refuse it."""
         key = record.virtual_key
         if key is None or key.max_budget is None:
@@ -65,13 +73,9 @@ class Accounting:
         output_rate = max((r[1] for r in rates), default=0.0)
         bound = self._max_output if output is None else output
         cost = (record.body_bytes * input_rate + bound * output_rate) / 1_000_000
-        held = self._reserved.get(key.digest, 0.0)
-        if self.spend(key) + held + cost > key.max_budget:
-            raise BudgetExceededError(
-                f"Budget exceeded: this key's budget is {key.max_budget:g} USD and this "
-                f"request could cost up to {cost:.6f} USD, more than is left."
-            )
-        self._reserved[key.digest] = held + cost
+        record.reserved_shared = await self.counters.reserve(
+            key, record.id, cost, self.spend(key), self.error is None
+        )
         record.reserved = cost
 
     def _rate(self, provider: str, upstream: str, public: str) -> tuple[float, float]:
@@ -95,7 +99,10 @@ class Accounting:
             if cost:
                 self._pending[key.digest] = self._pending.get(key.digest, 0.0) + cost
             if record.reserved:
-                self._reserved[key.digest] -= record.reserved
+                known = self.spend(key) - cost
+                self.counters.settle(
+                    key, record.id, record.reserved, cost, known, record.reserved_shared
+                )
         self.ledger.add(
             UsageRow(
                 at=time.time(),
@@ -126,6 +133,7 @@ class Accounting:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.every)
+            await self.counters.maintain()
             try:
                 await self.sync()
             except Exception as exc:  # a locked or broken file: keep serving, say so, retry
@@ -140,15 +148,19 @@ class Accounting:
     def describe(self) -> dict[str, object]:
         """What ``/health`` says of the database: keys known, rows waiting, the last error."""
         return {
-            "path": str(self.path),
+            "path": self.where,
             "ok": self.error is None,
             "error": self.error,
             "keys": len(self.keys),
             "usage_rows_waiting": self.ledger.pending,
+            **self.counters.describe(),
         }
 
     async def close(self) -> None:
         try:
             await self.sync()
         finally:
-            self.database.close()
+            try:
+                await self.counters.close()
+            finally:
+                self.database.close()

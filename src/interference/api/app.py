@@ -44,6 +44,7 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
     guard = RequestGuard(config.server.keys(), config.server.limits, master, keys)
     if accounting is not None:
         guard.on_finished = accounting.record
+        guard.counters = accounting.counters
     stored = config.server.response_store
     responses = (
         ResponseStore(stored.ttl_s, int(stored.max_mib * 1024 * 1024)) if stored.enabled else None

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interference.api.errors import dialect_of, error_response, stream_error
-from interference.api.key_limits import KeyLimiter
 from interference.api.keys import KeyRing, presented_key
 from interference.api.record import SCOPE_KEY, RequestRecord
 from interference.api.watchdog import Watchdog
@@ -47,6 +46,7 @@ from interference.errors import (
     ServerError,
 )
 from interference.logs import REQUEST_ID, RESPONSE_CUT
+from interference.store.counters import KeyCounters
 from interference.store.keys import KeyStore
 
 logger = logging.getLogger("interference.requests")
@@ -75,7 +75,8 @@ class RequestGuard:
         self.keys = KeyRing(keys)
         self.master = KeyRing([master_key] if master_key else [])
         self.virtual_keys = virtual_keys
-        self.key_limiter = KeyLimiter()
+        #: the virtual keys' limits (set with them, by create_app)
+        self.counters: KeyCounters | None = None
         #: told of every request that named a model, once it ended (the usage ledger)
         self.on_finished: Callable[[RequestRecord, float], None] | None = None
         self.draining = False
@@ -178,7 +179,7 @@ class RequestGuard:
         counted = False
         exc_info: BaseException | None = None
         try:
-            refusal = self._admit(scope, record)
+            refusal = await self._admit(scope, record)
             if refusal is not None:
                 await _send_error(scope, guarded_send, refusal, record)
                 return
@@ -208,9 +209,9 @@ class RequestGuard:
             if record.hang_up_watch is not None:
                 record.hang_up_watch.cancel()
             self.active.discard(record)
-            if record.limit_counted and record.virtual_key is not None:
+            if record.limit_counted and record.virtual_key is not None and self.counters:
                 used = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
-                self.key_limiter.done(record.virtual_key, used)
+                self.counters.release(record.virtual_key, record.id, used, record.limit_shared)
             if counted:
                 self.in_flight[record.client] -= 1
                 if not self.in_flight[record.client]:
@@ -220,7 +221,7 @@ class RequestGuard:
                 self.on_finished(record, (time.perf_counter() - record.started) * 1000)
             REQUEST_ID.reset(token)
 
-    def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
+    async def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
         """Why this request is refused before it reaches a route (None: it may go on)."""
         public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX)
         if self.keys or self.master:
@@ -243,11 +244,12 @@ class RequestGuard:
                 code="concurrency_limit_exceeded",
                 headers={"retry-after": "1"},
             )
-        if record.virtual_key is not None and not public:
+        if record.virtual_key is not None and not public and self.counters is not None:
             try:
-                record.limit_headers = self.key_limiter.admit(record.virtual_key)
+                admitted = await self.counters.admit(record.virtual_key, record.id)
             except RateLimitError as refused:
                 return refused
+            record.limit_headers, record.limit_shared = admitted
             record.limit_counted = True
         return None
 

@@ -93,7 +93,7 @@ async def _answer(request: Request, record: RequestRecord) -> Response:
     chat = chat_request(parsed, limits.max_tokens)
     check_limits(chat, limits, len(body))
     record.model, record.stream = parsed.model, bool(parsed.stream)
-    resolve_model(request, parsed.model, chat.token_limit)  # 404, 403, 429 before any work
+    await resolve_model(request, parsed.model, chat.token_limit)  # 404, 403, 429 before any work
     headers = forwarded_headers(request.headers)
 
     def upstream_body(deployment: Deployment) -> bytes:
@@ -208,7 +208,7 @@ def estimate_tokens(request: CountTokensRequest) -> int:
 async def count_tokens(request: Request) -> Response:
     try:
         parsed, _ = await _parse(request, CountTokensRequest)
-        resolve_model(request, parsed.model, reserve=False)  # answered here: costs nothing
+        await resolve_model(request, parsed.model, reserve=False)  # answered here: costs nothing
     except InterferenceError as exc:
         return error_response(exc, "anthropic")
     return json_response(orjson.dumps({"input_tokens": estimate_tokens(parsed)}))

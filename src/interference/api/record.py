@@ -46,8 +46,10 @@ class RequestRecord:
     virtual_key: KeyRecord | None = None  # presented this virtual key
     limit_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* of the key
     limit_counted: bool = False  # the key's limiter counts this request until it ends
+    limit_shared: bool = False  # ... in Redis (else in this process)
     body_bytes: int = 0  # the request body's size, once read
     reserved: float = 0.0  # USD held against the key's budget until the request ends
+    reserved_shared: bool = False  # ... in Redis (else in this process)
     # filled in by the routes
     model: str | None = None
     deployment: str | None = None

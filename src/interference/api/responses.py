@@ -122,7 +122,7 @@ async def create_response(request: Request) -> Response:
     parsed, body = await _parse(request)
     record = record_of(request.scope)
     record.model, record.stream = parsed.model, bool(parsed.stream)
-    model = resolve_model(request, parsed.model, parsed.max_output_tokens)
+    model = await resolve_model(request, parsed.model, parsed.max_output_tokens)
     passing = any(_passes(d) for d in model.deployments)
     unknown_previous: InvalidRequestError | None = None
     try:

@@ -73,7 +73,7 @@ async def _generate(
     record = record_of(request.scope)
     record.model, record.stream = parsed.model, bool(parsed.stream)
     limit = parsed.token_limit if isinstance(parsed, ChatCompletionRequest) else parsed.max_tokens
-    resolve_model(request, parsed.model, limit)  # 404, 403 or 429 before any work
+    await resolve_model(request, parsed.model, limit)  # 404, 403 or 429 before any work
     cid = f"{id_prefix}-{os.urandom(16).hex()}"
     created = int(time.time())
     started = time.perf_counter()
@@ -160,7 +160,7 @@ async def embeddings(request: Request) -> Response:
     parsed = await _parse(request, EmbeddingRequest)
     record = record_of(request.scope)
     record.model = parsed.model
-    resolve_model(request, parsed.model, 0)  # embeddings: no answer tokens
+    await resolve_model(request, parsed.model, 0)  # embeddings: no answer tokens
     answer = await state.router.call(parsed, lambda d: d.provider.embed(parsed, d.model))
     result = answer.result
     result.model = parsed.model

@@ -52,7 +52,7 @@ def state_of(request: Request) -> AppState:
     return state
 
 
-def resolve_model(
+async def resolve_model(
     request: Request, name: str, output_tokens: int | None = None, *, reserve: bool = True
 ) -> PublicModel:
     """The model a request names (404 when none), if the request's virtual key may use it
@@ -70,7 +70,7 @@ def resolve_model(
             code="model_not_allowed",
         )
     if reserve and state.accounting is not None:  # released when the guard sees it end
-        state.accounting.reserve(record, model, output_tokens)
+        await state.accounting.reserve(record, model, output_tokens)
     return model
 
 

@@ -1,25 +1,33 @@
-"""One SQLite file, created and migrated at start, used from one thread of its own.
+"""Where keys and usage live: one SQLite file by default, a PostgreSQL database for replicas.
 
-SQLite is the default store because it needs nothing installed and holds a gateway's keys and
-usage with room to spare. The file is opened in WAL mode (readers never wait for the writer) with
+Both are used the same way: all statements run in one worker thread of the :class:`Database`, so
+that the event loop never blocks on a disk or a socket and no two statements race on the
+connection. :meth:`Database.run` hands a function a :class:`Session` there; the session speaks
+SQLite's ``?`` placeholders whichever database is behind it, and knows the two dialects' few
+differences (:meth:`Session.transaction`, :attr:`Session.greatest`).
+
+SQLite (``storage.path``, default ``$XDG_DATA_HOME/interference/interference.db``) needs nothing
+installed. The file is opened in WAL mode (readers never wait for the writer) with
 ``synchronous=NORMAL`` (a committed transaction survives a crash of the process; a power cut may
-lose the last ones). All statements run in a single worker thread, so that the event loop never
-blocks on the disk and no two statements race on the connection; :meth:`Database.run` hands a
-function the connection there.
+lose the last ones). PostgreSQL (``storage.url``) is :mod:`interference.store.postgres`.
 
-Migrations are numbered SQL scripts (:data:`MIGRATIONS`); ``PRAGMA user_version`` records how many
-ran, and those not yet run are applied in order, in one transaction, at start.
+Migrations are numbered SQL scripts, one list per dialect (:data:`MIGRATIONS`); the database
+records how many ran, and those not yet run are applied in order, in one transaction, at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from interference.config import StorageConfig
 
 T = TypeVar("T")
 
@@ -91,17 +99,107 @@ def database_path(configured: str | None) -> Path:
     return Path(configured).expanduser() if configured else default_path()
 
 
-class Database:
-    """The SQLite file at ``path``, migrated to the latest version on :meth:`open`."""
+def statements(script: str) -> list[str]:
+    return [s for s in script.split(";") if s.strip()]
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._connection: sqlite3.Connection | None = None
+
+class Session:
+    """A connection as the stores use it, in the database's thread (SQLite's here; PostgreSQL's
+    in :mod:`interference.store.postgres`)."""
+
+    #: SQL's two-argument maximum (SQLite's ``MAX(a, b)``, PostgreSQL's ``GREATEST``)
+    greatest = "MAX"
+    #: what the driver raises for a broken UNIQUE constraint
+    integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.connection.execute(sql, params).fetchall()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.connection.executemany(sql, rows)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside commits together, or not at all. SQLite takes the write lock at
+        once, so that two processes never both read, then both write."""
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+
+class Database:
+    """A database used from a thread of its own; :meth:`open` connects and migrates."""
+
+    def __init__(self, thread_name: str = "database") -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._session: Session | None = None
+
+    @property
+    def where(self) -> str:
+        """The file or the server (never a password), for logs and ``/health``."""
+        raise NotImplementedError
 
     def open(self) -> int:
-        """Open (creating the file and its folder) and migrate; the schema version now."""
+        """Connect (creating what is missing) and migrate; the schema version now."""
         return self._executor.submit(self._open).result()
+
+    def _open(self) -> int:
+        raise NotImplementedError
+
+    def _connected(self) -> Session:
+        """The session, connecting again if the connection was lost."""
+        if self._session is None:
+            raise RuntimeError("the database is not open")
+        return self._session
+
+    def _lost(self, exc: BaseException) -> None:
+        """``exc`` ended a statement: forget a connection it broke."""
+
+    def _with_session(self, work: Callable[[Session], T]) -> T:
+        session = self._connected()
+        try:
+            return work(session)
+        except Exception as exc:
+            self._lost(exc)
+            raise
+
+    def call(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` with the session in the database's thread, and wait (for callers
+        outside an event loop: the CLI, start-up)."""
+        return self._executor.submit(self._with_session, work).result()
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` with the session in the database's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._with_session, work)
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._executor.submit(self._close).result()
+        self._executor.shutdown(wait=True)
+
+
+class SQLiteDatabase(Database):
+    """The SQLite file at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("sqlite")
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,41 +208,33 @@ class Database:
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA busy_timeout=5000")  # another process (CLI, worker) writing
         self._connection = connection
+        self._session = session = Session(connection)
         # one transaction: processes starting together (--workers) migrate once, in turn
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with session.transaction():
             version = int(connection.execute("PRAGMA user_version").fetchone()[0])
             for script in MIGRATIONS[version:]:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
+                for statement in statements(script):
+                    connection.execute(statement)
             connection.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         return len(MIGRATIONS)
 
-    def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` with the connection in the database's thread, and wait (for callers
-        outside an event loop: the CLI, start-up)."""
-        return self._executor.submit(self._with_connection, work).result()
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+            self._session = None
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` with the connection in the database's thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._with_connection, work)
 
-    def _with_connection(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._connection is None:
-            raise RuntimeError("the database is not open")
-        return work(self._connection)
+def open_database(storage: StorageConfig) -> Database:
+    """The database the configuration names (``storage.url``, else the SQLite file of
+    ``storage.path``), opened and migrated."""
+    database: Database
+    url = storage.database_url()
+    if url:
+        from interference.store.postgres import PostgresDatabase
 
-    def close(self) -> None:
-        def close() -> None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-        self._executor.submit(close).result()
-        self._executor.shutdown(wait=True)
+        database = PostgresDatabase(url, storage.timeout_s)
+    else:
+        database = SQLiteDatabase(database_path(storage.path))
+    database.open()
+    return database

@@ -14,7 +14,6 @@ import fnmatch
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -23,7 +22,7 @@ from typing import Any
 import orjson
 
 from interference.errors import InvalidRequestError
-from interference.store.database import Database
+from interference.store.database import Database, Session
 
 KEY_PREFIX = "sk-"
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d|w|mo)$")
@@ -118,12 +117,13 @@ _JSON_COLUMNS = {"models", "metadata"}
 
 def _row(record: KeyRecord) -> tuple[Any, ...]:
     values = asdict(record)
+    values["blocked"] = int(record.blocked)  # an INTEGER column in both dialects
     return tuple(
         orjson.dumps(values[c]).decode() if c in _JSON_COLUMNS else values[c] for c in _COLUMNS
     )
 
 
-def _record(row: sqlite3.Row | tuple[Any, ...]) -> KeyRecord:
+def _record(row: tuple[Any, ...]) -> KeyRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     for column in _JSON_COLUMNS:
         values[column] = orjson.loads(values[column])
@@ -158,12 +158,13 @@ class KeyStore:
         processes take effect."""
         used = [(r.last_used_at, r.digest) for r in self._by_digest.values() if r.last_used_at]
 
-        def write_and_read(connection: sqlite3.Connection) -> list[KeyRecord]:
-            connection.executemany(
-                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE digest = ?",
+        def write_and_read(session: Session) -> list[KeyRecord]:
+            session.executemany(
+                f"UPDATE keys SET last_used_at = {session.greatest}(COALESCE(last_used_at, 0), ?) "
+                "WHERE digest = ?",
                 used,
             )
-            return _select_all(connection)
+            return _select_all(session)
 
         self._by_digest = {r.digest: r for r in await self.database.run(write_and_read)}
 
@@ -176,9 +177,9 @@ class KeyStore:
         record = KeyRecord(digest=digest_of(key), created_at=created)
         _apply(record, changes, created)
 
-        def insert(connection: sqlite3.Connection) -> None:
+        def insert(session: Session) -> None:
             marks = ", ".join("?" for _ in _COLUMNS)
-            connection.execute(
+            session.execute(
                 f"INSERT INTO keys ({', '.join(_COLUMNS)}) VALUES ({marks})", _row(record)
             )
 
@@ -200,8 +201,8 @@ class KeyStore:
             periods = int((now - (record.budget_reset_at or now)) // every) + 1
             changes.append(((record.budget_reset_at or now) + periods * every, record))
 
-        def reset(connection: sqlite3.Connection) -> None:
-            connection.executemany(
+        def reset(session: Session) -> None:
+            session.executemany(
                 "UPDATE keys SET spend = 0, budget_reset_at = ? "
                 "WHERE digest = ? AND budget_reset_at = ?",
                 [(after, r.digest, r.budget_reset_at) for after, r in changes],
@@ -227,10 +228,10 @@ class KeyStore:
         return changed
 
     async def _write(self, record: KeyRecord) -> None:
-        def write(connection: sqlite3.Connection) -> None:
+        def write(session: Session) -> None:
             assignments = ", ".join(f"{c} = ?" for c in _COLUMNS[1:])
             values = _row(record)
-            connection.execute(
+            session.execute(
                 f"UPDATE keys SET {assignments} WHERE digest = ?", (*values[1:], values[0])
             )
 
@@ -240,8 +241,8 @@ class KeyStore:
     async def delete(self, records: list[KeyRecord]) -> list[str]:
         digests = [r.digest for r in records]
 
-        def delete(connection: sqlite3.Connection) -> None:
-            connection.executemany("DELETE FROM keys WHERE digest = ?", [(d,) for d in digests])
+        def delete(session: Session) -> None:
+            session.executemany("DELETE FROM keys WHERE digest = ?", [(d,) for d in digests])
 
         await self.database.run(delete)
         for digest in digests:
@@ -261,16 +262,14 @@ class KeyStore:
         record.last_used_at = now
 
 
-def _unique(
-    work: Callable[[sqlite3.Connection], None], alias: str | None
-) -> Callable[[sqlite3.Connection], None]:
+def _unique(work: Callable[[Session], None], alias: str | None) -> Callable[[Session], None]:
     """``work``, with a second key of the same alias refused by the database (so that two
     processes cannot both take it) as a 400 naming ``key_alias``."""
 
-    def guarded(connection: sqlite3.Connection) -> None:
+    def guarded(session: Session) -> None:
         try:
-            work(connection)
-        except sqlite3.IntegrityError:
+            work(session)
+        except session.integrity_errors:
             raise InvalidRequestError(
                 f"Another key has the alias `{alias}`.", param="key_alias", code="alias_taken"
             ) from None
@@ -278,8 +277,8 @@ def _unique(
     return guarded
 
 
-def _select_all(connection: sqlite3.Connection) -> list[KeyRecord]:
-    rows = connection.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys").fetchall()
+def _select_all(session: Session) -> list[KeyRecord]:
+    rows = session.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys")
     return [_record(row) for row in rows]
 
 

@@ -11,12 +11,11 @@ together with the rollup and each key's ``spend``, and removes rows older than
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import astuple, dataclass
 from typing import Any
 
-from interference.store.database import Database
+from interference.store.database import Database, Session
 
 _PRUNE_BATCH = 500
 
@@ -64,7 +63,7 @@ class UsageLedger:
         rows, self._pending = self._pending, []
         oldest = time.time() - self.retention_days * 86400
         try:
-            await self.database.run(lambda connection: _write(connection, rows, oldest))
+            await self.database.run(lambda session: _write(session, rows, oldest))
         except BaseException:
             self._pending[:0] = rows  # kept for the next try
             raise
@@ -75,7 +74,7 @@ class UsageLedger:
         """:meth:`flush` for callers outside an event loop (shutdown, tests)."""
         rows, self._pending = self._pending, []
         oldest = time.time() - self.retention_days * 86400
-        self.database.call(lambda connection: _write(connection, rows, oldest))
+        self.database.call(lambda session: _write(session, rows, oldest))
         self.written += len(rows)
         return len(rows)
 
@@ -94,57 +93,58 @@ class UsageLedger:
             params.append(key_digest)
         query += " ORDER BY day, key_digest, model"
 
-        def read(connection: sqlite3.Connection) -> list[dict[str, Any]]:
+        def read(session: Session) -> list[dict[str, Any]]:
             names = [
                 "day", "key", "model", "requests", "errors", "prompt_tokens", "cached_tokens",
                 "completion_tokens", "cost",
             ]  # fmt: skip
-            return [dict(zip(names, row, strict=True)) for row in connection.execute(query, params)]
+            return [dict(zip(names, row, strict=True)) for row in session.execute(query, params)]
 
         return await self.database.run(read)
 
 
-def _write(connection: sqlite3.Connection, rows: list[UsageRow], oldest: float) -> None:
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        if rows:
-            connection.executemany(
-                "INSERT INTO usage (at, request_id, key_digest, model, deployment, "
-                "prompt_tokens, cached_tokens, completion_tokens, cost, status, ms, ttft_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [astuple(row) for row in rows],
-            )
-            connection.executemany(
-                "INSERT INTO usage_daily VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (day, key_digest, model) DO UPDATE SET "
-                "requests = requests + 1, errors = errors + excluded.errors, "
-                "prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
-                "cached_tokens = cached_tokens + excluded.cached_tokens, "
-                "completion_tokens = completion_tokens + excluded.completion_tokens, "
-                "cost = cost + excluded.cost",
-                [
-                    (
-                        day_of(r.at),
-                        r.key_digest,
-                        r.model,
-                        int(r.status >= 400),
-                        r.prompt_tokens,
-                        r.cached_tokens,
-                        r.completion_tokens,
-                        r.cost,
-                    )
-                    for r in rows
-                ],
-            )
-            connection.executemany(
-                "UPDATE keys SET spend = spend + ? WHERE digest = ?",
-                [(r.cost, r.key_digest) for r in rows if r.key_digest and r.cost],
-            )
-        connection.execute(
+def _write(session: Session, rows: list[UsageRow], oldest: float) -> None:
+    """One transaction: the rows, the rollup and the keys' spend, and a batch of old rows
+    removed. The rollup and the spend are summed here first, and written in a fixed order (by
+    day, key, model; by key), so that replicas writing at once never deadlock."""
+    daily: dict[tuple[str, str, str], list[float]] = {}
+    spend: dict[str, float] = {}
+    for r in rows:
+        sums = daily.setdefault((day_of(r.at), r.key_digest, r.model), [0, 0, 0, 0, 0, 0.0])
+        sums[0] += 1
+        sums[1] += int(r.status >= 400)
+        sums[2] += r.prompt_tokens
+        sums[3] += r.cached_tokens
+        sums[4] += r.completion_tokens
+        sums[5] += r.cost
+        if r.key_digest and r.cost:
+            spend[r.key_digest] = spend.get(r.key_digest, 0.0) + r.cost
+    with session.transaction():
+        session.executemany(
+            "INSERT INTO usage (at, request_id, key_digest, model, deployment, "
+            "prompt_tokens, cached_tokens, completion_tokens, cost, status, ms, ttft_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [astuple(row) for row in rows],
+        )
+        session.executemany(
+            "INSERT INTO usage_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (day, key_digest, model) DO UPDATE SET "
+            "requests = usage_daily.requests + excluded.requests, "
+            "errors = usage_daily.errors + excluded.errors, "
+            "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
+            "cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, "
+            "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, "
+            "cost = usage_daily.cost + excluded.cost",
+            [
+                (*group, int(s[0]), int(s[1]), int(s[2]), int(s[3]), int(s[4]), s[5])
+                for group, s in sorted(daily.items())
+            ],
+        )
+        session.executemany(
+            "UPDATE keys SET spend = spend + ? WHERE digest = ?",
+            [(cost, digest) for digest, cost in sorted(spend.items())],
+        )
+        session.execute(
             "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE at < ? LIMIT ?)",
             (oldest, _PRUNE_BATCH),
         )
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise

@@ -1,0 +1,143 @@
+"""A virtual key's ``rpm_limit``, ``tpm_limit`` and ``max_parallel_requests``, in this process.
+
+- Requests per minute: a sliding window (the times of the key's requests of the last 60 s), so
+  that at most ``rpm`` requests are admitted in *any* 60 s, bursts included (a token bucket would
+  let twice as many through around a refill).
+- Tokens per minute: the tokens of the key's requests that ended in the last 60 s; a request is
+  refused while they reach ``tpm`` (its own size is known only once it ends, so one request may
+  take a key past its limit, and the next ones then wait).
+- Parallel requests: a count of the key's requests in flight.
+
+A refusal is a 429 with ``Retry-After`` (when the oldest request or tokens leave the window) and
+answers carry ``x-ratelimit-*`` headers. The state here is this process's memory; with
+``storage.redis_url`` the same windows live in Redis, shared by every process
+(:mod:`interference.store.redis_counters`), and :func:`refusal` and :func:`limit_headers` say the
+same things for both.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from interference.errors import RateLimitError
+from interference.store.keys import KeyRecord
+
+WINDOW_S = 60.0
+
+
+@dataclass
+class _Usage:
+    requests: deque[float] = field(default_factory=deque)  # admission times
+    tokens: deque[tuple[float, int]] = field(default_factory=deque)  # (end time, tokens)
+    token_total: int = 0
+    in_flight: int = 0
+
+    def expire(self, now: float) -> None:
+        while self.requests and self.requests[0] <= now - WINDOW_S:
+            self.requests.popleft()
+        while self.tokens and self.tokens[0][0] <= now - WINDOW_S:
+            self.token_total -= self.tokens.popleft()[1]
+
+
+#: what a check found: admitted, or which limit refused the request
+ADMITTED, PARALLEL, RPM, TPM = 0, 1, 2, 3
+
+
+@dataclass
+class Window:
+    """A key's counts at a check: requests and tokens in the last 60 s, and in how many
+    seconds the oldest of each leaves the window."""
+
+    requests: int
+    request_reset: float
+    tokens: int
+    token_reset: float
+
+
+def limit_headers(key: KeyRecord, window: Window) -> dict[str, str]:
+    """The ``x-ratelimit-*`` headers of an answer to ``key``."""
+    headers: dict[str, str] = {}
+    if key.rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(key.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, key.rpm - window.requests))
+        headers["x-ratelimit-reset-requests"] = f"{max(0.0, window.request_reset):.0f}s"
+    if key.tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, key.tpm - window.tokens))
+        headers["x-ratelimit-reset-tokens"] = f"{max(0.0, window.token_reset):.0f}s"
+    return headers
+
+
+def refusal(key: KeyRecord, verdict: int, window: Window) -> RateLimitError:
+    """The 429 for a request that ``verdict`` refused."""
+    if verdict == PARALLEL:
+        return RateLimitError(
+            f"This key may have {key.max_parallel} requests in flight at once.",
+            code="max_parallel_requests_exceeded",
+            headers={"retry-after": "1"},
+        )
+    if verdict == RPM:
+        message = f"Rate limit reached: this key may make {key.rpm} requests per minute."
+        code, wait = "rate_limit_exceeded", window.request_reset
+    else:
+        message = f"Rate limit reached: this key may use {key.tpm} tokens per minute."
+        code, wait = "tokens_rate_limit_exceeded", window.token_reset
+    return RateLimitError(
+        message,
+        code=code,
+        headers={"retry-after": str(max(1, math.ceil(wait))), **limit_headers(key, window)},
+    )
+
+
+def limited(key: KeyRecord) -> bool:
+    return key.rpm is not None or key.tpm is not None or key.max_parallel is not None
+
+
+class KeyLimiter:
+    """The limits of the virtual keys in this process, checked when a request is admitted."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._usage: dict[str, _Usage] = {}
+
+    def admit(self, key: KeyRecord) -> dict[str, str]:
+        """Count a request of ``key``, or raise the 429 that refuses it; the rate-limit
+        headers of its answer."""
+        if not limited(key):
+            return {}
+        now = self._clock()
+        usage = self._usage.setdefault(key.digest, _Usage())
+        usage.expire(now)
+        verdict = ADMITTED
+        if key.max_parallel is not None and usage.in_flight >= key.max_parallel:
+            verdict = PARALLEL
+        elif key.rpm is not None and len(usage.requests) >= key.rpm:
+            verdict = RPM
+        elif key.tpm is not None and usage.token_total >= key.tpm:
+            verdict = TPM
+        else:
+            usage.requests.append(now)
+            usage.in_flight += 1
+        window = Window(
+            requests=len(usage.requests),
+            request_reset=usage.requests[0] + WINDOW_S - now if usage.requests else 0.0,
+            tokens=usage.token_total,
+            token_reset=usage.tokens[0][0] + WINDOW_S - now if usage.tokens else 0.0,
+        )
+        if verdict != ADMITTED:
+            raise refusal(key, verdict, window)
+        return limit_headers(key, window)
+
+    def done(self, key: KeyRecord, tokens: int) -> None:
+        """A request admitted by :meth:`admit` ended, having used ``tokens``."""
+        usage = self._usage.get(key.digest)
+        if usage is None:
+            return
+        usage.in_flight -= 1
+        if tokens > 0:
+            usage.tokens.append((self._clock(), tokens))
+            usage.token_total += tokens

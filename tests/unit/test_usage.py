@@ -285,3 +285,20 @@ def broken_database_case(client: TestClient) -> None:
         time.sleep(0.02)
     assert client.get("/health", headers=ADMIN).json()["storage"]["ok"] is True
     assert client.get("/usage", headers=ADMIN).json()["total"]["requests"] >= 1
+
+
+def test_usage_asked_between_refreshes_counts_each_cost_once_in_the_spend(db: Path) -> None:
+    """``GET /usage`` writes the rows that just ended (before the next refresh): their cost
+    must then leave the not-yet-written figure, or the key's spend counts it twice once the
+    keys are read again."""
+    with app_client(db, refresh_s=0.1) as client:
+        created = key(client, "once")
+        for _ in range(3):
+            answer = client.post("/v1/chat/completions", json=ASK, headers=bearer(created))
+            assert answer.status_code == 200
+        usage = client.get("/usage", headers=ADMIN).json()
+        cost = sum(r["cost"] for r in usage["data"] if r["key"] == "once")
+        assert cost > 0
+        time.sleep(0.4)  # refreshes: the keys' spend is read again
+        info = client.get("/key/info", params={"key": created}, headers=ADMIN).json()
+        assert info["info"]["spend"] == pytest.approx(cost)

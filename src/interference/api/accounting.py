@@ -48,6 +48,7 @@ class Accounting:
         self._local = {name for name, entry in config.providers.items() if entry.kind == "local"}
         self._max_output = config.server.limits.max_tokens
         self._pending: dict[str, float] = {}  # key digest -> cost of rows not yet written
+        self._syncing = asyncio.Lock()
         logger.info("virtual keys: %d in %s", len(self.keys), self.where)
         if self.counters.redis is not None:
             logger.info("limits and budgets counted in Redis (%s)", self.counters.redis.where)
@@ -121,14 +122,17 @@ class Accounting:
         )
 
     async def sync(self) -> None:
-        """Write the pending rows, then re-read the keys (their spend now includes them)."""
-        written = await self.ledger.flush()
-        await self.keys.reset_budgets(time.time())  # after the old period's costs are written
-        await self.keys.refresh()
-        for row in written:  # no await since the refresh: the spend is never counted twice
-            if row.key_digest and row.cost:
-                left = self._pending.get(row.key_digest, 0.0) - row.cost
-                self._pending[row.key_digest] = max(0.0, left)
+        """Write the pending rows, then re-read the keys (their spend now includes them). One
+        at a time (the loop, ``GET /usage``): a row's cost leaves ``_pending`` only after the
+        re-read that includes it."""
+        async with self._syncing:
+            written = await self.ledger.flush()
+            await self.keys.reset_budgets(time.time())  # after the old period's costs
+            await self.keys.refresh()
+            for row in written:  # no await since the refresh: the spend is never counted twice
+                if row.key_digest and row.cost:
+                    left = self._pending.get(row.key_digest, 0.0) - row.cost
+                    self._pending[row.key_digest] = max(0.0, left)
 
     async def run(self) -> None:
         while True:

@@ -224,7 +224,7 @@ async def usage(request: Request) -> Response:
     now = time.time()
     until = _day(request, "end_date", now)
     since = _day(request, "start_date", until - 29 * 86400)
-    await accounting.ledger.flush()  # the requests that just ended count
+    await accounting.sync()  # the requests that just ended count (and count once in spend)
     own = record.virtual_key.digest if record.virtual_key is not None else None
     rows = await accounting.ledger.totals(since, until, own)
     names = {r.digest: r.alias or r.digest[:16] for r in accounting.keys.listed(1, 10**9)[0]}

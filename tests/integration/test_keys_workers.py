@@ -65,3 +65,36 @@ def test_two_workers_share_keys_and_the_ledger(upstream: FakeUpstream, tmp_path:
     spend = sqlite3.connect(db).execute("SELECT spend FROM keys").fetchone()[0]
     assert spend == pytest.approx(rows[1])
     assert spend > 0
+
+
+def test_workers_share_a_key_s_rpm_through_redis(
+    upstream: FakeUpstream, tmp_path: Path, redis_url: str
+) -> None:
+    """``--workers N`` counts limits the way replicas do: in ``storage.redis_url``, for all."""
+    config = CONFIG.format(master=MASTER, db=tmp_path / "w.db", url=upstream.url).replace(
+        "refresh_s: 0.2}", f'refresh_s: 0.2, redis_url: "{redis_url}"}}'
+    )
+    assert redis_url in config
+    server = start_server(tmp_path, config, "--workers", "2")
+    try:
+        admin = {"authorization": f"Bearer {MASTER}"}
+        created = httpx.post(
+            f"{server.url}/key/generate", json={"rpm_limit": 10}, headers=admin, timeout=10
+        )
+        key = created.json()["key"]
+        time.sleep(0.6)
+        statuses = [
+            httpx.post(
+                f"{server.url}/v1/chat/completions",
+                json=ASK,
+                headers={"authorization": f"Bearer {key}"},
+                timeout=10,
+            ).status_code
+            for _ in range(30)
+        ]
+        health = httpx.get(f"{server.url}/health", headers=admin, timeout=10).json()
+    finally:
+        assert server.stop() == 0, server.log.read_text()[-3000:]
+    assert statuses.count(200) == 10  # not 10 per worker
+    assert statuses.count(429) == 20
+    assert health["storage"]["counters"] == "redis"

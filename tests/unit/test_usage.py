@@ -259,8 +259,22 @@ def test_a_broken_database_keeps_the_known_keys_serving_and_health_says_so(db: P
         broken_database_case(client)
 
 
-def broken_database_case(client: TestClient) -> None:
+def test_budgets_when_down_open_serves_keys_with_a_budget(db: Path) -> None:
+    config = Config.model_validate(
+        {
+            "server": {"master_key": MASTER},
+            "storage": {"path": str(db), "refresh_s": 0.02, "budgets_when_down": "open"},
+            "prices": {"fake-model": {"input": 1000, "output": 2000}},
+        }
+    )
+    app = create_app(config, providers=[FakeProvider()])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        broken_database_case(client, "open")
+
+
+def broken_database_case(client: TestClient, budgets_when_down: str = "closed") -> None:
     alice = key(client, "alice")
+    funded = client.post("/key/generate", json={"max_budget": 10.0}, headers=ADMIN).json()["key"]
     accounting = client.app.state.interference.accounting  # type: ignore[attr-defined]
     broken = SQLiteDatabase(Path("/nonexistent/never/here.db"))  # every statement fails
     working, accounting.database = accounting.database, broken
@@ -277,6 +291,13 @@ def broken_database_case(client: TestClient) -> None:
         assert health["ok"] is False
         assert "not open" in health["error"]
         assert health["usage_rows_waiting"] >= 1  # kept for when it works again
+        small = {**ASK, "max_tokens": 10}
+        budgeted = client.post("/v1/chat/completions", json=small, headers=bearer(funded))
+        if budgets_when_down == "closed":  # its spend cannot be written: refused
+            assert budgeted.status_code == 503
+            assert budgeted.json()["error"]["code"] == "budget_unavailable"
+        else:  # held to the budget on this process's counts
+            assert budgeted.status_code == 200
     finally:
         accounting.database = accounting.ledger.database = accounting.keys.database = working
     for _ in range(100):

@@ -89,12 +89,19 @@ class Accounting:
         """The guard's report of a request that named a model: a ledger row, its cost counted
         against the key at once, its reservation released."""
         prompt, completion = record.prompt_tokens or 0, record.completion_tokens or 0
+        cached = min(record.cached_tokens or 0, prompt)
+        if record.completion_tokens is None and record.chunks:
+            # a stream without usage (an upstream that sends none, a client that left before
+            # it): a token per chunk, as OpenAI-style servers stream, and 4 bytes per token
+            completion = record.chunks
+            prompt = prompt or -(-record.body_bytes // 4)
         cost = 0.0
         deployment = record.deployment
         if deployment is not None and (prompt or completion):
             provider, _, upstream_model = deployment.partition("/")
             if provider not in self._local:
-                cost = self.prices.cost((upstream_model, record.model or ""), prompt, 0, completion)
+                names = (upstream_model, record.model or "")
+                cost = self.prices.cost(names, prompt, cached, completion)
         key = record.virtual_key
         if key is not None:
             if cost:
@@ -112,7 +119,7 @@ class Accounting:
                 model=record.model or "",
                 deployment=deployment,
                 prompt_tokens=prompt,
-                cached_tokens=0,
+                cached_tokens=cached,
                 completion_tokens=completion,
                 cost=cost,
                 status=record.status,

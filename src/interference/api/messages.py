@@ -112,6 +112,7 @@ async def _answer(request: Request, record: RequestRecord) -> Response:
         counts = answer.result.token_counts()
         if counts:
             record.prompt_tokens, record.completion_tokens = counts
+        record.cached_tokens = answer.result.cached_tokens()
         if isinstance(answer.result, PassedMessage):
             return json_response(answer.result.raw)
         message = message_of(orjson.loads(answer.result.to_json()), parsed.model)

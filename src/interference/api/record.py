@@ -57,6 +57,8 @@ class RequestRecord:
     stream: bool | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # of the prompt tokens, read from the upstream's cache
+    chunks: int = 0  # streamed chunks with choices (an estimate when a stream has no usage)
     ttft_ms: float | None = None
     outcome: str | None = None  # a stream's end: ok, client_closed, error, shutdown, ...
     error: str | None = None  # the code of the error answered
@@ -71,9 +73,14 @@ class RequestRecord:
     def count(self, chunk: StreamChunk) -> bool:
         """Take a streamed chunk's usage, if it carries any (whether it carried completion
         tokens, the sign of a usage chunk)."""
+        if chunk.has_choices():
+            self.chunks += 1
         prompt = chunk.prompt_tokens()
         if prompt is not None:
             self.prompt_tokens = prompt
+        cached = chunk.cached_tokens()
+        if cached is not None:
+            self.cached_tokens = cached
         completion = chunk.completion_tokens()
         if completion is None:
             return False

@@ -157,6 +157,7 @@ async def create_response(request: Request) -> Response:
         counts = answer.result.token_counts()
         if counts:
             record.prompt_tokens, record.completion_tokens = counts
+        record.cached_tokens = answer.result.cached_tokens()
         if isinstance(answer.result, PassedResponse):
             return json_response(answer.result.raw)
         response = response_of(orjson.loads(answer.result.to_json()), base, names)

@@ -86,6 +86,7 @@ async def _generate(
         usage = result.token_counts()
         if usage:
             record.prompt_tokens, record.completion_tokens = usage
+        record.cached_tokens = answer.result.cached_tokens()
         return Response(
             result.to_json(),
             media_type="application/json",

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from interference.errors import InterferenceError, UpstreamError
-from interference.providers.passthrough import PassedBody, PassedEvent, token_pair, tokens
+from interference.providers.passthrough import PassedBody, PassedEvent, tokens
 
 #: the request headers of the client that travel with its body
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -30,7 +30,22 @@ class PassedMessage(PassedBody):
             raise UpstreamError(f"{provider}: the upstream's answer is not a message")
 
     def token_counts(self) -> tuple[int, int] | None:
-        return token_pair(self.data.get("usage"))
+        usage = self.data.get("usage")
+        prompt, completion = prompt_of(usage), tokens(usage, "output_tokens")
+        return None if prompt is None or completion is None else (prompt, completion)
+
+    def cached_tokens(self) -> int | None:
+        return tokens(self.data.get("usage"), "cache_read_input_tokens")
+
+
+def prompt_of(usage: Any) -> int | None:
+    """All of a Messages usage's prompt: ``input_tokens`` counts only what came after the last
+    cache breakpoint; the tokens read from and written to the cache are the rest."""
+    fresh = tokens(usage, "input_tokens")
+    if fresh is None:
+        return None
+    read = tokens(usage, "cache_read_input_tokens") or 0
+    return fresh + read + (tokens(usage, "cache_creation_input_tokens") or 0)
 
 
 class PassedMessageEvent(PassedEvent):
@@ -43,15 +58,17 @@ class PassedMessageEvent(PassedEvent):
             return None
         return tokens(self.data.get("usage"), "output_tokens")
 
-    def prompt_tokens(self) -> int | None:
+    def _usage(self) -> Any:
         if self.type == "message_start":
             message = self.data.get("message")
-            return tokens(
-                message.get("usage") if isinstance(message, dict) else None, "input_tokens"
-            )
-        if self.type == "message_delta":
-            return tokens(self.data.get("usage"), "input_tokens")
-        return None
+            return message.get("usage") if isinstance(message, dict) else None
+        return self.data.get("usage") if self.type == "message_delta" else None
+
+    def prompt_tokens(self) -> int | None:
+        return prompt_of(self._usage())
+
+    def cached_tokens(self) -> int | None:
+        return tokens(self._usage(), "cache_read_input_tokens")
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:

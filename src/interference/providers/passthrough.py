@@ -70,6 +70,9 @@ class PassedEvent:
     def prompt_tokens(self) -> int | None:
         return None
 
+    def cached_tokens(self) -> int | None:
+        return None
+
     def stamp(self, cid: str, created: int, model: str) -> None:
         """Left as the upstream wrote it."""
 

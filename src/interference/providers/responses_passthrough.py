@@ -15,13 +15,20 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from interference.errors import UpstreamError
-from interference.providers.passthrough import PassedBody, PassedEvent, token_pair
+from interference.providers.passthrough import PassedBody, PassedEvent, token_pair, tokens
 
 _END = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def _usage_tokens(response: Any) -> tuple[int, int] | None:
     return token_pair(response.get("usage") if isinstance(response, dict) else None)
+
+
+def _cached(response: Any) -> int | None:
+    """``usage.input_tokens_details.cached_tokens`` of a response object."""
+    usage = response.get("usage") if isinstance(response, dict) else None
+    details = usage.get("input_tokens_details") if isinstance(usage, dict) else None
+    return tokens(details, "cached_tokens")
 
 
 class PassedResponse(PassedBody):
@@ -34,6 +41,9 @@ class PassedResponse(PassedBody):
 
     def token_counts(self) -> tuple[int, int] | None:
         return _usage_tokens(self.data)
+
+    def cached_tokens(self) -> int | None:
+        return _cached(self.data)
 
 
 class PassedResponseEvent(PassedEvent):
@@ -52,6 +62,9 @@ class PassedResponseEvent(PassedEvent):
             return None
         counts = _usage_tokens(self.data.get("response"))
         return counts[0] if counts else None
+
+    def cached_tokens(self) -> int | None:
+        return _cached(self.data.get("response")) if self.type in _END else None
 
 
 async def passed_response_events(

@@ -44,6 +44,10 @@ class StreamChunk(Protocol):
     def prompt_tokens(self) -> int | None:
         """The usage's prompt tokens, when this chunk carries them."""
 
+    def cached_tokens(self) -> int | None:
+        """Of the prompt tokens, those read from the upstream's prompt cache (when this chunk
+        carries usage that says)."""
+
     def stamp(self, cid: str, created: int, model: str) -> None:
         """Make it ours: our id and timestamp, the model name the client asked for."""
 
@@ -58,6 +62,9 @@ class Reply(Protocol):
     def token_counts(self) -> tuple[int, int] | None:
         """``(prompt_tokens, completion_tokens)`` when the answer has usage."""
 
+    def cached_tokens(self) -> int | None:
+        """Of the prompt tokens, those read from the upstream's prompt cache."""
+
     def stamp(self, cid: str, created: int, model: str) -> None: ...
 
     def to_json(self) -> bytes: ...
@@ -65,6 +72,13 @@ class Reply(Protocol):
 
 #: the chunks that arrived together, relayed in one write
 Batch = Sequence[StreamChunk]
+
+
+def cached_of(usage: Any) -> int | None:
+    """``usage.prompt_tokens_details.cached_tokens`` of an OpenAI usage object, if a count."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) else None
 
 
 def _fail(what: str) -> ValueError:
@@ -243,6 +257,9 @@ class RawChunk(_Raw):
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         return tokens if isinstance(tokens, int) else None
 
+    def cached_tokens(self) -> int | None:
+        return cached_of(self.data.get("usage"))
+
     def drop_usage(self) -> None:
         self.data.pop("usage", None)
 
@@ -263,3 +280,6 @@ class RawReply(_Raw):
         if usage is None:
             return None
         return usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+
+    def cached_tokens(self) -> int | None:
+        return cached_of(self.data.get("usage"))

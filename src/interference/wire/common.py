@@ -78,6 +78,10 @@ class AnswerMethods:
     def prompt_tokens(self) -> int | None:
         return None if self.usage is None else self.usage.prompt_tokens
 
+    def cached_tokens(self) -> int | None:
+        details = None if self.usage is None else self.usage.prompt_tokens_details
+        return None if details is None else details.cached_tokens
+
     def drop_usage(self) -> None:
         self.model_fields_set.discard("usage")
 

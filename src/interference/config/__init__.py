@@ -17,77 +17,18 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+# the parts in modules of their own, named here as before
+from interference.config.sampling import SamplerName as SamplerName
+from interference.config.sampling import SamplingDefaults as SamplingDefaults
+from interference.config.storage import ModelPrice as ModelPrice
+from interference.config.storage import StorageConfig as StorageConfig
+
 _Model = TypeVar("_Model", bound=BaseModel)
 
 #: the model ``interference serve`` runs when told nothing else (engine/catalog.py knows its file)
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 #: the formats a local model's Q4_1 weights can be converted into (engine/weights.py)
 WeightFormat = Literal["shipped", "q8_0", "q4_0"]
-
-SamplerName = Literal[
-    "penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature"
-]
-
-
-class SamplingDefaults(BaseModel):
-    """Sampling values applied when the request omits them; ``None`` means the engine's own."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float | None = Field(default=None, ge=0, le=2, description="randomness")
-    top_p: float | None = Field(
-        default=None,
-        ge=0,
-        le=1,
-        description="nucleus sampling: the likeliest tokens up to this mass",
-    )
-    top_k: int | None = Field(
-        default=None, ge=0, description="the k likeliest tokens only (0: all)"
-    )
-    min_p: float | None = Field(
-        default=None, ge=0, le=1, description="drop tokens below this share of the likeliest one's"
-    )
-    typical_p: float | None = Field(
-        default=None, ge=0, le=1, description="locally typical sampling (1: off)"
-    )
-    repeat_penalty: float | None = Field(
-        default=None, gt=0, le=10, description="penalty on tokens seen in the last repeat_last_n"
-    )
-    repeat_last_n: int | None = Field(
-        default=None, ge=-1, description="tokens the repeat penalty looks back over (-1: all)"
-    )
-    presence_penalty: float | None = Field(
-        default=None, ge=-2, le=2, description="penalty on any token already present"
-    )
-    frequency_penalty: float | None = Field(
-        default=None, ge=-2, le=2, description="penalty growing with a token's count so far"
-    )
-    dry_multiplier: float | None = Field(
-        default=None,
-        ge=0,
-        le=10,
-        description="DRY: strength of the repeated-sequence penalty (0: off)",
-    )
-    dry_base: float | None = Field(
-        default=None, ge=1, le=10, description="DRY: growth of the penalty with the repeat's length"
-    )
-    dry_allowed_length: int | None = Field(
-        default=None, ge=0, description="DRY: repeats this long go unpenalised"
-    )
-    samplers: tuple[SamplerName, ...] | None = Field(
-        default=None, description="llama.cpp's sampler order (default: the engine's own)"
-    )
-
-    def merged(self, override: SamplingDefaults | None) -> SamplingDefaults:
-        """These defaults with every value that ``override`` sets replaced."""
-        if override is None:
-            return self
-        return self.model_copy(update=override.model_dump(exclude_none=True))
-
-    def values(self) -> dict[str, Any]:
-        """The values that are set, by request field name."""
-        return self.model_dump(exclude_none=True)
-
 
 #: OpenAI model names that, by default, are aliases of the first configured model, so that
 #: scripts written for OpenAI work unchanged.
@@ -436,75 +377,6 @@ class RoutingConfig(BaseModel):
 
 def _default_providers() -> dict[str, ProviderConfig]:
     return {"local": LocalModelConfig()}
-
-
-class ModelPrice(BaseModel):
-    """A model's price in USD per million tokens."""
-
-    model_config = _STRICT
-
-    input: float = Field(ge=0, description="USD per million prompt tokens")
-    output: float = Field(ge=0, description="USD per million completion tokens")
-    cached_input: float | None = Field(
-        default=None, ge=0, description="USD per million cached prompt tokens (default: input)"
-    )
-
-
-class StorageConfig(BaseModel):
-    """Where virtual keys and the usage ledger are kept (used when the server has a master
-    key)."""
-
-    model_config = _STRICT
-
-    path: str | None = Field(
-        default=None,
-        description="SQLite file (default: $XDG_DATA_HOME/interference/interference.db); "
-        "unused when `url` names PostgreSQL",
-    )
-    refresh_s: float = Field(
-        default=2,
-        gt=0,
-        description="how often each process writes usage rows and re-reads the keys",
-    )
-    retention_days: float = Field(
-        default=90, gt=0, description="usage rows older than this are removed (the rollup stays)"
-    )
-    url: SecretStr | None = Field(
-        default=None,
-        description="PostgreSQL instead of SQLite, for replicas: postgresql://user:pass@host/db "
-        "(also from INTERFERENCE_STORAGE_URL)",
-    )
-    redis_url: SecretStr | None = Field(
-        default=None,
-        description="Redis for the counters replicas share (rate windows, parallel requests, "
-        "budget reservations): redis://host:6379/0 (also from INTERFERENCE_REDIS_URL); "
-        "without it each process counts on its own",
-    )
-    timeout_s: float = Field(
-        default=10, gt=0, description="longest wait for a PostgreSQL statement (background work)"
-    )
-    redis_timeout_s: float = Field(
-        default=0.5,
-        gt=0,
-        description="longest wait for Redis on a request; past it the counters are down",
-    )
-    budgets_when_down: Literal["closed", "open"] = Field(
-        default="closed",
-        description="while the shared counters or the database cannot be reached: refuse "
-        "requests of keys with a budget (closed, 503) or admit them on this process's counts",
-    )
-
-    def database_url(self) -> str | None:
-        """``url``, or ``INTERFERENCE_STORAGE_URL``."""
-        if self.url is not None:
-            return self.url.get_secret_value() or None
-        return os.environ.get("INTERFERENCE_STORAGE_URL") or None
-
-    def redis(self) -> str | None:
-        """``redis_url``, or ``INTERFERENCE_REDIS_URL``."""
-        if self.redis_url is not None:
-            return self.redis_url.get_secret_value() or None
-        return os.environ.get("INTERFERENCE_REDIS_URL") or None
 
 
 class Config(BaseModel):

@@ -5,6 +5,7 @@ has: a connection that drops and comes back, and replicas migrating at once."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from interference.config import StorageConfig
+from interference.config import ConfigError, StorageConfig
 from interference.errors import InvalidRequestError
 from interference.store.database import Database, open_database
 from interference.store.keys import KeyStore
@@ -194,3 +195,18 @@ def test_a_lost_connection_fails_a_flush_keeps_its_rows_and_reconnects(
         if postgres_server.process is None:
             postgres_server.start()
         database.close()
+
+
+def test_a_database_that_cannot_be_reached_stops_the_start_in_one_line() -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    storage = StorageConfig.model_validate(
+        {"url": f"postgresql://app:s3cret-pw@127.0.0.1:{port}/gateway", "timeout_s": 2}
+    )
+    with pytest.raises(ConfigError) as failed:
+        open_database(storage)
+    message = str(failed.value)
+    assert message.startswith(f"cannot open the database postgresql://app@127.0.0.1:{port}/gateway")
+    assert "s3cret-pw" not in message  # never the password
+    assert "refused" in message

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from interference.config import ConfigError
+
 if TYPE_CHECKING:
     from interference.config import StorageConfig
 
@@ -236,5 +238,9 @@ def open_database(storage: StorageConfig) -> Database:
         database = PostgresDatabase(url, storage.timeout_s)
     else:
         database = SQLiteDatabase(database_path(storage.path))
-    database.open()
+    try:
+        database.open()
+    except Exception as exc:  # unreachable, refused, a file that cannot be made
+        database.close()
+        raise ConfigError(f"cannot open the database {database.where}: {exc}".strip()) from None
     return database

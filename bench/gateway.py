@@ -10,6 +10,16 @@ itself), ``passthrough`` and ``interference``, a warm-up first, then a fixed num
 bounded in time. A last check streams from a slow upstream (20 chunks, 20 ms apart) through each
 target to show whether the chunks are relayed as they come or held back.
 
+Virtual keys: a second ``interference serve``, the same configuration plus a master key and its
+SQLite database in the temporary folder, serves ``interference+key``: one virtual key with a
+budget and rpm/tpm limits too generous to refuse anything, sent by the load generator on every
+request (the key checked in memory, its limits, the budget's reservation, a usage row per
+request, written every ``storage.refresh_s``). In each scenario the two servers take turns with
+the same load (``--key-rounds`` rounds in ABBA order, each with the scenario's count of requests,
+pooled), and a table compares keys on with keys off against the issue's bound (keys
+on within 10 %). After the runs ``GET /usage`` (master key) must count every request sent with
+the key. ``--no-keys`` leaves the second server out.
+
     make bench [ARGS="--quick"]          # = .venv/bin/python bench/gateway.py
     .venv/bin/python bench/gateway.py [--requests 12000] [--json bench/results/gateway-latest.json]
 
@@ -46,6 +56,10 @@ HOST = "127.0.0.1"
 MODEL = "bench-model"
 SLOW_MODEL = "bench-slow"
 TARGETS = ("direct", "passthrough", "interference")
+KEYED = "interference+key"  # the second server, a virtual key on every request
+MASTER_KEY = "bench-master-key"
+KEY_ALIAS = "bench"
+KEY_BOUND = 0.90  # keys on must keep this share of keys off's req/s in every scenario
 LISTENING = re.compile(r"listening on (http://\S+)")
 READY = re.compile(r"ready in ([0-9.]+) s at (http://\S+)")
 STREAM_CHUNKS = 50
@@ -90,10 +104,11 @@ class Processes:
         log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             launched = time.perf_counter()
+            inherited = {k: v for k, v in os.environ.items() if k != "INTERFERENCE_MASTER_KEY"}
             popen = subprocess.Popen(
                 argv,
                 cwd=REPO,
-                env={**os.environ, **env} if env else None,
+                env={**inherited, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -131,14 +146,12 @@ def wait_for_line(process: Process, pattern: re.Pattern[str], timeout_s: float) 
     raise BenchError(f"{process.name} did not print {pattern.pattern!r}:\n{process.tail()}")
 
 
-def chat_once(port: int, model: str, timeout_s: float = 2.0) -> bool:
-    """One non-stream chat completion; whether it came back good."""
+def chat_once(port: int, model: str, timeout_s: float = 2.0, key: str | None = None) -> bool:
+    """One non-stream chat completion (with ``key`` as the bearer); whether it came back good."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
     try:
-        connection.request(
-            "POST", "/v1/chat/completions", body, {"content-type": "application/json"}
-        )
+        connection.request("POST", "/v1/chat/completions", body, bearer(key))
         response = connection.getresponse()
         data = response.read()
         return response.status == 200 and json.loads(data).get("object") == "chat.completion"
@@ -148,11 +161,40 @@ def chat_once(port: int, model: str, timeout_s: float = 2.0) -> bool:
         connection.close()
 
 
-def wait_until_answering(process: Process, model: str, timeout_s: float) -> float:
+def bearer(key: str | None) -> dict[str, str]:
+    """The headers of a JSON request, with ``key`` in ``authorization`` when there is one."""
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    return headers
+
+
+def call_json(
+    port: int, method: str, path: str, key: str, body: Any = None, timeout_s: float = 30.0
+) -> Any:
+    """One request to an administration route; its JSON answer (a 200), else BenchError."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+    try:
+        data = None if body is None else json.dumps(body)
+        connection.request(method, path, data, bearer(key))
+        response = connection.getresponse()
+        answer = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        raise BenchError(f"{method} {path}: {exc}") from exc
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise BenchError(f"{method} {path}: status {response.status}: {answer[:300]!r}")
+    return json.loads(answer)
+
+
+def wait_until_answering(
+    process: Process, model: str, timeout_s: float, key: str | None = None
+) -> float:
     """Seconds from the process's launch to its first good chat completion (polled ~10 ms)."""
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
-        if chat_once(process.port, model):
+        if chat_once(process.port, model, key=key):
             return time.perf_counter() - process.launched
         process.check_alive()
         time.sleep(0.01)
@@ -205,9 +247,15 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICKS
 
 
-def interference_config(upstream: str, slow_upstream: str) -> str:
-    """A configuration with no local model: two models, one per fake upstream."""
-    return (
+def interference_config(upstream: str, slow_upstream: str, storage: Path | None = None) -> str:
+    """A configuration with no local model: two models, one per fake upstream, priced (so that
+    a key's budget is reserved and spent); with ``storage``, a master key and its database."""
+    keys = (
+        f'server: {{master_key: "{MASTER_KEY}"}}\nstorage: {{path: "{storage}"}}\n'
+        if storage
+        else ""
+    )
+    return keys + (
         "providers:\n"
         f'  up: {{kind: openai, base_url: "{upstream}/v1"}}\n'
         f'  up-slow: {{kind: openai, base_url: "{slow_upstream}/v1"}}\n'
@@ -217,6 +265,7 @@ def interference_config(upstream: str, slow_upstream: str) -> str:
         f"  {SLOW_MODEL}:\n"
         f"    deployments: [{{provider: up-slow, model: {MODEL}}}]\n"
         "openai_aliases: false\n"
+        f"prices:\n  {MODEL}: {{input: 1, output: 2}}\n"
     )
 
 
@@ -229,12 +278,29 @@ class Stack:
     startup_s: dict[str, float]
     interference_banner_s: float  # what interference itself says its start took
     processes: dict[str, Process]
+    key: str | None = None  # the virtual key of KEYED, when it runs
+
+
+def key_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The virtual key's fields: a budget and limits that refuse nothing at the bench's rates
+    (unless ``--key-rpm-limit`` is set low, to see refusals counted as errors)."""
+    return {
+        "key_alias": KEY_ALIAS,
+        "max_budget": 1000,
+        "rpm_limit": args.key_rpm_limit,
+        "tpm_limit": 10**12,
+    }
 
 
 def start_stack(
-    processes: Processes, timeout_s: float, workers: int = 1, source: Path | None = None
+    processes: Processes,
+    timeout_s: float,
+    workers: int = 1,
+    source: Path | None = None,
+    key_fields: dict[str, Any] | None = None,
 ) -> Stack:
-    """``source``: serve interference from this ``src`` folder (another checkout's) instead."""
+    """``source``: serve interference from this ``src`` folder (another checkout's) instead;
+    ``key_fields``: also start KEYED, with a virtual key made with these fields."""
     python = sys.executable
     upstream = processes.launch(
         "upstream", [python, str(BENCH / "fake_upstream.py"), "--chunks", str(STREAM_CHUNKS)]
@@ -265,7 +331,7 @@ def start_stack(
     slow_proxy = passthrough("passthrough-slow", slow)
     slow_proxy.url = wait_for_line(slow_proxy, LISTENING, timeout_s).group(1)
     wait_until_answering(slow_proxy, MODEL, timeout_s)
-    return Stack(
+    stack = Stack(
         ports={"direct": upstream.port, "passthrough": proxy.port, "interference": gateway.port},
         slow_ports={
             "direct": slow.port,
@@ -276,6 +342,19 @@ def start_stack(
         interference_banner_s=float(ready.group(1)),
         processes={"passthrough": proxy, "interference": gateway},
     )
+    if key_fields is not None:
+        keyed_config = processes.log_dir / "interference-keys.yaml"
+        storage = processes.log_dir / "keys" / "interference.db"
+        keyed_config.write_text(interference_config(upstream.url, slow.url, storage))
+        serve[serve.index(str(config))] = str(keyed_config)
+        keyed = processes.launch(KEYED, [python, "-m", "interference", *serve], env)
+        keyed.url = wait_for_line(keyed, READY, timeout_s).group(2)
+        stack.startup_s[KEYED] = wait_until_answering(keyed, MODEL, timeout_s, MASTER_KEY)
+        made = call_json(keyed.port, "POST", "/key/generate", MASTER_KEY, key_fields)
+        stack.key = made["key"]
+        stack.ports[KEYED] = keyed.port
+        stack.processes[KEYED] = keyed
+    return stack
 
 
 @dataclass(frozen=True)
@@ -301,64 +380,147 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return found
 
 
+@dataclass
+class Measured:
+    """What the runs against one target in one scenario measured (pooled over rounds)."""
+
+    result: loadgen.LoadResult
+    cpu_us: float  # the target's CPU time per answered request (NaN without its process)
+    sent: int  # requests sent, warm-ups included (answered or not)
+
+
 def measure(
-    port: int, scenario: Scenario, args: argparse.Namespace, pid: int | None = None
-) -> tuple[loadgen.LoadResult, float]:
-    """A warm-up, then the measured run, against one target; with ``pid`` (the target's
-    process), also its CPU time per request in µs (steadier than throughput on a shared
-    machine, since it does not count time spent waiting for the CPU), else NaN."""
-    request = loadgen.chat_request(HOST, port, MODEL, scenario.stream)
+    port: int,
+    scenario: Scenario,
+    args: argparse.Namespace,
+    pid: int | None = None,
+    key: str | None = None,
+) -> Measured:
+    """A warm-up, then the measured run, against one target, with ``key`` as the bearer; with
+    ``pid`` (the target's process), also its CPU time per request in µs (steadier than
+    throughput on a shared machine, since it does not count time spent waiting for the CPU),
+    else NaN."""
+    headers = {"authorization": f"Bearer {key}"} if key else None
+    request = loadgen.chat_request(HOST, port, MODEL, scenario.stream, headers=headers)
     options = {"concurrency": scenario.concurrency, "stream": scenario.stream}
-    warmup = max(scenario.concurrency * 2, int(scenario.requests * args.warmup))
-    loadgen.run(HOST, port, request, total=warmup, time_limit_s=args.time_limit, **options)
+    count = scenario.requests
+    warmup = max(scenario.concurrency * 2, int(count * args.warmup))
+    warm = loadgen.run(HOST, port, request, total=warmup, time_limit_s=args.time_limit, **options)
     cpu_before = cpu_seconds(pid) if pid else math.nan
-    result = loadgen.run(
-        HOST, port, request, total=scenario.requests, time_limit_s=args.time_limit, **options
-    )
+    result = loadgen.run(HOST, port, request, total=count, time_limit_s=args.time_limit, **options)
     cpu = (cpu_seconds(pid) - cpu_before) if pid else math.nan
     done = result.requests or 1
-    return result, cpu / done * 1e6
+    sent = warm.requests + warm.errors + result.requests + result.errors
+    return Measured(result, cpu / done * 1e6, sent)
 
 
-def run_scenarios(stack: Stack, args: argparse.Namespace) -> list[dict[str, Any]]:
+def pooled(runs: list[Measured]) -> Measured:
+    """Several measured runs against one target as one: their answers, errors and durations
+    added up, latencies over all their samples."""
+    if len(runs) == 1:
+        return runs[0]
+    results = [run.result for run in runs]
+    errors = [r.first_error or "" for r in results for _ in range(r.errors)]
+    errors.sort(key=lambda error: not error)  # a real message first
+    result = loadgen.summarize(
+        [sample for r in results for sample in r.samples],
+        errors,
+        sum(r.duration_s for r in results),
+        any(r.timed_out for r in results),
+    )
+    done = sum(r.requests for r in results)
+    cpu = sum(run.cpu_us * run.result.requests for run in runs) / (done or 1)
+    return Measured(result, cpu, sum(run.sent for run in runs))
+
+
+def run_order(stack: Stack, args: argparse.Namespace) -> list[list[str]]:
+    """The targets of each round of a scenario: direct and passthrough once, then interference
+    with and without the key in turns (ABBA...), so that neither always goes first."""
+    if KEYED not in stack.ports:
+        return [list(TARGETS)]
+    rounds = []
+    for number in range(args.key_rounds):
+        pair = ["interference", KEYED] if number % 2 == 0 else [KEYED, "interference"]
+        rounds.append(([*TARGETS[:2]] if number == 0 else []) + pair)
+    return rounds
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def run_scenarios(
+    stack: Stack, args: argparse.Namespace, sent: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Every scenario against every target; ``sent`` gets the requests sent to each target."""
     report = []
+    order = run_order(stack, args)
     for scenario in scenarios(args):
-        results = {}
-        cpu: dict[str, float] = {}
-        for target in TARGETS:
-            print(f"  {scenario.name:<15} {target:<12} ...", end="", flush=True)
-            process = stack.processes.get(target)
-            pid = process.popen.pid if process else None
-            results[target], cpu[target] = measure(stack.ports[target], scenario, args, pid)
-            result = results[target]
-            spent = f"  cpu {cpu[target]:6.1f} us/req" if pid else ""
-            print(
-                f" {result.rps:8.0f} req/s  p50 {result.latency_p50_ms:7.2f} ms{spent}", flush=True
-            )
+        runs: dict[str, list[Measured]] = {}
+        for round_ in order:
+            for target in round_:
+                print(f"  {scenario.name:<15} {target:<16} ...", end="", flush=True)
+                process = stack.processes.get(target)
+                pid = process.popen.pid if process else None
+                key = stack.key if target == KEYED else None
+                run = measure(stack.ports[target], scenario, args, pid, key)
+                runs.setdefault(target, []).append(run)
+                sent[target] = sent.get(target, 0) + run.sent
+                result = run.result
+                spent = f"  cpu {run.cpu_us:6.1f} us/req" if pid else ""
+                failed = f"  {result.errors} errors: {result.first_error}" if result.errors else ""
+                print(
+                    f" {result.rps:8.0f} req/s  p50 {result.latency_p50_ms:7.2f} ms{spent}{failed}",
+                    flush=True,
+                )
+        measured = {target: pooled(target_runs) for target, target_runs in runs.items()}
+        results = {target: m.result for target, m in measured.items()}
         direct = results["direct"].latency_p50_ms
         targets = {
             target: {
-                **result.summary(),
-                "added_p50_ms": result.latency_p50_ms - direct,
-                "cpu_us_per_request": cpu[target],
+                **m.result.summary(),
+                "added_p50_ms": m.result.latency_p50_ms - direct,
+                "cpu_us_per_request": m.cpu_us,
+                "rounds": len(runs[target]),
             }
-            for target, result in results.items()
+            for target, m in measured.items()
         }
-        report.append(
-            {
-                "scenario": scenario.name,
-                "stream": scenario.stream,
-                "concurrency": scenario.concurrency,
-                "requests": scenario.requests,
-                "targets": targets,
-                "throughput_ratio_interference_vs_passthrough": (
-                    results["interference"].rps / results["passthrough"].rps
-                    if results["passthrough"].rps
-                    else math.nan
-                ),
+        entry = {
+            "scenario": scenario.name,
+            "stream": scenario.stream,
+            "concurrency": scenario.concurrency,
+            "requests": scenario.requests,
+            "targets": targets,
+            "throughput_ratio_interference_vs_passthrough": ratio(
+                results["interference"].rps, results["passthrough"].rps
+            ),
+        }
+        if KEYED in measured:
+            off, on = measured["interference"], measured[KEYED]
+            entry["keys_on_vs_off"] = {
+                "rps": ratio(on.result.rps, off.result.rps),
+                "latency_p50": ratio(on.result.latency_p50_ms, off.result.latency_p50_ms),
+                "latency_p99": ratio(on.result.latency_p99_ms, off.result.latency_p99_ms),
+                "cpu_us_per_request": ratio(on.cpu_us, off.cpu_us),
             }
-        )
+        report.append(entry)
     return report
+
+
+def ledger_check(stack: Stack, sent: int) -> dict[str, Any]:
+    """``GET /usage`` with the master key (it writes the rows waiting first): the rollup's
+    figures for the bench key, against the requests sent with it."""
+    usage = call_json(stack.ports[KEYED], "GET", "/usage", MASTER_KEY)
+    rows = [row for row in usage["data"] if row["key"] == KEY_ALIAS]
+    sums = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost")
+    found = {name: sum(row[name] for row in rows) for name in sums}
+    health = call_json(stack.ports[KEYED], "GET", "/health", MASTER_KEY)
+    return {
+        "sent": sent,
+        **found,
+        "storage": health.get("storage"),
+        "matches": found["requests"] == sent,
+    }
 
 
 def content_arrivals(sample: loadgen.Sample) -> list[float]:
@@ -456,7 +618,7 @@ def fmt_ms(value: float) -> str:
 def table(report: dict[str, Any]) -> str:
     """The readable form of a report."""
     head = (
-        f"{'scenario':<15} {'target':<12} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'scenario':<15} {'target':<16} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'+p50 ms':>8} {'TTFT p50':>8} {'TTFT p95':>8} {'err':>4} {'int/pt':>6}"
     )
     lines = [
@@ -470,13 +632,14 @@ def table(report: dict[str, Any]) -> str:
         for target, r in scenario["targets"].items():
             ratio = scenario["throughput_ratio_interference_vs_passthrough"]
             lines.append(
-                f"{scenario['scenario'] if target == 'direct' else '':<15} {target:<12} "
+                f"{scenario['scenario'] if target == 'direct' else '':<15} {target:<16} "
                 f"{r['rps']:>8.0f} {fmt_ms(r['latency_p50_ms']):>8} "
                 f"{fmt_ms(r['latency_p95_ms']):>8} "
                 f"{fmt_ms(r['latency_p99_ms']):>8} {fmt_ms(r['added_p50_ms']):>8} "
                 f"{fmt_ms(r['ttft_p50_ms']):>8} {fmt_ms(r['ttft_p95_ms']):>8} {r['errors']:>4} "
                 f"{f'{ratio:.2f}' if target == 'interference' else '':>6}"
             )
+    lines += keys_table(report)
     buffering = report["buffering"]
     lines += [
         "",
@@ -502,7 +665,85 @@ def table(report: dict[str, Any]) -> str:
         f"passthrough {rss['passthrough']['start']:.0f} MB; after the runs: interference "
         f"{rss['interference']['end']:.0f} MB, passthrough {rss['passthrough']['end']:.0f} MB",
     ]
+    if KEYED in rss:
+        lines.append(
+            f"{KEYED}: start-up {startup[KEYED]:.2f} s, RSS {rss[KEYED]['start']:.0f} MB after "
+            f"start-up, {rss[KEYED]['end']:.0f} MB after the runs"
+        )
     return "\n".join(line.rstrip() for line in lines)
+
+
+def keys_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """Whether keys on stayed within the bound: req/s ratio in every scenario, no errors on
+    either side, every request sent with the key in the ledger."""
+    cells = [s for s in report["scenarios"] if "keys_on_vs_off" in s]
+    worst = min(cells, key=lambda s: s["keys_on_vs_off"]["rps"])
+    errors = sum(s["targets"][t]["errors"] for s in cells for t in ("interference", KEYED))
+    ledger = report["ledger"]
+    passed = worst["keys_on_vs_off"]["rps"] >= KEY_BOUND and not errors and ledger["matches"]
+    return {
+        "passed": passed,
+        "bound": KEY_BOUND,
+        "worst_scenario": worst["scenario"],
+        "worst_rps_ratio": worst["keys_on_vs_off"]["rps"],
+        "errors": errors,
+        "ledger_matches": ledger["matches"],
+    }
+
+
+def keys_table(report: dict[str, Any]) -> list[str]:
+    """Keys on against keys off, the ledger's count and the verdict (none without KEYED)."""
+    cells = [s for s in report["scenarios"] if "keys_on_vs_off" in s]
+    if not cells:
+        return []
+    rounds = report["settings"]["key_rounds"]
+    head = (
+        f"{'scenario':<15} {'off req/s':>9} {'on req/s':>9} {'on/off':>6} {'off p50':>8} "
+        f"{'on p50':>8} {'on/off':>6} {'off p99':>8} {'on p99':>8} {'off cpu':>8} "
+        f"{'on cpu':>8} {'on/off':>6} {'err':>4}"
+    )
+    lines = [
+        "",
+        f"virtual keys: {KEYED} (one virtual key: budget, rpm/tpm limits, SQLite, a usage row per "
+        f"request) vs interference (no keys), {rounds} rounds in turns, pooled; ms, cpu in us/req",
+        head,
+        "-" * len(head),
+    ]
+    for cell in cells:
+        off, on = cell["targets"]["interference"], cell["targets"][KEYED]
+        r = cell["keys_on_vs_off"]
+        lines.append(
+            f"{cell['scenario']:<15} {off['rps']:>9.0f} {on['rps']:>9.0f} {r['rps']:>6.2f} "
+            f"{fmt_ms(off['latency_p50_ms']):>8} {fmt_ms(on['latency_p50_ms']):>8} "
+            f"{r['latency_p50']:>6.2f} {fmt_ms(off['latency_p99_ms']):>8} "
+            f"{fmt_ms(on['latency_p99_ms']):>8} {off['cpu_us_per_request']:>8.1f} "
+            f"{on['cpu_us_per_request']:>8.1f} {r['cpu_us_per_request']:>6.2f} "
+            f"{off['errors'] + on['errors']:>4}"
+        )
+        for side, figures in (("keys off", off), ("keys on", on)):
+            if figures["errors"]:
+                lines.append(
+                    f"  {side}: {figures['errors']} errors, first: {figures['first_error']}"
+                )
+    ledger = report["ledger"]
+    storage = ledger.get("storage") or {}
+    lines.append(
+        f"ledger (GET /usage after the runs): {ledger['requests']:,} requests of key "
+        f"{KEY_ALIAS!r} for {ledger['sent']:,} sent with it "
+        f"({'all there' if ledger['matches'] else 'MISMATCH'}), {ledger['errors']} errors, "
+        f"{ledger['prompt_tokens']:,} + {ledger['completion_tokens']:,} tokens, "
+        f"{ledger['cost']:.4f} USD; storage ok: {storage.get('ok')}, rows waiting: "
+        f"{storage.get('usage_rows_waiting')}"
+    )
+    verdict = report["keys_verdict"]
+    complete = "complete" if verdict["ledger_matches"] else "INCOMPLETE"
+    lines.append(
+        f"{'PASS' if verdict['passed'] else 'FAIL'}: keys on within "
+        f"{(1 - KEY_BOUND) * 100:.0f} % of keys off (req/s on/off >= {KEY_BOUND:.2f} in every "
+        f"scenario; worst {verdict['worst_scenario']} {verdict['worst_rps_ratio']:.2f}), "
+        f"{verdict['errors']} errors, ledger {complete}"
+    )
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -529,6 +770,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="a smoke run: a tenth of every request count"
     )
     parser.add_argument(
+        "--no-keys", action="store_true", help=f"leave out {KEYED} (a server with a virtual key)"
+    )
+    parser.add_argument(
+        "--key-rounds",
+        type=int,
+        default=2,
+        help="turns of keys off and on per scenario (ABBA), each with the scenario's requests",
+    )
+    parser.add_argument(
+        "--key-rpm-limit",
+        type=int,
+        default=10**9,
+        help="the virtual key's rpm_limit (set it low to see refusals counted as errors)",
+    )
+    parser.add_argument(
         "--json", type=Path, default=BENCH / "results" / "gateway-latest.json", help="output"
     )
     parser.add_argument(
@@ -537,6 +793,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve interference from this src folder (another checkout: bench/compare.py)",
     )
     args = parser.parse_args(argv)
+    if args.key_rounds < 1:
+        parser.error("--key-rounds: at least 1")
     if args.quick:
         for name in ("requests", "requests_c1", "stream_requests", "stream_requests_c1"):
             setattr(args, name, max(10, getattr(args, name) // 10))
@@ -567,13 +825,16 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     with started_processes() as processes:
         print("starting the upstreams, the pass-through and interference ...", flush=True)
-        stack = start_stack(processes, args.startup_timeout, args.workers, args.source)
+        key_fields = None if args.no_keys else key_limits(args)
+        stack = start_stack(processes, args.startup_timeout, args.workers, args.source, key_fields)
         rss_start = {name: rss_mb(p.popen.pid) for name, p in stack.processes.items()}
-        scenario_report = run_scenarios(stack, args)
+        sent: dict[str, int] = {}
+        scenario_report = run_scenarios(stack, args, sent)
+        ledger = ledger_check(stack, sent[KEYED]) if stack.key else None
         print("  buffering check ...", flush=True)
         buffering = buffering_check(stack, args)
         rss_end = {name: rss_mb(p.popen.pid) for name, p in stack.processes.items()}
-    report = {
+    report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": git("rev-parse", "HEAD"),
         "source": str(args.source) if args.source else None,
@@ -591,11 +852,17 @@ def main(argv: list[str] | None = None) -> int:
         "buffering": buffering,
         "wall_s": time.perf_counter() - began,
     }
+    if ledger is not None:
+        report["ledger"] = ledger
+        report["keys_verdict"] = keys_verdict(report)
     print()
     print(table(report))
     print(f"\ntotal {report['wall_s']:.0f} s; figures in {args.json}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(finite(report), indent=2) + "\n")
+    verdict = report.get("keys_verdict")
+    if verdict is not None and (verdict["errors"] or not verdict["ledger_matches"]):
+        return 1  # refused or failed requests, or rows missing: wrong, not merely slow
     return 0
 
 

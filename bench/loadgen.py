@@ -34,8 +34,10 @@ def chat_request(
     path: str = "/v1/chat/completions",
     prompt: str = "Say hello.",
     max_tokens: int = 64,
+    headers: dict[str, str] | None = None,
 ) -> bytes:
-    """The bytes of one ``POST /v1/chat/completions`` request (keep-alive, JSON body)."""
+    """The bytes of one ``POST /v1/chat/completions`` request (keep-alive, JSON body), with
+    ``headers`` (an ``authorization``, say) added."""
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": prompt}],
@@ -43,13 +45,16 @@ def chat_request(
     }
     if stream:
         body["stream"] = True
-    return post_request(host, port, path, json.dumps(body).encode())
+    return post_request(host, port, path, json.dumps(body).encode(), headers)
 
 
-def post_request(host: str, port: int, path: str, body: bytes) -> bytes:
+def post_request(
+    host: str, port: int, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\n"
-        f"content-type: application/json\r\naccept: */*\r\n"
+        f"content-type: application/json\r\naccept: */*\r\n{extra}"
         f"content-length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

@@ -42,7 +42,7 @@ async def admitted(counters: KeyCounters, record: KeyRecord, request_id: str) ->
 def test_rpm_holds_for_two_replicas_together(redis_url: str) -> None:
     record = key(rpm=10)
 
-    async def work() -> tuple[list[int], RateLimitError, dict[str, str]]:
+    async def work() -> tuple[list[int], RateLimitError, list[tuple[bytes, bytes]]]:
         replicas = [KeyCounters(redis_url), KeyCounters(redis_url)]
         results = await asyncio.gather(
             *(admitted(replicas[i % 2], record, f"r{i}") for i in range(30))
@@ -56,13 +56,13 @@ def test_rpm_holds_for_two_replicas_together(redis_url: str) -> None:
             await counters.close()
         return list(results), refused.value, headers
 
-    results, refused, headers = run(work)
+    results, refused, headers = run(work)  # headers as the server sends them
     assert sum(results) == 10  # 30 asked at once through two replicas: 10 in the minute
     assert refused.code == "rate_limit_exceeded"
     assert 55 <= int(refused.headers["retry-after"]) <= 60
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
-    assert headers["x-ratelimit-limit-requests"] == "10"
-    assert headers["x-ratelimit-remaining-requests"] == "9"
+    assert (b"x-ratelimit-limit-requests", b"10") in headers
+    assert (b"x-ratelimit-remaining-requests", b"9") in headers
 
 
 def test_max_parallel_and_tpm_are_shared(redis_url: str) -> None:
@@ -165,7 +165,7 @@ def test_redis_down_no_request_waits_and_budgets_fail_closed_or_open(
         headers, shared = await closed.admit(limited, "during")
         assert time.perf_counter() - started < 1.0  # no longer than the timeout, twice
         assert shared is False  # counted in this process now
-        assert headers["x-ratelimit-limit-requests"] == "100"
+        assert (b"x-ratelimit-limit-requests", b"100") in headers
         assert closed.describe()["counters"] == "process (redis is down)"
         with pytest.raises(StorageUnavailableError) as refused:
             await closed.reserve(limited, "during", 0.1, 0.0, store_ok=True)

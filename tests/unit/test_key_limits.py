@@ -48,21 +48,25 @@ def test_at_most_rpm_requests_in_any_minute() -> None:
         assert len([t for t in admitted[i:] if t < start + 60]) <= 3
 
 
+def text(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {name.decode(): value.decode() for name, value in headers}
+
+
 def test_headers_count_down_and_name_the_reset() -> None:
     clock = Clock()
     limiter = KeyLimiter(clock)
     limited = key(rpm=2, tpm=100)
-    first = limiter.admit(limited)
+    first = text(limiter.admit(limited))
     assert first["x-ratelimit-limit-requests"] == "2"
     assert first["x-ratelimit-remaining-requests"] == "1"
     assert first["x-ratelimit-remaining-tokens"] == "100"
     limiter.done(limited, 40)
     clock.now += 10
-    second = limiter.admit(limited)
+    second = text(limiter.admit(limited))
     assert second["x-ratelimit-remaining-requests"] == "0"
     assert second["x-ratelimit-remaining-tokens"] == "60"
     assert second["x-ratelimit-reset-requests"] == "50s"
-    assert limiter.admit(key()) == {}  # no limits: no headers
+    assert limiter.admit(key()) == []  # no limits: no headers
 
 
 def test_tokens_per_minute_refuse_once_reached_until_they_leave_the_window() -> None:
@@ -74,8 +78,12 @@ def test_tokens_per_minute_refuse_once_reached_until_they_leave_the_window() -> 
     with pytest.raises(RateLimitError) as refused:
         limiter.admit(limited)
     assert refused.value.code == "tokens_rate_limit_exceeded"
-    assert refused.value.headers["retry-after"] == "60"
+    # tokens count per second, and leave the window once the whole second is 60 s old
+    assert refused.value.headers["retry-after"] == "61"
     clock.now += 60
+    with pytest.raises(RateLimitError):
+        limiter.admit(limited)
+    clock.now += 1
     limiter.admit(limited)
 
 

@@ -48,6 +48,7 @@ class Accounting:
         self._local = {name for name, entry in config.providers.items() if entry.kind == "local"}
         self._max_output = config.server.limits.max_tokens
         self._pending: dict[str, float] = {}  # key digest -> cost of rows not yet written
+        self._rates: dict[str, tuple[float, float]] = {}  # model -> highest (input, output)
         self._syncing = asyncio.Lock()
         logger.info("virtual keys: %d in %s", len(self.keys), self.where)
         if self.counters.redis is not None:
@@ -61,7 +62,7 @@ class Accounting:
 
     def spend(self, key: KeyRecord) -> float:
         """What the key has spent: the database's figure and the rows not yet written."""
-        current = self.keys.resolve(key.digest) or key
+        current = self.keys.by_digest(key.digest) or key  # as last read: a refresh replaces it
         return current.spend + self._pending.get(key.digest, 0.0)
 
     async def reserve(self, record: RequestRecord, model: PublicModel, output: int | None) -> None:
@@ -69,14 +70,24 @@ class Accounting:
         key = record.virtual_key
         if key is None or key.max_budget is None:
             return
-        rates = [self._rate(d.provider.name, d.model, model.name) for d in model.deployments]
-        input_rate = max((r[0] for r in rates), default=0.0)
-        output_rate = max((r[1] for r in rates), default=0.0)
+        rates = self._rates.get(model.name)
+        if rates is None:  # the highest prices of the model's deployments, once per model
+            found = [self._rate(d.provider.name, d.model, model.name) for d in model.deployments]
+            rates = self._rates[model.name] = (
+                max((r[0] for r in found), default=0.0),
+                max((r[1] for r in found), default=0.0),
+            )
         bound = self._max_output if output is None else output
-        cost = (record.body_bytes * input_rate + bound * output_rate) / 1_000_000
-        record.reserved_shared = await self.counters.reserve(
-            key, record.id, cost, self.spend(key), self.error is None
-        )
+        cost = (record.body_bytes * rates[0] + bound * rates[1]) / 1_000_000
+        counters = self.counters
+        if counters.redis is None:  # in this process: no await
+            record.reserved_shared = counters.reserve_here(
+                key, cost, self.spend(key), self.error is None
+            )
+        else:
+            record.reserved_shared = await counters.reserve(
+                key, record.id, cost, self.spend(key), self.error is None
+            )
         record.reserved = cost
 
     def _rate(self, provider: str, upstream: str, public: str) -> tuple[float, float]:
@@ -111,20 +122,21 @@ class Accounting:
                 self.counters.settle(
                     key, record.id, record.reserved, cost, known, record.reserved_shared
                 )
+        ttft = record.ttft_ms
         self.ledger.add(
-            UsageRow(
-                at=time.time(),
-                request_id=record.id,
-                key_digest=key.digest if key is not None else "",
-                model=record.model or "",
-                deployment=deployment,
-                prompt_tokens=prompt,
-                cached_tokens=cached,
-                completion_tokens=completion,
-                cost=cost,
-                status=record.status,
-                ms=round(elapsed_ms, 1),
-                ttft_ms=None if record.ttft_ms is None else round(record.ttft_ms, 1),
+            UsageRow(  # by position: this runs for every request
+                time.time(),
+                record.id,
+                key.digest if key is not None else "",
+                record.model or "",
+                deployment,
+                prompt,
+                cached,
+                completion,
+                cost,
+                record.status,
+                round(elapsed_ms, 1),
+                None if ttft is None else round(ttft, 1),
             )
         )
 

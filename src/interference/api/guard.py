@@ -48,6 +48,7 @@ from interference.errors import (
 from interference.logs import REQUEST_ID, RESPONSE_CUT
 from interference.store.counters import KeyCounters
 from interference.store.keys import KeyStore
+from interference.store.rate_limits import limited
 
 logger = logging.getLogger("interference.requests")
 
@@ -166,8 +167,7 @@ class RequestGuard:
                 record.sse = any(
                     k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
                 )
-                extra = [(k.encode(), v.encode()) for k, v in record.limit_headers.items()]
-                message = {**message, "headers": [*headers, id_header, *extra]}
+                message = {**message, "headers": [*headers, id_header, *record.limit_headers]}
                 await send(message)
                 return
             record.sending_since = loop.time()
@@ -179,7 +179,9 @@ class RequestGuard:
         counted = False
         exc_info: BaseException | None = None
         try:
-            refusal = await self._admit(scope, record)
+            refusal = self._admit(scope, record)
+            if refusal is None and record.virtual_key is not None and not record.public:
+                refusal = await self._count_key(record)
             if refusal is not None:
                 await _send_error(scope, guarded_send, refusal, record)
                 return
@@ -221,9 +223,10 @@ class RequestGuard:
                 self.on_finished(record, (time.perf_counter() - record.started) * 1000)
             REQUEST_ID.reset(token)
 
-    async def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
+    def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
         """Why this request is refused before it reaches a route (None: it may go on)."""
         public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX)
+        record.public = public
         if self.keys or self.master:
             refusal = self._authenticate(presented_key(scope), record)
             if refusal is not None and not public:
@@ -244,13 +247,21 @@ class RequestGuard:
                 code="concurrency_limit_exceeded",
                 headers={"retry-after": "1"},
             )
-        if record.virtual_key is not None and not public and self.counters is not None:
-            try:
-                admitted = await self.counters.admit(record.virtual_key, record.id)
-            except RateLimitError as refused:
-                return refused
-            record.limit_headers, record.limit_shared = admitted
-            record.limit_counted = True
+        return None
+
+    async def _count_key(self, record: RequestRecord) -> InterferenceError | None:
+        """Count the request against its virtual key's limits; the 429 when they refuse it."""
+        counters, key = self.counters, record.virtual_key
+        if counters is None or key is None or not limited(key):
+            return None
+        try:
+            if counters.redis is None:  # in this process: no await
+                record.limit_headers = counters.local.admit(key)
+            else:
+                record.limit_headers, record.limit_shared = await counters.admit(key, record.id)
+        except RateLimitError as refused:
+            return refused
+        record.limit_counted = True
         return None
 
     def _authenticate(self, key: str | None, record: RequestRecord) -> InterferenceError | None:
@@ -269,9 +280,12 @@ class RequestGuard:
                 return AuthenticationError("This API key is blocked.", code="key_blocked")
             if virtual.expired(now):
                 return AuthenticationError("This API key has expired.", code="key_expired")
-            KeyStore.used(virtual, now)
+            virtual.last_used_at = now  # written by the next refresh (KeyStore.used)
             record.virtual_key = virtual
-        elif self.master.accepts(key):
+            record.authorized = True
+            record.client = f"key:{virtual.digest[:12]}"  # as client_label, without hashing again
+            return None
+        if self.master.accepts(key):
             record.admin = True
         elif not self.keys.accepts(key):
             return AuthenticationError("Incorrect API key provided.")

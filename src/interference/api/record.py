@@ -44,7 +44,8 @@ class RequestRecord:
     hang_up_watch: asyncio.Task[None] | None = None
     admin: bool = False  # presented the master key
     virtual_key: KeyRecord | None = None  # presented this virtual key
-    limit_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* of the key
+    public: bool = False  # a path open without a key (health, the web chat's files)
+    limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-*
     limit_counted: bool = False  # the key's limiter counts this request until it ends
     limit_shared: bool = False  # ... in Redis (else in this process)
     body_bytes: int = 0  # the request body's size, once read
@@ -76,11 +77,11 @@ class RequestRecord:
         if chunk.has_choices():
             self.chunks += 1
         prompt = chunk.prompt_tokens()
-        if prompt is not None:
+        if prompt is not None:  # the cached part comes with the prompt's count
             self.prompt_tokens = prompt
-        cached = chunk.cached_tokens()
-        if cached is not None:
-            self.cached_tokens = cached
+            cached = chunk.cached_tokens()
+            if cached is not None:
+                self.cached_tokens = cached
         completion = chunk.completion_tokens()
         if completion is None:
             return False

@@ -30,6 +30,7 @@ from interference.store.rate_limits import (
     ADMITTED,
     KeyLimiter,
     Window,
+    WireHeaders,
     limit_headers,
     limited,
     refusal,
@@ -81,11 +82,11 @@ class KeyCounters:
 
     # --- rate limits
 
-    async def admit(self, key: KeyRecord, request_id: str) -> tuple[dict[str, str], bool]:
+    async def admit(self, key: KeyRecord, request_id: str) -> tuple[WireHeaders, bool]:
         """Count a request of ``key`` against its limits, or raise the 429 that refuses it;
         the answer's rate-limit headers, and whether Redis counted it."""
         if not limited(key):
-            return {}, False
+            return [], False
         if self.redis is not None and self.down_since is None:
             try:
                 verdict, requests, tokens, request_reset, token_reset = await self.redis.admit(
@@ -132,6 +133,11 @@ class KeyCounters:
                     raise _over_budget(key, cost, spend + holding)
                 self._leases[request_id] = key.digest
                 return True
+        return self.reserve_here(key, cost, known_spend, store_ok)
+
+    def reserve_here(self, key: KeyRecord, cost: float, known_spend: float, store_ok: bool) -> bool:
+        """:meth:`reserve` on this process's counts (Redis unused or down); False."""
+        assert key.max_budget is not None
         if self.budgets_when_down == "closed" and (self.redis is not None or not store_ok):
             raise StorageUnavailableError(
                 "This key has a budget, and the store that counts it cannot be reached; "

@@ -114,6 +114,11 @@ class Session:
     #: what the driver raises for a broken UNIQUE constraint
     integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
+    @staticmethod
+    def day_of(seconds: str) -> str:
+        """The UTC day (``YYYY-MM-DD``) of the Unix time ``seconds``, in SQL."""
+        return f"strftime('%Y-%m-%d', {seconds}, 'unixepoch')"
+
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
 

@@ -144,6 +144,9 @@ class KeyStore:
         """The record of a presented key, if it is a virtual key."""
         return self._by_digest.get(digest_of(key)) if key.startswith(KEY_PREFIX) else None
 
+    def by_digest(self, digest: str) -> KeyRecord | None:
+        return self._by_digest.get(digest)
+
     def __len__(self) -> int:
         return len(self._by_digest)
 

@@ -84,16 +84,20 @@ _MIGRATION_LOCK = 0x1F7E_2E9C
 class PostgresSession(Session):
     greatest = "GREATEST"
 
+    @staticmethod
+    def day_of(seconds: str) -> str:
+        return f"to_char(to_timestamp({seconds}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
     def __init__(self, connection: Any) -> None:  # a psycopg.Connection
         self.pg = connection
         self.integrity_errors = (psycopg.IntegrityError,)
         self._translated: dict[str, str] = {}
 
     def _sql(self, sql: str) -> str:
-        """SQLite's ``?`` placeholders as psycopg's ``%s`` (the stores' SQL has no ``%``)."""
+        """SQLite's ``?`` placeholders as psycopg's ``%s`` (and a ``%`` as ``%%``)."""
         found = self._translated.get(sql)
         if found is None:
-            found = self._translated[sql] = sql.replace("?", "%s")
+            found = self._translated[sql] = sql.replace("%", "%%").replace("?", "%s")
         return found
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

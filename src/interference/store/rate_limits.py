@@ -3,7 +3,8 @@
 - Requests per minute: a sliding window (the times of the key's requests of the last 60 s), so
   that at most ``rpm`` requests are admitted in *any* 60 s, bursts included (a token bucket would
   let twice as many through around a refill).
-- Tokens per minute: the tokens of the key's requests that ended in the last 60 s; a request is
+- Tokens per minute: the tokens of the key's requests that ended in the last 60 s (counted per
+  second: a second's tokens leave the window together); a request is
   refused while they reach ``tpm`` (its own size is known only once it ends, so one request may
   take a key past its limit, and the next ones then wait).
 - Parallel requests: a count of the key's requests in flight.
@@ -29,25 +30,26 @@ from interference.store.keys import KeyRecord
 WINDOW_S = 60.0
 
 
-@dataclass
+@dataclass(slots=True)
 class _Usage:
-    requests: deque[float] = field(default_factory=deque)  # admission times
-    tokens: deque[tuple[float, int]] = field(default_factory=deque)  # (end time, tokens)
+    requests: deque[float] = field(default_factory=deque)  # admission times (with rpm)
+    tokens: deque[list[int]] = field(default_factory=deque)  # [second, tokens] (with tpm)
     token_total: int = 0
     in_flight: int = 0
 
     def expire(self, now: float) -> None:
-        while self.requests and self.requests[0] <= now - WINDOW_S:
-            self.requests.popleft()
-        while self.tokens and self.tokens[0][0] <= now - WINDOW_S:
-            self.token_total -= self.tokens.popleft()[1]
+        requests, tokens = self.requests, self.tokens
+        while requests and requests[0] <= now - WINDOW_S:
+            requests.popleft()
+        while tokens and tokens[0][0] + 1 <= now - WINDOW_S:
+            self.token_total -= tokens.popleft()[1]
 
 
 #: what a check found: admitted, or which limit refused the request
 ADMITTED, PARALLEL, RPM, TPM = 0, 1, 2, 3
 
 
-@dataclass
+@dataclass(slots=True)
 class Window:
     """A key's counts at a check: requests and tokens in the last 60 s, and in how many
     seconds the oldest of each leaves the window."""
@@ -58,17 +60,27 @@ class Window:
     token_reset: float
 
 
-def limit_headers(key: KeyRecord, window: Window) -> dict[str, str]:
-    """The ``x-ratelimit-*`` headers of an answer to ``key``."""
-    headers: dict[str, str] = {}
+#: a response's headers as the server sends them
+WireHeaders = list[tuple[bytes, bytes]]
+
+
+def limit_headers(key: KeyRecord, window: Window) -> WireHeaders:
+    """The ``x-ratelimit-*`` headers of an answer to ``key``, ready for the wire."""
+    headers: WireHeaders = []
     if key.rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(key.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, key.rpm - window.requests))
-        headers["x-ratelimit-reset-requests"] = f"{max(0.0, window.request_reset):.0f}s"
+        reset = b"%ds" % max(0, int(window.request_reset + 0.5))
+        headers += [
+            (b"x-ratelimit-limit-requests", b"%d" % key.rpm),
+            (b"x-ratelimit-remaining-requests", b"%d" % max(0, key.rpm - window.requests)),
+            (b"x-ratelimit-reset-requests", reset),
+        ]
     if key.tpm is not None:
-        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, key.tpm - window.tokens))
-        headers["x-ratelimit-reset-tokens"] = f"{max(0.0, window.token_reset):.0f}s"
+        reset = b"%ds" % max(0, int(window.token_reset + 0.5))
+        headers += [
+            (b"x-ratelimit-limit-tokens", b"%d" % key.tpm),
+            (b"x-ratelimit-remaining-tokens", b"%d" % max(0, key.tpm - window.tokens)),
+            (b"x-ratelimit-reset-tokens", reset),
+        ]
     return headers
 
 
@@ -89,7 +101,10 @@ def refusal(key: KeyRecord, verdict: int, window: Window) -> RateLimitError:
     return RateLimitError(
         message,
         code=code,
-        headers={"retry-after": str(max(1, math.ceil(wait))), **limit_headers(key, window)},
+        headers={
+            "retry-after": str(max(1, math.ceil(wait))),
+            **{name.decode(): value.decode() for name, value in limit_headers(key, window)},
+        },
     )
 
 
@@ -104,11 +119,11 @@ class KeyLimiter:
         self._clock = clock
         self._usage: dict[str, _Usage] = {}
 
-    def admit(self, key: KeyRecord) -> dict[str, str]:
+    def admit(self, key: KeyRecord) -> WireHeaders:
         """Count a request of ``key``, or raise the 429 that refuses it; the rate-limit
         headers of its answer."""
         if not limited(key):
-            return {}
+            return []
         now = self._clock()
         usage = self._usage.setdefault(key.digest, _Usage())
         usage.expire(now)
@@ -120,13 +135,15 @@ class KeyLimiter:
         elif key.tpm is not None and usage.token_total >= key.tpm:
             verdict = TPM
         else:
-            usage.requests.append(now)
+            if key.rpm is not None:
+                usage.requests.append(now)
             usage.in_flight += 1
+        requests, tokens = usage.requests, usage.tokens
         window = Window(
-            requests=len(usage.requests),
-            request_reset=usage.requests[0] + WINDOW_S - now if usage.requests else 0.0,
-            tokens=usage.token_total,
-            token_reset=usage.tokens[0][0] + WINDOW_S - now if usage.tokens else 0.0,
+            len(requests),
+            requests[0] + WINDOW_S - now if requests else 0.0,
+            usage.token_total,
+            tokens[0][0] + 1 + WINDOW_S - now if tokens else 0.0,
         )
         if verdict != ADMITTED:
             raise refusal(key, verdict, window)
@@ -138,6 +155,11 @@ class KeyLimiter:
         if usage is None:
             return
         usage.in_flight -= 1
-        if tokens > 0:
-            usage.tokens.append((self._clock(), tokens))
+        if tokens > 0 and key.tpm is not None:
+            second = int(self._clock())
+            buckets = usage.tokens
+            if buckets and buckets[-1][0] == second:
+                buckets[-1][1] += tokens
+            else:
+                buckets.append([second, tokens])
             usage.token_total += tokens

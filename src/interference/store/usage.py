@@ -7,21 +7,27 @@ task writes the rows every ``storage.refresh_s`` in one transaction (:meth:`Usag
 together with the rollup and each key's ``spend``, and removes rows older than
 ``usage.retention_days`` a few hundred at a time. So a crash loses at most the rows of the last
 ``storage.refresh_s`` seconds; a shutdown loses none (the app flushes on its way out).
+
+A batch goes into a temporary table of the connection, 64 rows per statement (the driver lets
+go of Python's global lock for every statement, and taking it back once per row made a busy
+event loop wait), and three set-based statements copy it into the ledger and sum it into the
+rollup and the keys' spend, in the database's own code (SQLite's runs without the global lock).
+Summing in Python and writing row by row took 9-13 µs of CPU a row and slowed a 2-core
+gateway's requests by a quarter at 6,000 requests/s (``bench/README.md``, "Virtual keys").
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import astuple, dataclass
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 from interference.store.database import Database, Session
 
 _PRUNE_BATCH = 500
 
 
-@dataclass
-class UsageRow:
+class UsageRow(NamedTuple):
     at: float
     request_id: str
     key_digest: str  # "" for a request without a virtual key
@@ -103,47 +109,76 @@ class UsageLedger:
         return await self.database.run(read)
 
 
+#: the columns of a row, in UsageRow's order, with their types
+_COLUMNS = [
+    ("at", "DOUBLE PRECISION"), ("request_id", "TEXT"), ("key_digest", "TEXT"), ("model", "TEXT"),
+    ("deployment", "TEXT"), ("prompt_tokens", "BIGINT"), ("cached_tokens", "BIGINT"),
+    ("completion_tokens", "BIGINT"), ("cost", "DOUBLE PRECISION"), ("status", "INTEGER"),
+    ("ms", "DOUBLE PRECISION"), ("ttft_ms", "DOUBLE PRECISION"),
+]  # fmt: skip
+_NAMES = ", ".join(name for name, _ in _COLUMNS)
+_BATCH_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS usage_batch ("
+    + ", ".join(f"{name} {kind}" for name, kind in _COLUMNS)
+    + ")"
+)
+#: rows per INSERT into the batch table: the driver releases Python's global lock for each
+#: statement it runs, and taking it back once per row, against a busy event loop, cost the
+#: loop more than the rows themselves (each hand-over makes the loop wait for the lock)
+_ROWS_PER_INSERT = 64
+
+
+def _insert_batch(rows: int) -> str:
+    one = f"({', '.join('?' for _ in _COLUMNS)})"
+    return f"INSERT INTO usage_batch VALUES {', '.join(one for _ in range(rows))}"
+
+
+_INSERT_FULL = _insert_batch(_ROWS_PER_INSERT)
+
+
+def _fill_batch(session: Session, rows: list[UsageRow]) -> None:
+    """Put ``rows`` into the batch table, :data:`_ROWS_PER_INSERT` per statement."""
+    size = _ROWS_PER_INSERT
+    whole = len(rows) - len(rows) % size
+    flat = chain.from_iterable
+    session.executemany(
+        _INSERT_FULL, [list(flat(rows[i : i + size])) for i in range(0, whole, size)]
+    )
+    if whole < len(rows):
+        rest = rows[whole:]
+        session.execute(_insert_batch(len(rest)), list(flat(rest)))
+
+
 def _write(session: Session, rows: list[UsageRow], oldest: float) -> None:
     """One transaction: the rows, the rollup and the keys' spend, and a batch of old rows
-    removed. The rollup and the spend are summed here first, and written in a fixed order (by
+    removed. The rollup and the spend are summed per group and written in a fixed order (by
     day, key, model; by key), so that replicas writing at once never deadlock."""
-    daily: dict[tuple[str, str, str], list[float]] = {}
-    spend: dict[str, float] = {}
-    for r in rows:
-        sums = daily.setdefault((day_of(r.at), r.key_digest, r.model), [0, 0, 0, 0, 0, 0.0])
-        sums[0] += 1
-        sums[1] += int(r.status >= 400)
-        sums[2] += r.prompt_tokens
-        sums[3] += r.cached_tokens
-        sums[4] += r.completion_tokens
-        sums[5] += r.cost
-        if r.key_digest and r.cost:
-            spend[r.key_digest] = spend.get(r.key_digest, 0.0) + r.cost
     with session.transaction():
-        session.executemany(
-            "INSERT INTO usage (at, request_id, key_digest, model, deployment, "
-            "prompt_tokens, cached_tokens, completion_tokens, cost, status, ms, ttft_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [astuple(row) for row in rows],
-        )
-        session.executemany(
-            "INSERT INTO usage_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (day, key_digest, model) DO UPDATE SET "
-            "requests = usage_daily.requests + excluded.requests, "
-            "errors = usage_daily.errors + excluded.errors, "
-            "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
-            "cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, "
-            "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, "
-            "cost = usage_daily.cost + excluded.cost",
-            [
-                (*group, int(s[0]), int(s[1]), int(s[2]), int(s[3]), int(s[4]), s[5])
-                for group, s in sorted(daily.items())
-            ],
-        )
-        session.executemany(
-            "UPDATE keys SET spend = spend + ? WHERE digest = ?",
-            [(cost, digest) for digest, cost in sorted(spend.items())],
-        )
+        if rows:
+            session.execute(_BATCH_TABLE)
+            _fill_batch(session, rows)
+            session.execute(f"INSERT INTO usage ({_NAMES}) SELECT {_NAMES} FROM usage_batch")
+            session.execute(
+                "INSERT INTO usage_daily (day, key_digest, model, requests, errors, "
+                "prompt_tokens, cached_tokens, completion_tokens, cost) "
+                f"SELECT {session.day_of('at')}, key_digest, model, COUNT(*), "
+                "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(prompt_tokens), "
+                "SUM(cached_tokens), SUM(completion_tokens), SUM(cost) FROM usage_batch "
+                "WHERE 1 = 1 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+                "ON CONFLICT (day, key_digest, model) DO UPDATE SET "
+                "requests = usage_daily.requests + excluded.requests, "
+                "errors = usage_daily.errors + excluded.errors, "
+                "prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, "
+                "cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens, "
+                "completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, "
+                "cost = usage_daily.cost + excluded.cost"
+            )
+            session.execute(
+                "UPDATE keys SET spend = keys.spend + spent.cost FROM (SELECT key_digest, "
+                "SUM(cost) AS cost FROM usage_batch WHERE cost > 0 GROUP BY key_digest "
+                "ORDER BY key_digest) AS spent WHERE keys.digest = spent.key_digest"
+            )
+            session.execute("DELETE FROM usage_batch")
         session.execute(
             "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE at < ? LIMIT ?)",
             (oldest, _PRUNE_BATCH),

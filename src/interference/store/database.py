@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -211,9 +212,18 @@ class SQLiteDatabase(Database):
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA busy_timeout=5000")  # another process (CLI, worker) writing
+        for attempt in range(50):  # bounded: 5 s
+            # switching to WAL takes the file for itself, and SQLite answers "locked" at once
+            # (no busy wait) to processes that try it together (--workers starting)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
+        connection.execute("PRAGMA synchronous=NORMAL")
         self._connection = connection
         self._session = session = Session(connection)
         # one transaction: processes starting together (--workers) migrate once, in turn

@@ -180,3 +180,29 @@ class UpstreamOverloadedError(UpstreamError):
 class UpstreamTimeoutError(UpstreamError):
     status = 504
     default_code = "upstream_timeout"
+
+
+#: the closed vocabulary of failure classes the metrics label attempts with
+ERROR_CLASSES = (
+    "timeout", "rate_limited", "overloaded", "context_full", "not_ready", "upstream_error",
+    "invalid_request", "other",
+)  # fmt: skip
+
+
+def error_class(error: BaseException) -> str:
+    """The class of a failure, in :data:`ERROR_CLASSES` (never an unbounded label)."""
+    if isinstance(error, UpstreamTimeoutError):
+        return "timeout"
+    if isinstance(error, RateLimitError):
+        return "rate_limited"
+    if isinstance(error, UpstreamOverloadedError):
+        return "overloaded"
+    if isinstance(error, ContextFullError):
+        return "context_full"
+    if isinstance(error, ModelNotReadyError):
+        return "not_ready"
+    if isinstance(error, UpstreamError):
+        return "upstream_error"
+    if isinstance(error, InvalidRequestError):
+        return "invalid_request"
+    return "other"

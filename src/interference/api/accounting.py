@@ -113,6 +113,7 @@ class Accounting:
             if provider not in self._local:
                 names = (upstream_model, record.model or "")
                 cost = self.prices.cost(names, prompt, cached, completion)
+        record.cost = cost
         key = record.virtual_key
         if key is not None:
             if cost:

@@ -18,6 +18,7 @@ from interference.api.key_admin import key_routes
 from interference.api.response_store import ResponseStore
 from interference.api.routes import routes
 from interference.api.state import AppState
+from interference.api.telemetry import Telemetry, telemetry_routes
 from interference.config import Config
 from interference.providers import Provider, build_provider
 from interference.routing.router import Router
@@ -45,6 +46,8 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
     if accounting is not None:
         guard.on_finished = accounting.record
         guard.counters = accounting.counters
+    telemetry = Telemetry(router, guard, provider_list)
+    guard.telemetry = telemetry.finished
     stored = config.server.response_store
     responses = (
         ResponseStore(stored.ttl_s, int(stored.max_mib * 1024 * 1024)) if stored.enabled else None
@@ -57,6 +60,7 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
         responses=responses,
         keys=keys,
         accounting=accounting,
+        telemetry=telemetry,
     )
 
     @contextlib.asynccontextmanager
@@ -64,9 +68,12 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
         await asyncio.gather(*(p.start() for p in provider_list))
         guard.start()
         syncer = asyncio.create_task(accounting.run()) if accounting is not None else None
+        writer = asyncio.create_task(telemetry.run())  # with --workers: for the others' scrapes
         try:
             yield
         finally:
+            writer.cancel()
+            await telemetry.write()  # this worker's last figures stay in the sum
             await guard.stop()
             for provider in provider_list:
                 await provider.aclose()
@@ -89,7 +96,7 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
         )
     handlers: Any = EXCEPTION_HANDLERS
     app = Starlette(
-        routes=[*routes(), *key_routes()],
+        routes=[*routes(), *key_routes(), *telemetry_routes()],
         exception_handlers=handlers,
         lifespan=lifespan,
         middleware=middleware,

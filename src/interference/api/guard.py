@@ -80,6 +80,8 @@ class RequestGuard:
         self.counters: KeyCounters | None = None
         #: told of every request that named a model, once it ended (the usage ledger)
         self.on_finished: Callable[[RequestRecord, float], None] | None = None
+        #: told of every request, once it ended, after on_finished (the metrics)
+        self.telemetry: Callable[[RequestRecord, float], None] | None = None
         self.draining = False
         self.active: set[RequestRecord] = set()
         self.in_flight: Counter[str] = Counter()
@@ -218,9 +220,12 @@ class RequestGuard:
                 self.in_flight[record.client] -= 1
                 if not self.in_flight[record.client]:
                     del self.in_flight[record.client]
-            self._log(record, exc_info or record.exception)
+            elapsed_ms = (time.perf_counter() - record.started) * 1000
+            self._log(record, exc_info or record.exception, elapsed_ms)
             if self.on_finished is not None and record.model is not None:
-                self.on_finished(record, (time.perf_counter() - record.started) * 1000)
+                self.on_finished(record, elapsed_ms)
+            if self.telemetry is not None:
+                self.telemetry(record, elapsed_ms)
             REQUEST_ID.reset(token)
 
     def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
@@ -312,8 +317,7 @@ class RequestGuard:
             )
         await _answer_error(scope, send, error, record)
 
-    def _log(self, record: RequestRecord, exc: BaseException | None) -> None:
-        elapsed = (time.perf_counter() - record.started) * 1000
+    def _log(self, record: RequestRecord, exc: BaseException | None, elapsed: float) -> None:
         failed = record.status >= 500 or record.outcome in _FAILED
         level = logging.ERROR if exc else logging.WARNING if failed else logging.INFO
         if not logger.isEnabledFor(level):

@@ -53,6 +53,8 @@ class RequestRecord:
     reserved_shared: bool = False  # ... in Redis (else in this process)
     # filled in by the routes
     model: str | None = None
+    public_model: str | None = None  # the configured model the name resolved to (a label)
+    cost: float = 0.0  # USD, as the usage ledger counted it
     deployment: str | None = None
     attempts: int | None = None
     stream: bool | None = None

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from interference.api.accounting import Accounting
     from interference.api.guard import RequestGuard
     from interference.api.response_store import ResponseStore
+    from interference.api.telemetry import Telemetry
     from interference.config import Config
     from interference.providers.base import Provider
     from interference.routing.router import Router
@@ -44,6 +45,7 @@ class AppState:
     responses: ResponseStore | None = None  # None: responses are not stored
     keys: KeyStore | None = None  # virtual keys (None: the server has no master key)
     accounting: Accounting | None = None  # keys and usage in the database (same condition)
+    telemetry: Telemetry | None = None  # /metrics and the recent aggregates
     started_at: float = field(default_factory=time.time)
 
 
@@ -62,6 +64,7 @@ async def resolve_model(
     state = state_of(request)
     model = state.router.resolve(name)
     record = record_of(request.scope)
+    record.public_model = model.name
     key = record.virtual_key
     if key is not None and not (key.allows(name) or key.allows(model.name)):
         raise PermissionDeniedError(

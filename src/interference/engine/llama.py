@@ -307,6 +307,15 @@ class LlamaEngine:
             self.in_flight -= 1
             self.last_used = time.monotonic()
 
+    def metrics_text(self) -> str | None:
+        """llama.cpp's own metrics (Prometheus text), None while no model is loaded (blocking:
+        a moment, between two decoding steps)."""
+        server = self._server
+        if server is None:
+            return None
+        text: str = server.handle_metrics()
+        return text
+
     def _require_server(self) -> Any:
         if self._server is None:
             raise ModelNotReadyError(f"the model {self.settings.path.name} is not loaded yet")

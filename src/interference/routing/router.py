@@ -33,10 +33,12 @@ from interference.errors import (
     RateLimitError,
     UpstreamError,
     UpstreamTimeoutError,
+    error_class,
 )
 from interference.providers.base import ENDPOINT_NAMES, Endpoint, Provider
 from interference.routing.bounds import StreamBounds
 from interference.routing.table import Deployment, PublicModel
+from interference.telemetry.metrics import DURATION_BUCKETS, Counter, Histogram
 from interference.wire.chat import ChatCompletion, ChatCompletionRequest
 from interference.wire.chunks import Batch
 from interference.wire.completions import CompletionRequest
@@ -115,6 +117,13 @@ class Router:
                 if name not in models and name not in self._aliases:
                     raise ConfigError(f"models.{model.name}.fallbacks: `{name}` is not a model")
         self._folded = {name.lower(): name for name in [*self._aliases, *models]}
+        # what /metrics reads (the deployments' own counts are on each Deployment)
+        self.upstream_seconds = Histogram(DURATION_BUCKETS, "provider", "deployment")
+        self.fallbacks = Counter("from_model", "to_model", "result")
+        self.retries = Counter("provider", "reason")
+        #: told of each failed attempt (the status view's errors per deployment)
+        self.on_attempt_failed: Callable[[Deployment], None] | None = None
+        self._model_of = {id(d): m.name for m in models.values() for d in m.deployments}
 
     # --- names ------------------------------------------------------------------------------
 
@@ -249,13 +258,23 @@ class Router:
     # --- health bookkeeping --------------------------------------------------------------------
 
     def _succeeded(self, deployment: Deployment, ttft: float) -> None:
+        self.upstream_seconds.observe((deployment.provider.name, deployment.name), ttft)
         deployment.successes += 1
         deployment.consecutive_failures = 0
         deployment.cooldown_until = 0.0
         previous = deployment.ttft_ewma
         deployment.ttft_ewma = ttft if previous is None else 0.7 * previous + 0.3 * ttft
 
+    def _noted(self, deployment: Deployment, error: InterferenceError) -> None:
+        """Count a failed attempt by its class (every failure, whether it counts against the
+        deployment's health or not)."""
+        kind = error_class(error)
+        deployment.errors[kind] = deployment.errors.get(kind, 0) + 1
+        if self.on_attempt_failed is not None:
+            self.on_attempt_failed(deployment)
+
     def _failed(self, deployment: Deployment, error: InterferenceError) -> None:
+        self._noted(deployment, error)
         deployment.failures += 1
         deployment.consecutive_failures += 1
         deployment.last_error = error.message[:300]
@@ -283,7 +302,9 @@ class Router:
         """Run ``attempt`` over the candidates until one succeeds; return its result."""
         attempts = 0
         last: InterferenceError | None = None
-        for deployment in self._candidates(request):
+        candidates = self._candidates(request)
+        first = self._model_of.get(id(candidates[0]), "")
+        for deployment in candidates:
             for retry in range(self.routing.retry.attempts_per_deployment):
                 if attempts >= self.routing.max_attempts:
                     break
@@ -293,15 +314,24 @@ class Router:
                     if delay is None or deployment.cooling(self._clock()):
                         break
                     await self._sleep(delay)
+                    self.retries.add((deployment.provider.name, error_class(last)))
                 attempts += 1
                 try:
-                    return await attempt(deployment), deployment, attempts
+                    result = await attempt(deployment)
                 except InterferenceError as error:
                     if not error.retryable:
+                        self._noted(deployment, error)
                         raise
                     self._failed(deployment, error)
                     last = error
+                else:
+                    model = self._model_of.get(id(deployment), "")
+                    if model != first:
+                        self.fallbacks.add((first, model, "ok"))
+                    return result, deployment, attempts
         assert last is not None
+        if any(self._model_of.get(id(d), "") != first for d in candidates):
+            self.fallbacks.add((first, "", "failed"))
         raise last
 
     # --- answering ----------------------------------------------------------------------------
@@ -411,6 +441,7 @@ class Router:
                     ) from None
                 yield batch
         except InterferenceError as error:
+            self._noted(deployment, error)
             deployment.failures += 1
             deployment.last_error = error.message[:300]
             raise

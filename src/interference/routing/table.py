@@ -40,6 +40,7 @@ class Deployment:
     successes: int = 0
     failures: int = 0
     last_error: str | None = None
+    errors: dict[str, int] = field(default_factory=dict)  # failed attempts by error_class
 
     @property
     def name(self) -> str:

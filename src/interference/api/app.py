@@ -46,8 +46,9 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
     if accounting is not None:
         guard.on_finished = accounting.record
         guard.counters = accounting.counters
-    telemetry = Telemetry(router, guard, provider_list)
-    guard.telemetry = telemetry.finished
+    telemetry = Telemetry(router, guard, provider_list, config.metrics)
+    if config.metrics.enabled:
+        guard.telemetry = telemetry.finished
     stored = config.server.response_store
     responses = (
         ResponseStore(stored.ttl_s, int(stored.max_mib * 1024 * 1024)) if stored.enabled else None

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from interference import __version__
 from interference.api.record import RequestRecord, record_of
+from interference.config import MetricsConfig
 from interference.errors import PermissionDeniedError
 from interference.telemetry import recent as recent_module
 from interference.telemetry.exposition import describe, parse_engine, render
@@ -123,11 +124,18 @@ def route_of(path: str) -> str:
 
 
 class Telemetry:
-    def __init__(self, router: Router, guard: RequestGuard, providers: list[Provider]) -> None:
+    def __init__(
+        self,
+        router: Router,
+        guard: RequestGuard,
+        providers: list[Provider],
+        config: MetricsConfig | None = None,
+    ) -> None:
         self.router = router
         self.guard = guard
         self.providers = providers
-        self.metrics = Metrics()
+        self.config = config or MetricsConfig()
+        self.metrics = Metrics(self.config.key_labels)
         self.recent = Recent()
         router.on_attempt_failed = lambda d: self.recent.deployment_error(d.name)
         folder = os.environ.get(DIRECTORY_ENV)
@@ -141,7 +149,11 @@ class Telemetry:
         metrics = self.metrics
         model = record.public_model or ""
         route = route_of(record.path)
-        metrics.requests.add((route, model, str(record.status)))
+        key: tuple[str, ...] = ()
+        if metrics.key_labels:
+            virtual = record.virtual_key
+            key = (virtual.alias or virtual.digest[:12] if virtual is not None else "",)
+        metrics.requests.add((route, model, str(record.status), *key))
         code = record.error
         if code is not None and code in _LIMITS:
             metrics.rate_limited.add((_LIMITS[code],))
@@ -160,13 +172,13 @@ class Telemetry:
         prompt = record.prompt_tokens or 0
         cached = min(record.cached_tokens or 0, prompt)
         if prompt:
-            metrics.tokens.add((model, provider, "input"), prompt - cached)
+            metrics.tokens.add((model, provider, "input", *key), prompt - cached)
             if cached:
-                metrics.tokens.add((model, provider, "cached_input"), cached)
+                metrics.tokens.add((model, provider, "cached_input", *key), cached)
         if completion:
-            metrics.tokens.add((model, provider, "output"), completion)
+            metrics.tokens.add((model, provider, "output", *key), completion)
         if record.cost:
-            metrics.spend.add((model,), record.cost)
+            metrics.spend.add((model, *key), record.cost)
         self.recent.request(
             model, record.status >= 400, completion, None if ttft_ms is None else ttft_ms / 1000
         )
@@ -301,7 +313,8 @@ async def metrics_route(request: Request) -> Response:
     _admin_only(request)
     telemetry: Telemetry = request.app.state.interference.telemetry
     shot, _ = await telemetry.whole()
-    body = render(shot, {"version": __version__})
+    labels = {name: family.labels for name, family in telemetry.metrics.families().items()}
+    body = render(shot, {"version": __version__}, labels)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

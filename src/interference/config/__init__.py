@@ -22,6 +22,8 @@ from interference.config.sampling import SamplerName as SamplerName
 from interference.config.sampling import SamplingDefaults as SamplingDefaults
 from interference.config.storage import ModelPrice as ModelPrice
 from interference.config.storage import StorageConfig as StorageConfig
+from interference.config.telemetry import MetricsConfig as MetricsConfig
+from interference.config.telemetry import TelemetryConfig as TelemetryConfig
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -409,6 +411,12 @@ class Config(BaseModel):
         default_factory=dict,
         description="USD per million tokens by upstream model id or public name (over the "
         "built-in list; local models cost 0)",
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, description="GET /metrics and the recent figures"
+    )
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig, description="OpenTelemetry traces (off by default)"
     )
 
     @model_validator(mode="after")

@@ -29,9 +29,16 @@ def describe(
 
 
 class _Collector:
-    def __init__(self, snapshot: Snapshot, build: dict[str, str]) -> None:
+    def __init__(
+        self, snapshot: Snapshot, build: dict[str, str], labels: dict[str, tuple[str, ...]]
+    ) -> None:
         self.snapshot = snapshot
         self.build = build
+        self.labels = labels  # a family's labels when they differ from FAMILIES' (key_labels)
+
+    def _family(self, name: str) -> tuple[str, tuple[str, ...], tuple[float, ...] | None]:
+        help_text, labels, bounds = FAMILIES.get(name, (name, (), None))
+        return help_text, self.labels.get(name, labels), bounds
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -41,13 +48,13 @@ class _Collector:
         yield info
         shot = self.snapshot
         for name, series in sorted(shot.counters.items()):
-            help_text, labels, _ = FAMILIES.get(name, (name, (), None))
+            help_text, labels, _ = self._family(name)
             counter = CounterMetricFamily(PREFIX + name, help_text, labels=list(labels))
             for values, value in sorted(series.items()):
                 counter.add_metric(list(values), value)
             yield counter
         for name, rows in sorted(shot.histograms.items()):
-            help_text, labels, bounds = FAMILIES.get(name, (name, (), None))
+            help_text, labels, bounds = self._family(name)
             assert bounds is not None, name
             histogram = HistogramMetricFamily(PREFIX + name, help_text, labels=list(labels))
             for values, row in sorted(rows.items()):
@@ -58,7 +65,7 @@ class _Collector:
                 histogram.add_metric(list(values), buckets, sum_value=row[-1])
             yield histogram
         for name, series in sorted(shot.gauges.items()):
-            help_text, labels, _ = FAMILIES.get(name, (name, (), None))
+            help_text, labels, _ = self._family(name)
             gauge = GaugeMetricFamily(PREFIX + name, help_text, labels=list(labels))
             for values, value in sorted(series.items()):
                 gauge.add_metric(list(values), value)
@@ -69,10 +76,12 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-def render(snapshot: Snapshot, build: dict[str, str]) -> bytes:
+def render(
+    snapshot: Snapshot, build: dict[str, str], labels: dict[str, tuple[str, ...]] | None = None
+) -> bytes:
     """The Prometheus text of ``snapshot`` (format 0.0.4)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(snapshot, build))
+    registry.register(_Collector(snapshot, build, labels or {}))
     return generate_latest(registry)
 
 

@@ -120,14 +120,17 @@ class Metrics:
     """The families that requests add to; the others (deployments, the engine, requests in
     flight) are read when a scrape asks."""
 
-    def __init__(self) -> None:
-        self.requests = Counter("route", "model", "status_code")
+    def __init__(self, key_labels: bool = False) -> None:
+        #: whether requests, tokens and spend carry the virtual key's alias (a last label)
+        self.key_labels = key_labels
+        key = ("key",) if key_labels else ()
+        self.requests = Counter("route", "model", "status_code", *key)
         self.duration = Histogram(DURATION_BUCKETS, "route", "model", "provider")
         self.ttft = Histogram(TTFT_BUCKETS, "model", "provider")
         self.tpot = Histogram(TPOT_BUCKETS, "model", "provider")
-        self.tokens = Counter("model", "provider", "type")
+        self.tokens = Counter("model", "provider", "type", *key)
         self.rate_limited = Counter("limit")
-        self.spend = Counter("model")
+        self.spend = Counter("model", *key)
 
     def families(self) -> dict[str, Counter | Histogram]:
         return {

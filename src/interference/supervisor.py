@@ -18,12 +18,16 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from interference.api.telemetry import DIRECTORY_ENV
 from interference.config import Config, ConfigError
 from interference.server import (
     CUT_MARGIN_S,
@@ -91,6 +95,9 @@ class _Supervisor:
     def run(self) -> int:
         started = time.perf_counter()
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # each worker leaves its figures here, so that a scrape of any shows the whole server
+        figures = tempfile.mkdtemp(prefix="interference-metrics-")
+        os.environ[DIRECTORY_ENV] = figures
         try:
             booted = [self.start_worker() for _ in range(self.count)]
             self.processes = [process for process, _ in booted]
@@ -111,6 +118,8 @@ class _Supervisor:
             self.sock.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            os.environ.pop(DIRECTORY_ENV, None)
+            shutil.rmtree(figures, ignore_errors=True)
 
     def _await_ready(
         self, process: BaseProcess, pipe: multiprocessing.connection.Connection

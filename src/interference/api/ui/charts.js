@@ -9,15 +9,18 @@ const PAD = { left: 64, right: 12, top: 12, bottom: 40 };
 export const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f"];
 const OTHER = "#9a9ea6";
 
-function node(tag, attributes, text) {
+/** An SVG element with these attributes (and text). */
+export function node(tag, attributes, text) {
   const made = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attributes || {})) made.setAttribute(name, String(value));
+  for (const [name, value] of Object.entries(attributes || {})) {
+    if (value !== null && value !== undefined) made.setAttribute(name, String(value));
+  }
   if (text !== undefined) made.textContent = text;
   return made;
 }
 
 /** A round step for about `count` ticks up to `max`. */
-function niceStep(max, count) {
+export function niceStep(max, count) {
   const raw = max / count;
   const power = 10 ** Math.floor(Math.log10(raw));
   const fraction = raw / power;

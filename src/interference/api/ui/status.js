@@ -1,7 +1,9 @@
 // The operator view: models, deployments (health, cooldown, in flight, time to first token)
-// and this page's recent requests, refreshed every few seconds while it is shown.
+// and this page's recent requests, refreshed every few seconds while it is shown; the server's
+// last 15 minutes as live charts (live.js).
 
 import { ApiError, getJson } from "./api.js";
+import { showLive } from "./live.js";
 
 const REFRESH_MS = 3000;
 const recent = [];
@@ -105,6 +107,7 @@ export function showStatus(visible) {
   $("chat-view").hidden = visible;
   $("show-status").setAttribute("aria-pressed", String(visible));
   $("show-chat").setAttribute("aria-pressed", String(!visible));
+  showLive(visible);
   if (visible && timer === null) {
     refresh();
     timer = setInterval(refresh, REFRESH_MS);

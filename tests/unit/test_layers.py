@@ -132,6 +132,21 @@ def test_the_store_knows_only_itself_the_configuration_and_the_errors() -> None:
     assert found == []
 
 
+def test_telemetry_knows_only_itself_the_configuration_and_the_errors() -> None:
+    """``telemetry/`` (metrics, traces) sits beside the store: the guard, the router and the
+    upstream clients call into it, never the other way round."""
+    allowed = ("interference.telemetry", "interference.config", "interference.errors")
+    found = sorted(
+        f"{name} imports {imported}"
+        for name, imported_set in MODULES.items()
+        if under(name, "interference.telemetry")
+        for imported in imported_set
+        if under(imported, "interference") and not under(imported, *allowed)
+    )
+    assert "interference.telemetry.tracing" in MODULES
+    assert found == []
+
+
 LOWER = (
     "interference.store",
     "interference.wire",

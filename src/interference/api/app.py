@@ -23,6 +23,7 @@ from interference.config import Config
 from interference.providers import Provider, build_provider
 from interference.routing.router import Router
 from interference.routing.table import ModelTable
+from interference.telemetry.tracing import make_tracer
 
 #: response headers a browser page may read (CORS)
 EXPOSED_HEADERS = ["x-request-id", "x-interference-deployment", "x-interference-attempts"]
@@ -49,6 +50,7 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
     telemetry = Telemetry(router, guard, provider_list, config.metrics)
     if config.metrics.enabled:
         guard.telemetry = telemetry.finished
+    guard.tracer = router.tracer = tracer = make_tracer(config.telemetry)  # None: no traces
     stored = config.server.response_store
     responses = (
         ResponseStore(stored.ttl_s, int(stored.max_mib * 1024 * 1024)) if stored.enabled else None
@@ -81,6 +83,8 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
             if syncer is not None and accounting is not None:
                 syncer.cancel()
                 await accounting.close()  # the last usage rows, when each key was last used
+            if tracer is not None:
+                await asyncio.to_thread(tracer.shutdown)  # the spans not yet sent
 
     middleware = [Middleware(guard.wrap)]
     if config.server.cors_origins:  # outermost: refusals carry CORS headers too

@@ -29,6 +29,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,6 +50,9 @@ from interference.logs import REQUEST_ID, RESPONSE_CUT
 from interference.store.counters import KeyCounters
 from interference.store.keys import KeyStore
 from interference.store.rate_limits import limited
+
+if TYPE_CHECKING:
+    from interference.telemetry.tracing import Tracer
 
 logger = logging.getLogger("interference.requests")
 
@@ -82,6 +86,8 @@ class RequestGuard:
         self.on_finished: Callable[[RequestRecord, float], None] | None = None
         #: told of every request, once it ended, after on_finished (the metrics)
         self.telemetry: Callable[[RequestRecord, float], None] | None = None
+        #: starts a span per request (telemetry.otlp_endpoint; None: no tracing)
+        self.tracer: Tracer | None = None
         self.draining = False
         self.active: set[RequestRecord] = set()
         self.in_flight: Counter[str] = Counter()
@@ -147,6 +153,7 @@ class RequestGuard:
         record = self._new_record(scope)
         scope[SCOPE_KEY] = record
         token = REQUEST_ID.set(record.id)
+        span = None if self.tracer is None else self.tracer.request(scope, record.id)
         id_header = (b"x-request-id", record.id.encode())
         loop = asyncio.get_running_loop()
         record.loop_started = loop.time()
@@ -226,6 +233,8 @@ class RequestGuard:
                 self.on_finished(record, elapsed_ms)
             if self.telemetry is not None:
                 self.telemetry(record, elapsed_ms)
+            if span is not None:
+                span.finish(record, scope)
             REQUEST_ID.reset(token)
 
     def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:

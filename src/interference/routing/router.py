@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 from interference.config import ConfigError, RoutingConfig
 from interference.errors import (
@@ -44,6 +44,9 @@ from interference.wire.chunks import Batch
 from interference.wire.completions import CompletionRequest
 from interference.wire.embeddings import EmbeddingRequest
 from interference.wire.models import ModelCard
+
+if TYPE_CHECKING:
+    from interference.telemetry.tracing import AttemptSpan, Tracer
 
 T = TypeVar("T")
 #: the requests the router can route: each names a ``model`` and may pin a ``provider``
@@ -123,6 +126,8 @@ class Router:
         self.retries = Counter("provider", "reason")
         #: told of each failed attempt (the status view's errors per deployment)
         self.on_attempt_failed: Callable[[Deployment], None] | None = None
+        #: starts a span per attempt (telemetry.otlp_endpoint; None: no tracing)
+        self.tracer: Tracer | None = None
         self._model_of = {id(d): m.name for m in models.values() for d in m.deployments}
 
     # --- names ------------------------------------------------------------------------------
@@ -294,10 +299,24 @@ class Router:
         ceiling = min(policy.backoff_max, policy.backoff_initial * 2.0 ** (retry - 1))
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
+    def _span(self, request: Routable, deployment: Deployment, stream: bool) -> AttemptSpan | None:
+        """The attempt's span when tracing (a stream's is ended by :meth:`_rest`)."""
+        if self.tracer is None:
+            return None
+        return self.tracer.attempt(
+            _ENDPOINTS.get(type(request), "chat"),
+            deployment.provider.kind,
+            deployment.model,
+            deployment=deployment.name,
+            model=self._model_of.get(id(deployment), ""),
+            stream=stream,
+        )
+
     async def _attempts(
         self,
         request: Routable,
-        attempt: Callable[[Deployment], Awaitable[Any]],
+        attempt: Callable[[Deployment, AttemptSpan | None], Awaitable[Any]],
+        stream: bool = False,
     ) -> tuple[Any, Deployment, int]:
         """Run ``attempt`` over the candidates until one succeeds; return its result."""
         attempts = 0
@@ -316,19 +335,32 @@ class Router:
                     await self._sleep(delay)
                     self.retries.add((deployment.provider.name, error_class(last)))
                 attempts += 1
+                span = self._span(request, deployment, stream)
+                entered = None if span is None else span.enter()  # its traceparent goes up
                 try:
-                    result = await attempt(deployment)
+                    result = await attempt(deployment, span)
                 except InterferenceError as error:
+                    if span is not None:
+                        span.failed(error)
                     if not error.retryable:
                         self._noted(deployment, error)
                         raise
                     self._failed(deployment, error)
                     last = error
+                except BaseException as error:
+                    if span is not None:
+                        span.failed(error)
+                    raise
                 else:
+                    if span is not None and not stream:
+                        span.answered(result)
                     model = self._model_of.get(id(deployment), "")
                     if model != first:
                         self.fallbacks.add((first, model, "ok"))
                     return result, deployment, attempts
+                finally:
+                    if span is not None and entered is not None:
+                        span.leave(entered)
         assert last is not None
         if any(self._model_of.get(id(d), "") != first for d in candidates):
             self.fallbacks.add((first, "", "failed"))
@@ -343,7 +375,7 @@ class Router:
     ) -> Answer[T]:
         """Run a non-streamed ``operation`` on the best deployment, failing over."""
 
-        async def attempt(deployment: Deployment) -> T:
+        async def attempt(deployment: Deployment, span: AttemptSpan | None) -> T:
             started = self._clock()
             deployment.in_flight += 1
             try:
@@ -380,7 +412,9 @@ class Router:
 
         opener = open_stream or default
 
-        async def attempt(deployment: Deployment) -> AsyncGenerator[Batch, None]:
+        async def attempt(
+            deployment: Deployment, span: AttemptSpan | None
+        ) -> AsyncGenerator[Batch, None]:
             started = self._clock()
             deployment.in_flight += 1
             try:
@@ -407,9 +441,9 @@ class Router:
                 await self._release(deployment, upstream)
                 raise
             self._succeeded(deployment, self._clock() - started)
-            return self._rest(deployment, upstream, head, started)
+            return self._rest(deployment, upstream, head, started, span)
 
-        chunks, deployment, attempts = await self._attempts(request, attempt)
+        chunks, deployment, attempts = await self._attempts(request, attempt, stream=True)
         return StreamAnswer(chunks, deployment, attempts)
 
     async def _release(self, deployment: Deployment, upstream: AsyncGenerator[Any, None]) -> None:
@@ -422,12 +456,16 @@ class Router:
         upstream: AsyncGenerator[Batch, None],
         head: list[Batch],
         started: float,
+        span: AttemptSpan | None = None,
     ) -> AsyncGenerator[Batch, None]:
-        """The batches already received, then the rest under the idle and total bounds."""
+        """The batches already received, then the rest under the idle and total bounds
+        (``span``, when tracing, sees each batch and ends with the stream)."""
         timeouts = deployment.timeouts
         bounds: StreamBounds | None = None
         try:
             for batch in head:
+                if span is not None:
+                    span.saw(batch)
                 yield batch
             bounds = StreamBounds(timeouts.idle, timeouts.total - (self._clock() - started))
             while True:
@@ -439,8 +477,12 @@ class Router:
                     raise UpstreamTimeoutError(
                         f"{deployment.name}: the stream exceeded its {bounds.crossed} limit"
                     ) from None
+                if span is not None:
+                    span.saw(batch)
                 yield batch
         except InterferenceError as error:
+            if span is not None:
+                span.failed(error)
             self._noted(deployment, error)
             deployment.failures += 1
             deployment.last_error = error.message[:300]
@@ -448,4 +490,6 @@ class Router:
         finally:
             if bounds is not None:
                 bounds.close()
+            if span is not None:
+                span.end()
             await self._release(deployment, upstream)

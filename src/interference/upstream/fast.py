@@ -38,6 +38,7 @@ from typing import Any, cast
 import httptools
 
 from interference import __version__
+from interference.telemetry.propagation import UPSTREAM_TRACE
 from interference.upstream.client import ConnectError, ProtocolError, ReadAnswer
 
 _KEEPALIVE_S = 30.0
@@ -304,6 +305,9 @@ class FastClient:
             head = self._head(method, path, headers, params)
             if len(self._heads) < 64:  # providers send a handful of distinct heads
                 self._heads[key] = head
+        trace = UPSTREAM_TRACE.get()  # the attempt span's traceparent, when tracing
+        if trace:
+            head += "".join(f"{name}: {value}\r\n" for name, value in trace).encode("latin-1")
         return head + b"content-length: %d\r\n\r\n" % len(content) + content
 
     def _head(

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 import httpx
 
 from interference import __version__
+from interference.telemetry.propagation import UPSTREAM_TRACE
 from interference.upstream.client import ConnectError, ProtocolError, ReadAnswer
 
 MAX_BODY = 64 << 20  # bytes of a body read whole, as the fast client's bound
@@ -142,7 +143,7 @@ class HttpxClient:
             method,
             path,  # httpx joins it under the base URL's path (``/v1`` + ``/chat/completions``)
             content=content,
-            headers=dict(headers or {}),
+            headers={**(headers or {}), **dict(UPSTREAM_TRACE.get())},  # + traceparent
             params=dict(params or {}),
         )
         with _as_transport_errors():

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from interference.telemetry.propagation import UPSTREAM_TRACE
 from interference.upstream.client import ReadAnswer
 
 
@@ -86,7 +87,8 @@ class MockClient:
         headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
     ) -> MockResponse:
-        request = MockRequest(method, path, dict(headers or {}), dict(params or {}), content)
+        sent = {**(headers or {}), **dict(UPSTREAM_TRACE.get())}  # + traceparent, as the others
+        request = MockRequest(method, path, sent, dict(params or {}), content)
         self.requests.append(request)
         answer = self.handler(request)
         if inspect.isawaitable(answer):

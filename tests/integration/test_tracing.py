@@ -208,6 +208,22 @@ def test_spans_reach_a_real_otlp_receiver(
             assert "Hello from" not in text
 
 
+def test_the_httpx_client_carries_the_traceparent_too(
+    receiver: OTLPReceiver, upstream: FakeUpstream, broken: FakeUpstream
+) -> None:
+    """``client: httpx`` (proxies, private CAs) sends the attempt's ``traceparent`` as the
+    default client does."""
+    config = settings(upstream, broken, telemetry={"otlp_endpoint": receiver.url})
+    config["providers"]["oai"]["client"] = "httpx"
+    app = create_app(Config.model_validate(config))
+    with TestClient(app) as client:
+        headers = {"traceparent": traceparent(), "x-request-id": "via-httpx"}
+        assert client.post("/v1/chat/completions", json=ASK, headers=headers).status_code == 200
+    spans = receiver.wait_for(2, timeout=5)
+    (attempt,) = children(spans, request_span(spans, "via-httpx"))
+    assert ids(upstream.observed.headers[0]["traceparent"]) == (TRACE_ID, attempt.span_id)
+
+
 def test_a_failed_request_marks_its_span(
     receiver: OTLPReceiver, upstream: FakeUpstream, broken: FakeUpstream
 ) -> None:

@@ -8,6 +8,7 @@ imported."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -327,3 +328,41 @@ print(sorted(name for name in sys.modules if name.startswith({TRACING_MODULES!r}
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert "traceparent" not in upstream.observed.headers[-1]
+
+
+def test_capture_content_puts_the_prompt_and_the_answer_in_the_attempt_span(
+    receiver: OTLPReceiver, upstream: FakeUpstream, broken: FakeUpstream
+) -> None:
+    telemetry = {"otlp_endpoint": receiver.url, "capture_content": True}
+    config = Config.model_validate(settings(upstream, broken, telemetry=telemetry))
+    texts = {}
+    with TestClient(create_app(config), raise_server_exceptions=False) as client:
+        for stream in (False, True):
+            answer = client.post(
+                "/v1/chat/completions",
+                json={**ASK, "stream": stream},
+                headers={"x-request-id": f"req-capture-{stream}"},
+            )
+            assert answer.status_code == 200
+            if stream:
+                events = [
+                    json.loads(line[6:])
+                    for line in answer.text.splitlines()
+                    if line.startswith("data: {")
+                ]
+                texts[stream] = "".join(
+                    e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]
+                )
+            else:
+                texts[stream] = answer.json()["choices"][0]["message"]["content"]
+    spans = receiver.wait_for(4, timeout=5)  # the lifespan's end flushed them
+    for stream, text in texts.items():
+        assert text
+        (attempt,) = children(spans, request_span(spans, f"req-capture-{stream}"))
+        asked = json.loads(attempt.attributes["gen_ai.input.messages"])
+        assert asked == [{"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
+        said = json.loads(attempt.attributes["gen_ai.output.messages"])
+        assert said == [
+            {"role": "assistant", "parts": [{"type": "text", "content": text}],
+             "finish_reason": "stop"}
+        ]  # fmt: skip

@@ -310,6 +310,7 @@ class Router:
             deployment=deployment.name,
             model=self._model_of.get(id(deployment), ""),
             stream=stream,
+            request=request,
         )
 
     async def _attempts(

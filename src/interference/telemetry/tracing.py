@@ -13,17 +13,19 @@
 - The upstream request carries the attempt span's ``traceparent``
   (:mod:`interference.telemetry.propagation`).
 
-No prompt or answer text goes into a span: ``telemetry.capture_content`` is reserved (a warning
-at start says so when it is on). Nothing of OpenTelemetry is imported unless an endpoint is
-configured; without one :func:`make_tracer` returns None and the guard and the router skip their
-hooks. Spans leave in batches (``BatchSpanProcessor``) over OTLP/HTTP protobuf, from the SDK's
-own thread; :meth:`Tracer.shutdown` sends what is left.
+No prompt or answer text goes into a span unless ``telemetry.capture_content`` is on: then an
+attempt span has ``gen_ai.input.messages`` and ``gen_ai.output.messages`` (JSON in the GenAI
+conventions' shape; a warning at start says it is on). Nothing of OpenTelemetry is imported
+unless an endpoint is configured; without one :func:`make_tracer` returns None and the guard and
+the router skip their hooks. Spans leave in batches (``BatchSpanProcessor``) over OTLP/HTTP
+protobuf, from the SDK's own thread; :meth:`Tracer.shutdown` sends what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import urllib.parse
@@ -144,10 +146,11 @@ class Tracer:
             where.hostname,
             f":{where.port}" if where.port else "",
         )
-        if config.capture_content:
+        #: prompts and answers in the attempt spans (telemetry.capture_content; off: never)
+        self.capture = config.capture_content
+        if self.capture:
             logger.warning(
-                "telemetry.capture_content is not implemented yet: spans carry no prompt or "
-                "answer text"
+                "telemetry.capture_content is on: prompts and answers go into the traces"
             )
 
     def request(self, scope: Mapping[str, Any], request_id: str) -> RequestSpan | None:
@@ -185,6 +188,7 @@ class Tracer:
         deployment: str,
         model: str,
         stream: bool,
+        request: object = None,
     ) -> AttemptSpan:
         """Start the span of one upstream attempt (a child of the current span): ``endpoint``
         is the router's (``chat``, ``text``, ``embeddings``), ``request_model`` the model id
@@ -202,9 +206,13 @@ class Tracer:
                 "interference.model": model,
             },
         )
+        if self.capture and request is not None:
+            messages = input_messages(request)
+            if messages:
+                span.set_attribute("gen_ai.input.messages", json.dumps(messages))
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, context=self._with_span(span))
-        return AttemptSpan(span, tuple(carrier.items()))
+        return AttemptSpan(span, tuple(carrier.items()), self.capture)
 
     def shutdown(self) -> None:
         """Send the spans not yet sent and stop (blocks: call it off the event loop)."""
@@ -258,11 +266,17 @@ class RequestSpan:
 class AttemptSpan:
     """The span of one upstream attempt; the router reports what came back."""
 
-    __slots__ = ("_ended", "_finish", "_headers", "_input", "_model", "_output", "_span")
+    __slots__ = (
+        "_ended", "_finish", "_headers", "_input", "_model", "_output", "_span", "_texts",
+    )  # fmt: skip
 
-    def __init__(self, span: Span, headers: tuple[tuple[str, str], ...]) -> None:
+    def __init__(
+        self, span: Span, headers: tuple[tuple[str, str], ...], capture: bool = False
+    ) -> None:
         self._span = span
         self._headers = headers
+        #: the answer's text per choice, when content is captured (None: it is not)
+        self._texts: dict[int, list[str]] | None = {} if capture else None
         self._ended = False
         self._model: str | None = None
         self._finish: list[str] = []
@@ -308,6 +322,21 @@ class AttemptSpan:
             span.set_attribute("gen_ai.usage.input_tokens", self._input)
         if self._output is not None:
             span.set_attribute("gen_ai.usage.output_tokens", self._output)
+        if self._texts:
+            finish = self._finish
+            span.set_attribute(
+                "gen_ai.output.messages",
+                json.dumps(
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [{"type": "text", "content": "".join(parts)}],
+                            **({"finish_reason": finish[i]} if i < len(finish) else {}),
+                        }
+                        for i, parts in sorted(self._texts.items())
+                    ]
+                ),
+            )
         span.end()
 
     def _read(self, answer: object) -> None:
@@ -323,10 +352,17 @@ class AttemptSpan:
         if self._model is None and isinstance(model, str) and model:
             self._model = model
         if isinstance(choices, list):
+            texts = self._texts
             for choice in choices:
                 finish = _field(choice, "finish_reason")
                 if isinstance(finish, str) and finish:
                     self._finish.append(finish)
+                if texts is not None:
+                    said = _field(choice, "message") or _field(choice, "delta")
+                    text = _field(said, "content") if said is not None else _field(choice, "text")
+                    if isinstance(text, str) and text:
+                        index = _field(choice, "index")
+                        texts.setdefault(index if isinstance(index, int) else 0, []).append(text)
         if usage is not None:
             prompt = _field(usage, "prompt_tokens")
             completion = _field(usage, "completion_tokens")
@@ -345,3 +381,37 @@ def _fail(span: Span, kind: str) -> None:
 
     span.set_attribute("error.type", kind)
     span.set_status(Status(StatusCode.ERROR, kind))
+
+
+def input_messages(request: object) -> list[dict[str, Any]]:
+    """A request's prompt in the GenAI conventions' shape (``{role, parts: [{type: "text",
+    content}]}``): chat messages, or a completion's prompt; other parts by their type only."""
+    messages = getattr(request, "messages", None)
+    if isinstance(messages, list):
+        shaped = []
+        for message in messages:
+            data = message.model_dump(mode="json") if hasattr(message, "model_dump") else message
+            if not isinstance(data, dict):
+                continue
+            content = data.get("content")
+            parts: list[dict[str, Any]] = []
+            if isinstance(content, str):
+                parts.append({"type": "text", "content": content})
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, dict) and part.get("type") == "text":
+                        parts.append({"type": "text", "content": part.get("text", "")})
+                    elif isinstance(part, dict):
+                        parts.append({"type": str(part.get("type", "other"))})
+            for call in data.get("tool_calls") or []:
+                function = call.get("function") or {}
+                parts.append({"type": "tool_call", "id": call.get("id"),
+                              "name": function.get("name"),
+                              "arguments": function.get("arguments")})  # fmt: skip
+            shaped.append({"role": str(data.get("role", "user")), "parts": parts})
+        return shaped
+    prompt = getattr(request, "prompt", None)
+    if prompt is not None:
+        text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+        return [{"role": "user", "parts": [{"type": "text", "content": text}]}]
+    return []

@@ -29,13 +29,15 @@ REPO = BENCH.parent
 
 
 def run_gateway(json_path: Path, source: Path | None, extra: list[str]) -> dict[str, Any]:
-    # --no-keys: an older commit may have no virtual keys, and only interference is compared
+    # --no-keys, --no-metrics-compare: an older commit may have no virtual keys, no metrics
+    # switch and no GET /metrics, and only interference is compared
     argv = [
         sys.executable,
         str(BENCH / "gateway.py"),
         "--json",
         str(json_path),
         "--no-keys",
+        "--no-metrics-compare",
         *extra,
     ]
     if source is not None:

@@ -20,6 +20,15 @@ pooled), and a table compares keys on with keys off against the issue's bound (k
 on within 10 %). After the runs ``GET /usage`` (master key) must count every request sent with
 the key. ``--no-keys`` leaves the second server out.
 
+Metrics: a third ``interference serve``, the same configuration plus ``metrics: {enabled:
+false}``, serves ``interference-no-metrics`` (nothing counted per request for ``GET /metrics``).
+It takes turns with ``interference`` (metrics on, the default) in the same rounds
+(``--metrics-rounds``, ABBA), and a table compares metrics on with metrics off against the
+issue's bound (req/s on/off >= 0.97 in every scenario). At the end a scrape of ``GET /metrics``
+on ``interference`` must count, in ``interference_requests_total`` for the bench model, every
+request sent to it, and the metrics-off server's none. ``--no-metrics-compare`` leaves the third
+server and the scrapes out.
+
     make bench [ARGS="--quick"]          # = .venv/bin/python bench/gateway.py
     .venv/bin/python bench/gateway.py [--requests 12000] [--json bench/results/gateway-latest.json]
 
@@ -48,6 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 import loadgen
 
 BENCH = Path(__file__).resolve().parent
@@ -60,6 +71,8 @@ KEYED = "interference+key"  # the second server, a virtual key on every request
 MASTER_KEY = "bench-master-key"
 KEY_ALIAS = "bench"
 KEY_BOUND = 0.90  # keys on must keep this share of keys off's req/s in every scenario
+UNMETERED = "interference-no-metrics"  # the third server, metrics: {enabled: false}
+METRICS_BOUND = 0.97  # metrics on must keep this share of metrics off's req/s in every scenario
 LISTENING = re.compile(r"listening on (http://\S+)")
 READY = re.compile(r"ready in ([0-9.]+) s at (http://\S+)")
 STREAM_CHUNKS = 50
@@ -233,28 +246,49 @@ def rss_mb(pid: int) -> float:
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_SCHEDSTAT = Path("/proc/self/schedstat").exists()
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) a process and its descendants have used so far."""
-    total = 0
+    """CPU time (user and system) a process and its descendants have used so far: the time on
+    the CPU of each of their threads, in nanoseconds (``/proc/PID/task/TID/schedstat``; a
+    run of 1,500 calls at c=1 is about 20 of the 10 ms ticks of ``/proc/PID/stat``, too coarse
+    for a 3 % comparison), else in ticks where the kernel has no schedstat. Threads that have
+    ended are left out of the former: the servers' threads live as long as they do."""
+    total = 0.0
     for current in process_tree(pid):
+        if _SCHEDSTAT:
+            try:
+                threads = list(Path(f"/proc/{current}/task").iterdir())
+            except OSError:
+                continue
+            for thread in threads:
+                try:
+                    total += int((thread / "schedstat").read_text().split()[0]) / 1e9
+                except (OSError, ValueError, IndexError):
+                    continue  # ended meanwhile
+            continue
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / _TICKS
+        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+    return total
 
 
-def interference_config(upstream: str, slow_upstream: str, storage: Path | None = None) -> str:
+def interference_config(
+    upstream: str, slow_upstream: str, storage: Path | None = None, metrics: bool = True
+) -> str:
     """A configuration with no local model: two models, one per fake upstream, priced (so that
-    a key's budget is reserved and spent); with ``storage``, a master key and its database."""
+    a key's budget is reserved and spent); with ``storage``, a master key and its database;
+    without ``metrics``, ``metrics: {enabled: false}``."""
     keys = (
         f'server: {{master_key: "{MASTER_KEY}"}}\nstorage: {{path: "{storage}"}}\n'
         if storage
         else ""
     )
+    if not metrics:
+        keys += "metrics: {enabled: false}\n"
     return keys + (
         "providers:\n"
         f'  up: {{kind: openai, base_url: "{upstream}/v1"}}\n'
@@ -298,9 +332,11 @@ def start_stack(
     workers: int = 1,
     source: Path | None = None,
     key_fields: dict[str, Any] | None = None,
+    metrics_off: bool = False,
 ) -> Stack:
     """``source``: serve interference from this ``src`` folder (another checkout's) instead;
-    ``key_fields``: also start KEYED, with a virtual key made with these fields."""
+    ``key_fields``: also start KEYED, with a virtual key made with these fields; ``metrics_off``:
+    also start UNMETERED, with metrics off."""
     python = sys.executable
     upstream = processes.launch(
         "upstream", [python, str(BENCH / "fake_upstream.py"), "--chunks", str(STREAM_CHUNKS)]
@@ -354,6 +390,16 @@ def start_stack(
         stack.key = made["key"]
         stack.ports[KEYED] = keyed.port
         stack.processes[KEYED] = keyed
+    if metrics_off:
+        unmetered_config = processes.log_dir / "interference-no-metrics.yaml"
+        unmetered_config.write_text(interference_config(upstream.url, slow.url, metrics=False))
+        argv = [*serve]
+        argv[argv.index("--config") + 1] = str(unmetered_config)  # serve may name the keyed one
+        unmetered = processes.launch(UNMETERED, [python, "-m", "interference", *argv], env)
+        unmetered.url = wait_for_line(unmetered, READY, timeout_s).group(2)
+        stack.startup_s[UNMETERED] = wait_until_answering(unmetered, MODEL, timeout_s)
+        stack.ports[UNMETERED] = unmetered.port
+        stack.processes[UNMETERED] = unmetered
     return stack
 
 
@@ -433,15 +479,26 @@ def pooled(runs: list[Measured]) -> Measured:
     return Measured(result, cpu, sum(run.sent for run in runs))
 
 
+def comparison_rounds(stack: Stack, args: argparse.Namespace) -> dict[str, int]:
+    """The servers compared with ``interference`` -> their number of rounds."""
+    rounds = {KEYED: args.key_rounds, UNMETERED: args.metrics_rounds}
+    return {target: count for target, count in rounds.items() if target in stack.ports}
+
+
 def run_order(stack: Stack, args: argparse.Namespace) -> list[list[str]]:
-    """The targets of each round of a scenario: direct and passthrough once, then interference
-    with and without the key in turns (ABBA...), so that neither always goes first."""
-    if KEYED not in stack.ports:
+    """The targets of each round of a scenario: direct and passthrough once, then interference,
+    with the key and without metrics, in turns: the order of a round reversed in the next one,
+    so that each pair with interference goes ABBA (ABBA...) and none always goes first. A
+    server compared in fewer rounds than the other sits out the last ones."""
+    compared = comparison_rounds(stack, args)
+    if not compared:
         return [list(TARGETS)]
     rounds = []
-    for number in range(args.key_rounds):
-        pair = ["interference", KEYED] if number % 2 == 0 else [KEYED, "interference"]
-        rounds.append(([*TARGETS[:2]] if number == 0 else []) + pair)
+    for number in range(max(compared.values())):
+        servers = ["interference", *(t for t, count in compared.items() if number < count)]
+        if number % 2:
+            servers.reverse()
+        rounds.append(([*TARGETS[:2]] if number == 0 else []) + servers)
     return rounds
 
 
@@ -455,11 +512,12 @@ def run_scenarios(
     """Every scenario against every target; ``sent`` gets the requests sent to each target."""
     report = []
     order = run_order(stack, args)
+    compared = comparison_rounds(stack, args)
     for scenario in scenarios(args):
         runs: dict[str, list[Measured]] = {}
         for round_ in order:
             for target in round_:
-                print(f"  {scenario.name:<15} {target:<16} ...", end="", flush=True)
+                print(f"  {scenario.name:<15} {target:<23} ...", end="", flush=True)
                 process = stack.processes.get(target)
                 pid = process.popen.pid if process else None
                 key = stack.key if target == KEYED else None
@@ -495,16 +553,28 @@ def run_scenarios(
                 results["interference"].rps, results["passthrough"].rps
             ),
         }
-        if KEYED in measured:
-            off, on = measured["interference"], measured[KEYED]
-            entry["keys_on_vs_off"] = {
-                "rps": ratio(on.result.rps, off.result.rps),
-                "latency_p50": ratio(on.result.latency_p50_ms, off.result.latency_p50_ms),
-                "latency_p99": ratio(on.result.latency_p99_ms, off.result.latency_p99_ms),
-                "cpu_us_per_request": ratio(on.cpu_us, off.cpu_us),
-            }
+        for target, count in compared.items():
+            # interference's runs of the same rounds only (ABBA), pooled apart for each pair
+            mine = pooled(runs["interference"][:count])
+            side = {**mine.result.summary(), "cpu_us_per_request": mine.cpu_us, "rounds": count}
+            if target == KEYED:
+                entry["keys_off"] = side  # interference, no key
+                entry["keys_on_vs_off"] = on_vs_off(measured[KEYED], mine)
+            else:
+                entry["metrics_on"] = side  # interference, metrics on
+                entry["metrics_on_vs_off"] = on_vs_off(mine, measured[UNMETERED])
         report.append(entry)
     return report
+
+
+def on_vs_off(on: Measured, off: Measured) -> dict[str, float]:
+    """The ratios, on / off, of two pooled sides."""
+    return {
+        "rps": ratio(on.result.rps, off.result.rps),
+        "latency_p50": ratio(on.result.latency_p50_ms, off.result.latency_p50_ms),
+        "latency_p99": ratio(on.result.latency_p99_ms, off.result.latency_p99_ms),
+        "cpu_us_per_request": ratio(on.cpu_us, off.cpu_us),
+    }
 
 
 def ledger_check(stack: Stack, sent: int) -> dict[str, Any]:
@@ -520,6 +590,54 @@ def ledger_check(stack: Stack, sent: int) -> dict[str, Any]:
         **found,
         "storage": health.get("storage"),
         "matches": found["requests"] == sent,
+    }
+
+
+def scrape_requests(port: int) -> dict[str, float]:
+    """``GET /metrics`` (no key: these servers have none), parsed by prometheus_client:
+    ``interference_requests_total`` of the bench model, by status code."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        text = response.read().decode()
+    except (OSError, http.client.HTTPException) as exc:
+        raise BenchError(f"GET /metrics: {exc}") from exc
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise BenchError(f"GET /metrics: status {response.status}: {text[:300]!r}")
+    counted: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "interference_requests_total" and sample.labels["model"] == MODEL:
+                status = sample.labels["status_code"]
+                counted[status] = counted.get(status, 0.0) + sample.value
+    return counted
+
+
+def scrapes(stack: Stack) -> dict[str, dict[str, float]]:
+    """The bench model's ``interference_requests_total`` of the metrics-on and -off servers."""
+    return {target: scrape_requests(stack.ports[target]) for target in ("interference", UNMETERED)}
+
+
+def scrape_check(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], sent: dict[str, int]
+) -> dict[str, Any]:
+    """The scrapes after the runs against the requests sent in them (warm-ups included): the
+    metrics-on server must count each (on top of its start-up probe, counted ``before``), the
+    metrics-off server none."""
+    on, off = after["interference"], after[UNMETERED]
+    counted = sum(on.values())
+    startup = sum(before["interference"].values())
+    return {
+        "sent": sent["interference"],
+        "counted": counted,
+        "counted_at_startup": startup,
+        "by_status": on,
+        "matches": counted - startup == sent["interference"],
+        "metrics_off_counted": sum(off.values()),
+        "metrics_off_sent": sent[UNMETERED],
     }
 
 
@@ -618,7 +736,7 @@ def fmt_ms(value: float) -> str:
 def table(report: dict[str, Any]) -> str:
     """The readable form of a report."""
     head = (
-        f"{'scenario':<15} {'target':<16} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'scenario':<15} {'target':<23} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'+p50 ms':>8} {'TTFT p50':>8} {'TTFT p95':>8} {'err':>4} {'int/pt':>6}"
     )
     lines = [
@@ -632,7 +750,7 @@ def table(report: dict[str, Any]) -> str:
         for target, r in scenario["targets"].items():
             ratio = scenario["throughput_ratio_interference_vs_passthrough"]
             lines.append(
-                f"{scenario['scenario'] if target == 'direct' else '':<15} {target:<16} "
+                f"{scenario['scenario'] if target == 'direct' else '':<15} {target:<23} "
                 f"{r['rps']:>8.0f} {fmt_ms(r['latency_p50_ms']):>8} "
                 f"{fmt_ms(r['latency_p95_ms']):>8} "
                 f"{fmt_ms(r['latency_p99_ms']):>8} {fmt_ms(r['added_p50_ms']):>8} "
@@ -640,6 +758,7 @@ def table(report: dict[str, Any]) -> str:
                 f"{f'{ratio:.2f}' if target == 'interference' else '':>6}"
             )
     lines += keys_table(report)
+    lines += metrics_table(report)
     buffering = report["buffering"]
     lines += [
         "",
@@ -669,6 +788,11 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"{KEYED}: start-up {startup[KEYED]:.2f} s, RSS {rss[KEYED]['start']:.0f} MB after "
             f"start-up, {rss[KEYED]['end']:.0f} MB after the runs"
+        )
+    if UNMETERED in rss:
+        lines.append(
+            f"{UNMETERED}: start-up {startup[UNMETERED]:.2f} s, RSS {rss[UNMETERED]['start']:.0f} "
+            f"MB after start-up, {rss[UNMETERED]['end']:.0f} MB after the runs"
         )
     return "\n".join(line.rstrip() for line in lines)
 
@@ -710,7 +834,7 @@ def keys_table(report: dict[str, Any]) -> list[str]:
         "-" * len(head),
     ]
     for cell in cells:
-        off, on = cell["targets"]["interference"], cell["targets"][KEYED]
+        off, on = cell.get("keys_off", cell["targets"]["interference"]), cell["targets"][KEYED]
         r = cell["keys_on_vs_off"]
         lines.append(
             f"{cell['scenario']:<15} {off['rps']:>9.0f} {on['rps']:>9.0f} {r['rps']:>6.2f} "
@@ -742,6 +866,84 @@ def keys_table(report: dict[str, Any]) -> list[str]:
         f"{(1 - KEY_BOUND) * 100:.0f} % of keys off (req/s on/off >= {KEY_BOUND:.2f} in every "
         f"scenario; worst {verdict['worst_scenario']} {verdict['worst_rps_ratio']:.2f}), "
         f"{verdict['errors']} errors, ledger {complete}"
+    )
+    return lines
+
+
+def metrics_verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """Whether metrics on stayed within the bound: req/s ratio in every scenario, no errors on
+    either side, every request counted by the scrape (and none by the metrics-off server)."""
+    cells = [s for s in report["scenarios"] if "metrics_on_vs_off" in s]
+    worst = min(cells, key=lambda s: s["metrics_on_vs_off"]["rps"])
+    worst_cpu = max(cells, key=lambda s: s["metrics_on_vs_off"]["cpu_us_per_request"])
+    errors = sum(s["metrics_on"]["errors"] + s["targets"][UNMETERED]["errors"] for s in cells)
+    scrape = report["scrape"]
+    counted = scrape["matches"] and not scrape["metrics_off_counted"]
+    passed = worst["metrics_on_vs_off"]["rps"] >= METRICS_BOUND and not errors and counted
+    return {
+        "passed": passed,
+        "bound": METRICS_BOUND,
+        "worst_scenario": worst["scenario"],
+        "worst_rps_ratio": worst["metrics_on_vs_off"]["rps"],
+        "worst_cpu_scenario": worst_cpu["scenario"],
+        "worst_cpu_ratio": worst_cpu["metrics_on_vs_off"]["cpu_us_per_request"],
+        "errors": errors,
+        "scrape_matches": counted,
+    }
+
+
+def metrics_table(report: dict[str, Any]) -> list[str]:
+    """Metrics on against metrics off, the scrape's count and the verdict (none without
+    UNMETERED)."""
+    cells = [s for s in report["scenarios"] if "metrics_on_vs_off" in s]
+    if not cells:
+        return []
+    rounds = report["settings"]["metrics_rounds"]
+    head = (
+        f"{'scenario':<15} {'off req/s':>9} {'on req/s':>9} {'on/off':>6} {'off p50':>8} "
+        f"{'on p50':>8} {'on/off':>6} {'off p99':>8} {'on p99':>8} {'off cpu':>8} "
+        f"{'on cpu':>8} {'on/off':>6} {'err':>4}"
+    )
+    lines = [
+        "",
+        f"metrics: interference (metrics on, the default) vs {UNMETERED} (metrics: {{enabled: "
+        f"false}}), {rounds} rounds in turns, pooled; ms, cpu in us/req",
+        head,
+        "-" * len(head),
+    ]
+    for cell in cells:
+        on, off = cell["metrics_on"], cell["targets"][UNMETERED]
+        r = cell["metrics_on_vs_off"]
+        lines.append(
+            f"{cell['scenario']:<15} {off['rps']:>9.0f} {on['rps']:>9.0f} {r['rps']:>6.3f} "
+            f"{fmt_ms(off['latency_p50_ms']):>8} {fmt_ms(on['latency_p50_ms']):>8} "
+            f"{r['latency_p50']:>6.3f} {fmt_ms(off['latency_p99_ms']):>8} "
+            f"{fmt_ms(on['latency_p99_ms']):>8} {off['cpu_us_per_request']:>8.1f} "
+            f"{on['cpu_us_per_request']:>8.1f} {r['cpu_us_per_request']:>6.3f} "
+            f"{off['errors'] + on['errors']:>4}"
+        )
+        for side, figures in (("metrics off", off), ("metrics on", on)):
+            if figures["errors"]:
+                lines.append(
+                    f"  {side}: {figures['errors']} errors, first: {figures['first_error']}"
+                )
+    scrape = report["scrape"]
+    statuses = ", ".join(f"{code}: {n:,.0f}" for code, n in sorted(scrape["by_status"].items()))
+    lines.append(
+        f'scrape (GET /metrics after the runs): interference_requests_total{{model="{MODEL}"}} '
+        f"= {scrape['counted']:,.0f} ({statuses}) = {scrape['sent']:,} sent in the runs + "
+        f"{scrape['counted_at_startup']:,.0f} at start-up: "
+        f"{'all there' if scrape['matches'] else 'MISMATCH'}; {UNMETERED}: "
+        f"{scrape['metrics_off_counted']:,.0f} counted for {scrape['metrics_off_sent']:,} sent"
+    )
+    verdict = report["metrics_verdict"]
+    lines.append(
+        f"{'PASS' if verdict['passed'] else 'FAIL'}: metrics on within "
+        f"{(1 - METRICS_BOUND) * 100:.0f} % of metrics off (req/s on/off >= {METRICS_BOUND:.2f} "
+        f"in every scenario; worst {verdict['worst_scenario']} {verdict['worst_rps_ratio']:.3f}), "
+        f"CPU per request on/off at most {verdict['worst_cpu_ratio']:.3f} "
+        f"({verdict['worst_cpu_scenario']}), {verdict['errors']} errors, scrape "
+        f"{'complete' if verdict['scrape_matches'] else 'WRONG'}"
     )
     return lines
 
@@ -779,6 +981,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="turns of keys off and on per scenario (ABBA), each with the scenario's requests",
     )
     parser.add_argument(
+        "--no-metrics-compare",
+        action="store_true",
+        help=f"leave out {UNMETERED} (a server with metrics off) and the scrape of GET /metrics",
+    )
+    parser.add_argument(
+        "--metrics-rounds",
+        type=int,
+        default=4,
+        help="turns of metrics on and off per scenario (ABBA BAAB), each with the scenario's "
+        "requests",
+    )
+    parser.add_argument(
         "--key-rpm-limit",
         type=int,
         default=10**9,
@@ -795,6 +1009,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.key_rounds < 1:
         parser.error("--key-rounds: at least 1")
+    if args.metrics_rounds < 1:
+        parser.error("--metrics-rounds: at least 1")
     if args.quick:
         for name in ("requests", "requests_c1", "stream_requests", "stream_requests_c1"):
             setattr(args, name, max(10, getattr(args, name) // 10))
@@ -826,13 +1042,18 @@ def main(argv: list[str] | None = None) -> int:
     with started_processes() as processes:
         print("starting the upstreams, the pass-through and interference ...", flush=True)
         key_fields = None if args.no_keys else key_limits(args)
-        stack = start_stack(processes, args.startup_timeout, args.workers, args.source, key_fields)
+        metrics_off = not args.no_metrics_compare
+        stack = start_stack(
+            processes, args.startup_timeout, args.workers, args.source, key_fields, metrics_off
+        )
         rss_start = {name: rss_mb(p.popen.pid) for name, p in stack.processes.items()}
+        counted_before = scrapes(stack) if metrics_off else {}
         sent: dict[str, int] = {}
         scenario_report = run_scenarios(stack, args, sent)
         ledger = ledger_check(stack, sent[KEYED]) if stack.key else None
         print("  buffering check ...", flush=True)
         buffering = buffering_check(stack, args)
+        scrape = scrape_check(counted_before, scrapes(stack), sent) if metrics_off else None
         rss_end = {name: rss_mb(p.popen.pid) for name, p in stack.processes.items()}
     report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -855,6 +1076,9 @@ def main(argv: list[str] | None = None) -> int:
     if ledger is not None:
         report["ledger"] = ledger
         report["keys_verdict"] = keys_verdict(report)
+    if scrape is not None:
+        report["scrape"] = scrape
+        report["metrics_verdict"] = metrics_verdict(report)
     print()
     print(table(report))
     print(f"\ntotal {report['wall_s']:.0f} s; figures in {args.json}")
@@ -863,6 +1087,9 @@ def main(argv: list[str] | None = None) -> int:
     verdict = report.get("keys_verdict")
     if verdict is not None and (verdict["errors"] or not verdict["ledger_matches"]):
         return 1  # refused or failed requests, or rows missing: wrong, not merely slow
+    verdict = report.get("metrics_verdict")
+    if verdict is not None and (verdict["errors"] or not verdict["scrape_matches"]):
+        return 1  # failed requests, or requests not counted: wrong, not merely slow
     return 0
 
 

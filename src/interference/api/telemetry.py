@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from interference.telemetry.metrics import (
     TTFT_BUCKETS,
     Metrics,
     Snapshot,
+    observe_into,
 )
 from interference.telemetry.recent import Recent
 
@@ -111,6 +113,26 @@ _ENGINE_FIGURES = (
 )
 
 
+#: kinds of request whose cells are kept (past it the cache starts again: unknown paths)
+_CELLS_CAP = 4096
+
+
+@dataclass(slots=True)
+class _Cells:
+    """Where a kind of request adds: counter cells and histogram rows of its labels."""
+
+    requests: list[float]
+    limited: list[float] | None
+    model: str = ""
+    duration: list[float] | None = None  # None: the request reached no model
+    ttft: list[float] = field(default_factory=list)
+    tpot: list[float] = field(default_factory=list)
+    tokens_in: list[float] = field(default_factory=list)
+    tokens_out: list[float] = field(default_factory=list)
+    spend: list[float] = field(default_factory=list)
+    token_labels: tuple[str, ...] = ()
+
+
 def route_of(path: str) -> str:
     """A route name for the ``route`` label (a closed set; unknown paths are ``other``)."""
     bare = path[3:] if path.startswith("/v1/") else path
@@ -136,6 +158,7 @@ class Telemetry:
         self.providers = providers
         self.config = config or MetricsConfig()
         self.metrics = Metrics(self.config.key_labels)
+        self._cells: dict[tuple[Any, ...], _Cells] = {}
         self.recent = Recent()
         router.on_attempt_failed = lambda d: self.recent.deployment_error(d.name)
         folder = os.environ.get(DIRECTORY_ENV)
@@ -145,43 +168,78 @@ class Telemetry:
     # --- the request path
 
     def finished(self, record: RequestRecord, elapsed_ms: float) -> None:
-        """A request ended (the guard tells of every one)."""
-        metrics = self.metrics
-        model = record.public_model or ""
-        route = route_of(record.path)
-        key: tuple[str, ...] = ()
-        if metrics.key_labels:
-            virtual = record.virtual_key
-            key = (virtual.alias or virtual.digest[:12] if virtual is not None else "",)
-        metrics.requests.add((route, model, str(record.status), *key))
-        code = record.error
-        if code is not None and code in _LIMITS:
-            metrics.rate_limited.add((_LIMITS[code],))
-        if not model:
+        """A request ended (the guard tells of every one). Its labels are resolved to their
+        cells once per kind of request (:meth:`_cells_of`); then it is a few additions."""
+        virtual = record.virtual_key if self.metrics.key_labels else None
+        kind = (
+            record.path, record.public_model, record.status, record.deployment, record.error,
+            (virtual.alias or virtual.digest[:12]) if virtual is not None else None,
+        )  # fmt: skip
+        cells = self._cells.get(kind)
+        if cells is None:
+            cells = self._cells_of(record, kind)
+        cells.requests[0] += 1
+        if cells.limited is not None:
+            cells.limited[0] += 1
+        if cells.duration is None:  # no model: nothing more to count
             return
-        deployment = record.deployment
-        provider = deployment.partition("/")[0] if deployment else ""
-        metrics.duration.observe((route, model, provider), elapsed_ms / 1000)
+        observe_into(cells.duration, DURATION_BUCKETS, elapsed_ms / 1000)
         ttft_ms = record.ttft_ms
         completion = record.completion_tokens or 0
         if ttft_ms is not None:
-            metrics.ttft.observe((model, provider), ttft_ms / 1000)
+            observe_into(cells.ttft, TTFT_BUCKETS, ttft_ms / 1000)
             if completion > 1:
                 per_token = (elapsed_ms - ttft_ms) / 1000 / (completion - 1)
-                metrics.tpot.observe((model, provider), max(0.0, per_token))
+                observe_into(cells.tpot, TPOT_BUCKETS, max(0.0, per_token))
         prompt = record.prompt_tokens or 0
-        cached = min(record.cached_tokens or 0, prompt)
         if prompt:
-            metrics.tokens.add((model, provider, "input", *key), prompt - cached)
+            cached = min(record.cached_tokens or 0, prompt)
+            cells.tokens_in[0] += prompt - cached
             if cached:
-                metrics.tokens.add((model, provider, "cached_input", *key), cached)
+                self.metrics.tokens.add((*cells.token_labels[:2], "cached_input",
+                                         *cells.token_labels[2:]), cached)  # fmt: skip
         if completion:
-            metrics.tokens.add((model, provider, "output", *key), completion)
+            cells.tokens_out[0] += completion
         if record.cost:
-            metrics.spend.add((model, *key), record.cost)
+            cells.spend[0] += record.cost
         self.recent.request(
-            model, record.status >= 400, completion, None if ttft_ms is None else ttft_ms / 1000
+            cells.model,
+            record.status >= 400,
+            completion,
+            None if ttft_ms is None else ttft_ms / 1000,
         )
+
+    def _cells_of(self, record: RequestRecord, kind: tuple[Any, ...]) -> _Cells:
+        """The cells a request of this kind adds to (kept for the next ones: the kinds are
+        bounded by the labels', the path aside, hence the cap)."""
+        if len(self._cells) >= _CELLS_CAP:
+            self._cells.clear()
+        metrics = self.metrics
+        model = record.public_model or ""
+        route = route_of(record.path)
+        key = () if kind[-1] is None and not metrics.key_labels else (kind[-1] or "",)
+        code = record.error
+        limited = metrics.rate_limited.cell((_LIMITS[code],)) if code in _LIMITS else None
+        requests = metrics.requests.cell((route, model, str(record.status), *key))
+        if not model:
+            cells = _Cells(requests, limited)
+        else:
+            provider = (record.deployment or "").partition("/")[0]
+            pair = (model, provider)
+            cells = _Cells(
+                requests,
+                limited,
+                model=model,
+                duration=metrics.duration.row((route, model, provider)),
+                ttft=metrics.ttft.row(pair),
+                tpot=metrics.tpot.row(pair),
+                tokens_in=metrics.tokens.cell((model, provider, "input", *key)),
+                tokens_out=metrics.tokens.cell((model, provider, "output", *key)),
+                spend=metrics.spend.cell((model, *key)),
+                token_labels=(model, provider, *key),
+            )
+        self._cells[kind] = cells
+        return cells
 
     # --- a scrape
 
@@ -207,8 +265,8 @@ class Telemetry:
                 in_flight[labels] = float(d.in_flight)
         router = self.router
         shot.counters["upstream_requests"] = upstream
-        shot.counters["fallbacks"] = dict(router.fallbacks.series)
-        shot.counters["retries"] = dict(router.retries.series)
+        shot.counters["fallbacks"] = router.fallbacks.values()
+        shot.counters["retries"] = router.retries.values()
         shot.histograms["upstream_duration_seconds"] = {
             k: list(v) for k, v in router.upstream_seconds.series.items()
         }

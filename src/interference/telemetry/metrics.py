@@ -32,17 +32,26 @@ Labels = tuple[str, ...]
 
 
 class Counter:
-    """A counter per label values."""
+    """A counter per label values (each a one-item list, so that a caller may keep the cell
+    of the labels it adds to and skip the look-up: :meth:`cell`)."""
 
     __slots__ = ("labels", "series")
 
     def __init__(self, *labels: str) -> None:
         self.labels = labels
-        self.series: dict[Labels, float] = {}
+        self.series: dict[Labels, list[float]] = {}
+
+    def cell(self, labels: Labels) -> list[float]:
+        found = self.series.get(labels)
+        if found is None:
+            found = self.series[labels] = [0.0]
+        return found
 
     def add(self, labels: Labels, amount: float = 1.0) -> None:
-        series = self.series
-        series[labels] = series.get(labels, 0.0) + amount
+        self.cell(labels)[0] += amount
+
+    def values(self) -> dict[Labels, float]:
+        return {labels: cell[0] for labels, cell in self.series.items()}
 
 
 class Histogram:
@@ -57,12 +66,21 @@ class Histogram:
         self.series: dict[Labels, list[float]] = {}
         self._width = len(bounds) + 2
 
+    def row(self, labels: Labels) -> list[float]:
+        """The counts of ``labels`` (a caller may keep it and use :func:`observe_into`)."""
+        found = self.series.get(labels)
+        if found is None:
+            found = self.series[labels] = [0.0] * self._width
+        return found
+
     def observe(self, labels: Labels, value: float) -> None:
-        row = self.series.get(labels)
-        if row is None:
-            row = self.series[labels] = [0.0] * self._width
-        row[bisect_left(self.bounds, value)] += 1
-        row[-1] += value
+        observe_into(self.row(labels), self.bounds, value)
+
+
+def observe_into(row: list[float], bounds: tuple[float, ...], value: float) -> None:
+    """Count ``value`` in a histogram's ``row`` (its bucket, and the sum)."""
+    row[bisect_left(bounds, value)] += 1
+    row[-1] += value
 
 
 @dataclass
@@ -147,7 +165,7 @@ class Metrics:
         shot = Snapshot()
         for name, family in self.families().items():
             if isinstance(family, Counter):
-                shot.counters[name] = dict(family.series)
+                shot.counters[name] = family.values()
             else:
                 shot.histograms[name] = {k: list(v) for k, v in family.series.items()}
         return shot

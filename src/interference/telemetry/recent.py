@@ -35,7 +35,7 @@ class Recent:
     def _bucket(self, now: float) -> int:
         slot = int(now // BUCKET_S)
         index = slot % BUCKETS
-        if self._slots[index] != slot:
+        if self._slots[index] != slot:  # a new 10 s: the bucket's previous round is gone
             self._slots[index] = slot
             self._models[index] = {}
             self._deployments[index] = {}
@@ -43,10 +43,10 @@ class Recent:
 
     def request(self, model: str, error: bool, output_tokens: int, ttft_s: float | None) -> None:
         """A request for ``model`` ended."""
-        index = self._bucket(self._clock())
-        row = self._models[index].get(model)
+        models = self._models[self._bucket(self._clock())]
+        row = models.get(model)
         if row is None:
-            row = self._models[index][model] = [0] * (_TTFT + len(TTFT_BUCKETS) + 1)
+            row = models[model] = [0] * (_TTFT + len(TTFT_BUCKETS) + 1)
         row[_REQUESTS] += 1
         if error:
             row[_ERRORS] += 1

@@ -815,40 +815,54 @@ def keys_verdict(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def on_off_rows(
+    title: str,
+    cells: list[dict[str, Any]],
+    sides: list[tuple[dict[str, Any], dict[str, Any], dict[str, float]]],
+    what: str,
+    digits: int,
+) -> list[str]:
+    """A comparison's table: the title, a row per scenario (off, on and their ratio for req/s,
+    p50, p99 and CPU per request; ratios to ``digits`` places), each side's first error."""
+    head = (
+        f"{'scenario':<15} {'off req/s':>9} {'on req/s':>9} {'on/off':>6} {'off p50':>8} "
+        f"{'on p50':>8} {'on/off':>6} {'off p99':>8} {'on p99':>8} {'off cpu':>8} "
+        f"{'on cpu':>8} {'on/off':>6} {'err':>4}"
+    )
+    lines = ["", title, head, "-" * len(head)]
+    for cell, (off, on, r) in zip(cells, sides, strict=True):
+        lines.append(
+            f"{cell['scenario']:<15} {off['rps']:>9.0f} {on['rps']:>9.0f} {r['rps']:>6.{digits}f} "
+            f"{fmt_ms(off['latency_p50_ms']):>8} {fmt_ms(on['latency_p50_ms']):>8} "
+            f"{r['latency_p50']:>6.{digits}f} {fmt_ms(off['latency_p99_ms']):>8} "
+            f"{fmt_ms(on['latency_p99_ms']):>8} {off['cpu_us_per_request']:>8.1f} "
+            f"{on['cpu_us_per_request']:>8.1f} {r['cpu_us_per_request']:>6.{digits}f} "
+            f"{off['errors'] + on['errors']:>4}"
+        )
+        for side, figures in ((f"{what} off", off), (f"{what} on", on)):
+            if figures["errors"]:
+                lines.append(
+                    f"  {side}: {figures['errors']} errors, first: {figures['first_error']}"
+                )
+    return lines
+
+
 def keys_table(report: dict[str, Any]) -> list[str]:
     """Keys on against keys off, the ledger's count and the verdict (none without KEYED)."""
     cells = [s for s in report["scenarios"] if "keys_on_vs_off" in s]
     if not cells:
         return []
     rounds = report["settings"]["key_rounds"]
-    head = (
-        f"{'scenario':<15} {'off req/s':>9} {'on req/s':>9} {'on/off':>6} {'off p50':>8} "
-        f"{'on p50':>8} {'on/off':>6} {'off p99':>8} {'on p99':>8} {'off cpu':>8} "
-        f"{'on cpu':>8} {'on/off':>6} {'err':>4}"
-    )
-    lines = [
-        "",
+    title = (
         f"virtual keys: {KEYED} (one virtual key: budget, rpm/tpm limits, SQLite, a usage row per "
-        f"request) vs interference (no keys), {rounds} rounds in turns, pooled; ms, cpu in us/req",
-        head,
-        "-" * len(head),
-    ]
-    for cell in cells:
-        off, on = cell.get("keys_off", cell["targets"]["interference"]), cell["targets"][KEYED]
-        r = cell["keys_on_vs_off"]
-        lines.append(
-            f"{cell['scenario']:<15} {off['rps']:>9.0f} {on['rps']:>9.0f} {r['rps']:>6.2f} "
-            f"{fmt_ms(off['latency_p50_ms']):>8} {fmt_ms(on['latency_p50_ms']):>8} "
-            f"{r['latency_p50']:>6.2f} {fmt_ms(off['latency_p99_ms']):>8} "
-            f"{fmt_ms(on['latency_p99_ms']):>8} {off['cpu_us_per_request']:>8.1f} "
-            f"{on['cpu_us_per_request']:>8.1f} {r['cpu_us_per_request']:>6.2f} "
-            f"{off['errors'] + on['errors']:>4}"
-        )
-        for side, figures in (("keys off", off), ("keys on", on)):
-            if figures["errors"]:
-                lines.append(
-                    f"  {side}: {figures['errors']} errors, first: {figures['first_error']}"
-                )
+        f"request) vs interference (no keys), {rounds} rounds in turns, pooled; ms, cpu in us/req"
+    )
+    sides = [
+        (cell.get("keys_off", cell["targets"]["interference"]), cell["targets"][KEYED],
+         cell["keys_on_vs_off"])
+        for cell in cells
+    ]  # fmt: skip
+    lines = on_off_rows(title, cells, sides, "keys", 2)
     ledger = report["ledger"]
     storage = ledger.get("storage") or {}
     lines.append(
@@ -899,34 +913,15 @@ def metrics_table(report: dict[str, Any]) -> list[str]:
     if not cells:
         return []
     rounds = report["settings"]["metrics_rounds"]
-    head = (
-        f"{'scenario':<15} {'off req/s':>9} {'on req/s':>9} {'on/off':>6} {'off p50':>8} "
-        f"{'on p50':>8} {'on/off':>6} {'off p99':>8} {'on p99':>8} {'off cpu':>8} "
-        f"{'on cpu':>8} {'on/off':>6} {'err':>4}"
-    )
-    lines = [
-        "",
+    title = (
         f"metrics: interference (metrics on, the default) vs {UNMETERED} (metrics: {{enabled: "
-        f"false}}), {rounds} rounds in turns, pooled; ms, cpu in us/req",
-        head,
-        "-" * len(head),
+        f"false}}), {rounds} rounds in turns, pooled; ms, cpu in us/req"
+    )
+    sides = [
+        (cell["targets"][UNMETERED], cell["metrics_on"], cell["metrics_on_vs_off"])
+        for cell in cells
     ]
-    for cell in cells:
-        on, off = cell["metrics_on"], cell["targets"][UNMETERED]
-        r = cell["metrics_on_vs_off"]
-        lines.append(
-            f"{cell['scenario']:<15} {off['rps']:>9.0f} {on['rps']:>9.0f} {r['rps']:>6.3f} "
-            f"{fmt_ms(off['latency_p50_ms']):>8} {fmt_ms(on['latency_p50_ms']):>8} "
-            f"{r['latency_p50']:>6.3f} {fmt_ms(off['latency_p99_ms']):>8} "
-            f"{fmt_ms(on['latency_p99_ms']):>8} {off['cpu_us_per_request']:>8.1f} "
-            f"{on['cpu_us_per_request']:>8.1f} {r['cpu_us_per_request']:>6.3f} "
-            f"{off['errors'] + on['errors']:>4}"
-        )
-        for side, figures in (("metrics off", off), ("metrics on", on)):
-            if figures["errors"]:
-                lines.append(
-                    f"  {side}: {figures['errors']} errors, first: {figures['first_error']}"
-                )
+    lines = on_off_rows(title, cells, sides, "metrics", 3)
     scrape = report["scrape"]
     statuses = ", ".join(f"{code}: {n:,.0f}" for code, n in sorted(scrape["by_status"].items()))
     lines.append(

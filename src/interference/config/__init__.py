@@ -22,6 +22,7 @@ from interference.config.sampling import SamplerName as SamplerName
 from interference.config.sampling import SamplingDefaults as SamplingDefaults
 from interference.config.storage import ModelPrice as ModelPrice
 from interference.config.storage import StorageConfig as StorageConfig
+from interference.config.storage import secret_or_env
 from interference.config.telemetry import MetricsConfig as MetricsConfig
 from interference.config.telemetry import TelemetryConfig as TelemetryConfig
 
@@ -160,9 +161,7 @@ class ServerConfig(BaseModel):
 
     def master(self) -> str | None:
         """The master key, from the configuration or ``INTERFERENCE_MASTER_KEY``."""
-        if self.master_key is not None:
-            return self.master_key.get_secret_value() or None
-        return os.environ.get("INTERFERENCE_MASTER_KEY") or None
+        return secret_or_env(self.master_key, "INTERFERENCE_MASTER_KEY")
 
     def keys(self) -> list[str]:
         """The configured API keys and those of ``INTERFERENCE_API_KEYS``."""

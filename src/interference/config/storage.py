@@ -11,6 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 _STRICT = ConfigDict(extra="forbid")
 
 
+def secret_or_env(secret: SecretStr | None, variable: str) -> str | None:
+    """A secret of the configuration, else the environment variable ``variable`` (an empty
+    value in either is none)."""
+    if secret is not None:
+        return secret.get_secret_value() or None
+    return os.environ.get(variable) or None
+
+
 class ModelPrice(BaseModel):
     """A model's price in USD per million tokens."""
 
@@ -69,12 +77,8 @@ class StorageConfig(BaseModel):
 
     def database_url(self) -> str | None:
         """``url``, or ``INTERFERENCE_STORAGE_URL``."""
-        if self.url is not None:
-            return self.url.get_secret_value() or None
-        return os.environ.get("INTERFERENCE_STORAGE_URL") or None
+        return secret_or_env(self.url, "INTERFERENCE_STORAGE_URL")
 
     def redis(self) -> str | None:
         """``redis_url``, or ``INTERFERENCE_REDIS_URL``."""
-        if self.redis_url is not None:
-            return self.redis_url.get_secret_value() or None
-        return os.environ.get("INTERFERENCE_REDIS_URL") or None
+        return secret_or_env(self.redis_url, "INTERFERENCE_REDIS_URL")

@@ -11,7 +11,7 @@ master key and every request presents one virtual key with limits and a budget (
 temporary folder: the key checked in memory, rate limits, the budget's reservation, a usage row
 per request); the script then also writes 20,000 usage rows at once and prints rows/s.
 
-    .venv/bin/python bench/hot_path.py [--requests 3000] [--repeats 5] [--keys]
+    .venv/bin/python bench/hot_path.py [--requests 3000] [--repeats 5] [--keys | --metrics]
     PYTHONPATH=/path/to/other/checkout/src .venv/bin/python bench/hot_path.py   # another version
 """
 
@@ -34,12 +34,14 @@ MODEL = "bench-model"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}
 
 
-def app_for(upstream_url: str, storage: str | None = None) -> Any:
-    """The app in front of the fake upstream; with ``storage``, keys and usage kept there."""
+def app_for(upstream_url: str, storage: str | None = None, metrics: bool = True) -> Any:
+    """The app in front of the fake upstream; with ``storage``, keys and usage kept there;
+    ``metrics``: counting requests for ``GET /metrics`` (the default) or not."""
     settings: dict[str, Any] = {
         "providers": {"up": {"kind": "openai", "base_url": f"{upstream_url}/v1"}},
         "models": {MODEL: {"deployments": [{"provider": "up"}]}},
         "openai_aliases": False,
+        "metrics": {"enabled": metrics},
     }
     if storage is not None:
         settings["server"] = {"master_key": "bench-master"}
@@ -126,6 +128,28 @@ async def run(
     return {name: min(costs) for name, costs in results.items()}
 
 
+async def metrics_cost(
+    upstream_url: str, requests: int, repeats: int, control: bool = False
+) -> dict[str, tuple[float, float]]:
+    """Main-thread CPU µs per request with metrics off and on, best of ``repeats`` rounds in
+    which the two apps take turns (ABBA), for each scenario: (off, on). ``control``: both
+    with metrics on (an A/A run: what two identical apps differ by)."""
+    off = app_for(upstream_url, metrics=control)
+    on = app_for(upstream_url)
+    costs: dict[tuple[str, bool], list[float]] = {}
+    async with on.router.lifespan_context(on), off.router.lifespan_context(off):
+        for round_ in range(repeats):
+            for stream in (False, True):
+                for concurrency in (1, 16):
+                    name = f"{'stream' if stream else 'non-stream'} c={concurrency}"
+                    count = requests // 4 if stream else requests
+                    for app in (on, off) if round_ % 2 == 0 else (off, on):
+                        cost = await scenario(app, stream, concurrency, count)
+                        costs.setdefault((name, app is on), []).append(cost)
+    names = dict.fromkeys(name for name, _ in costs)
+    return {name: (min(costs[(name, False)]), min(costs[(name, True)])) for name in names}
+
+
 async def ledger_rate(ledger: Any) -> float:
     """Usage rows written per second, 20,000 in one flush (rollup and spends included)."""
     from interference.store.usage import UsageRow
@@ -145,7 +169,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="the best of these is kept")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     parser.add_argument("--keys", action="store_true", help="a virtual key on every request")
+    parser.add_argument(
+        "--metrics", action="store_true", help="metrics off against on, in turns (issue 17)"
+    )
+    parser.add_argument(
+        "--control", action="store_true", help="with --metrics: both apps on (an A/A run)"
+    )
     args = parser.parse_args()
+    if args.metrics:
+        with upstream_in_thread(chunks=50) as upstream:
+            loop = event_loop_factory()
+            try:
+                pairs = loop.run_until_complete(
+                    metrics_cost(upstream.url, args.requests, args.repeats, args.control)
+                )
+            finally:
+                loop.close()
+        if args.json:
+            print(json.dumps(pairs))
+            return
+        for name, (off, on) in pairs.items():
+            cost = f"off {off:7.1f}  on {on:7.1f} us of CPU per request"
+            print(f"{name:<16}{cost}  on/off {on / off:.3f}")
+        return
     with upstream_in_thread(chunks=50) as upstream, tempfile.TemporaryDirectory() as folder:
         storage = f"{folder}/bench.db" if args.keys else None
         loop = event_loop_factory()

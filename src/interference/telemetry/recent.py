@@ -31,6 +31,8 @@ class Recent:
         self._slots: list[int] = [-1] * BUCKETS  # which 10-second slot each bucket holds
         self._models: list[dict[str, list[int]]] = [{} for _ in range(BUCKETS)]
         self._deployments: list[dict[str, int]] = [{} for _ in range(BUCKETS)]
+        self._current: dict[str, list[int]] = {}  # the models of the bucket being filled ...
+        self._until = 0.0  # ... until this moment
 
     def _bucket(self, now: float) -> int:
         slot = int(now // BUCKET_S)
@@ -39,11 +41,18 @@ class Recent:
             self._slots[index] = slot
             self._models[index] = {}
             self._deployments[index] = {}
+            self._until = 0.0  # the cached bucket may be the one just emptied
         return index
 
     def request(self, model: str, error: bool, output_tokens: int, ttft_s: float | None) -> None:
         """A request for ``model`` ended."""
-        models = self._models[self._bucket(self._clock())]
+        now = self._clock()
+        if now < self._until:  # most requests: the same bucket as the one before
+            models = self._current
+        else:
+            index = self._bucket(now)
+            models = self._current = self._models[index]
+            self._until = (self._slots[index] + 1) * BUCKET_S
         row = models.get(model)
         if row is None:
             row = models[model] = [0] * (_TTFT + len(TTFT_BUCKETS) + 1)

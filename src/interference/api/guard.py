@@ -294,10 +294,10 @@ class RequestGuard:
                 return AuthenticationError("This API key is blocked.", code="key_blocked")
             if virtual.expired(now):
                 return AuthenticationError("This API key has expired.", code="key_expired")
-            virtual.last_used_at = now  # written by the next refresh (KeyStore.used)
+            KeyStore.used(virtual, now)
             record.virtual_key = virtual
             record.authorized = True
-            record.client = f"key:{virtual.digest[:12]}"  # as client_label, without hashing again
+            record.client = KeyRing.digest_label(virtual.digest)  # the key is hashed once
             return None
         if self.master.accepts(key):
             record.admin = True

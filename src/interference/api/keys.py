@@ -51,4 +51,9 @@ class KeyRing:
     @staticmethod
     def client_label(key: str) -> str:
         """How log lines name a keyed client: 12 hex digits of its key's digest."""
-        return f"key:{key_digest(key).hex()[:12]}"
+        return KeyRing.digest_label(key_digest(key).hex())
+
+    @staticmethod
+    def digest_label(hex_digest: str) -> str:
+        """:meth:`client_label` of a key whose SHA-256 digest (hex) is known already."""
+        return f"key:{hex_digest[:12]}"

@@ -217,7 +217,7 @@ class Telemetry:
         metrics = self.metrics
         model = record.public_model or ""
         route = route_of(record.path)
-        key = () if kind[-1] is None and not metrics.key_labels else (kind[-1] or "",)
+        key = (kind[-1] or "",) if metrics.key_labels else ()
         code = record.error
         limited = metrics.rate_limited.cell((_LIMITS[code],)) if code in _LIMITS else None
         requests = metrics.requests.cell((route, model, str(record.status), *key))

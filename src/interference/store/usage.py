@@ -76,14 +76,6 @@ class UsageLedger:
         self.written += len(rows)
         return rows
 
-    def flush_now(self) -> int:
-        """:meth:`flush` for callers outside an event loop (shutdown, tests)."""
-        rows, self._pending = self._pending, []
-        oldest = time.time() - self.retention_days * 86400
-        self.database.call(lambda session: _write(session, rows, oldest))
-        self.written += len(rows)
-        return len(rows)
-
     async def totals(
         self, since: float, until: float, key_digest: str | None
     ) -> list[dict[str, Any]]:

@@ -182,10 +182,11 @@ def bearer(key: str | None) -> dict[str, str]:
     return headers
 
 
-def call_json(
-    port: int, method: str, path: str, key: str, body: Any = None, timeout_s: float = 30.0
-) -> Any:
-    """One request to an administration route; its JSON answer (a 200), else BenchError."""
+def call(
+    port: int, method: str, path: str, key: str | None, body: Any = None, timeout_s: float = 30.0
+) -> bytes:
+    """One request to a route of a server's own (administration, metrics); its body (a 200),
+    else BenchError."""
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
     try:
         data = None if body is None else json.dumps(body)
@@ -198,7 +199,14 @@ def call_json(
         connection.close()
     if response.status != 200:
         raise BenchError(f"{method} {path}: status {response.status}: {answer[:300]!r}")
-    return json.loads(answer)
+    return answer
+
+
+def call_json(
+    port: int, method: str, path: str, key: str, body: Any = None, timeout_s: float = 30.0
+) -> Any:
+    """One request to an administration route; its JSON answer (a 200), else BenchError."""
+    return json.loads(call(port, method, path, key, body, timeout_s))
 
 
 def wait_until_answering(
@@ -596,17 +604,7 @@ def ledger_check(stack: Stack, sent: int) -> dict[str, Any]:
 def scrape_requests(port: int) -> dict[str, float]:
     """``GET /metrics`` (no key: these servers have none), parsed by prometheus_client:
     ``interference_requests_total`` of the bench model, by status code."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=30)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        text = response.read().decode()
-    except (OSError, http.client.HTTPException) as exc:
-        raise BenchError(f"GET /metrics: {exc}") from exc
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise BenchError(f"GET /metrics: status {response.status}: {text[:300]!r}")
+    text = call(port, "GET", "/metrics", None).decode()
     counted: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

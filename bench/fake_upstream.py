@@ -282,7 +282,7 @@ async def start_upstream(port: int = 0, chunks: int = 50, delay_ms: float = 0.0)
     stats = Stats()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: UpstreamProtocol(rendered, delay_ms / 1000, stats), HOST, port, backlog=1024
+        lambda: UpstreamProtocol(rendered, delay_ms / 1000, stats), HOST, port, backlog=4096
     )
     bound = server.sockets[0].getsockname()[1]
     return Upstream(server, bound, stats)

@@ -182,10 +182,22 @@ class UpstreamTimeoutError(UpstreamError):
     default_code = "upstream_timeout"
 
 
+class UpstreamBusyError(UpstreamError):
+    """Every connection to the upstream stayed in use for the provider's ``pool_timeout``: the
+    request was not sent. Another deployment may take it; the same one is not retried (its
+    pool is as full a moment later)."""
+
+    status = 503
+    default_code = "upstream_busy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"retry-after": "1"})
+
+
 #: the closed vocabulary of failure classes the metrics label attempts with
 ERROR_CLASSES = (
-    "timeout", "rate_limited", "overloaded", "context_full", "not_ready", "upstream_error",
-    "invalid_request", "other",
+    "timeout", "rate_limited", "overloaded", "busy", "context_full", "not_ready",
+    "upstream_error", "invalid_request", "other",
 )  # fmt: skip
 
 
@@ -197,6 +209,8 @@ def error_class(error: BaseException) -> str:
         return "rate_limited"
     if isinstance(error, UpstreamOverloadedError):
         return "overloaded"
+    if isinstance(error, UpstreamBusyError):
+        return "busy"
     if isinstance(error, ContextFullError):
         return "context_full"
     if isinstance(error, ModelNotReadyError):

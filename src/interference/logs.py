@@ -113,3 +113,31 @@ def configure_logging(
     uvicorn_log = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, UnfinishedResponseFilter) for f in uvicorn_log.filters):
         uvicorn_log.addFilter(UnfinishedResponseFilter())
+
+
+class LimitWarnings:
+    """One warning when a configured limit refuses a request, naming the setting to change;
+    then at most one per ``interval_s`` for that setting, with the count of refusals since.
+    Refusals by a limit the user may not know of (the defaults) must never be silent, and a
+    burst of them must not flood the log either."""
+
+    def __init__(
+        self, logger: logging.Logger, interval_s: float = 60.0, clock: Any = time.monotonic
+    ) -> None:
+        self._logger = logger
+        self._interval = interval_s
+        self._clock = clock
+        self._last: dict[str, float] = {}  # setting -> when it was last written
+        self._since: dict[str, int] = {}  # setting -> refusals not yet written
+
+    def refused(self, setting: str, message: str) -> None:
+        """A request was refused by ``setting``; ``message`` says what happened."""
+        now = self._clock()
+        last = self._last.get(setting)
+        if last is not None and now - last < self._interval:
+            self._since[setting] = self._since.get(setting, 0) + 1
+            return
+        more = self._since.pop(setting, 0)
+        tail = f" ({more} more refused since the last warning)" if more else ""
+        self._last[setting] = now
+        self._logger.warning("%s: refused by %s%s", message, setting, tail)

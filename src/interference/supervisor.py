@@ -31,6 +31,7 @@ from interference.api.telemetry import DIRECTORY_ENV
 from interference.config import Config, ConfigError
 from interference.server import (
     CUT_MARGIN_S,
+    LISTEN_BACKLOG,
     banner,
     configure_logging,
     run_app,
@@ -53,7 +54,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 

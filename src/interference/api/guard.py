@@ -5,7 +5,11 @@ For each request it
   ``x-request-id`` response header and put on every log line written while serving it;
 - checks the API key when the server has keys (``Authorization: Bearer KEY`` or
   ``x-api-key: KEY``): keys are kept as SHA-256 digests and compared in constant time;
-- bounds the requests in flight per client (per API key, or per client address without keys);
+- bounds the requests in flight per API key, and per client address for clients from other
+  machines when the server has no keys; programs on this machine (loopback, keys off) have no
+  such bound: they are the user's own, and a batch job opening 1,000 streams must not meet a
+  limit it never set (issue 18). A refusal is written to the log once a minute, naming the
+  setting (:class:`~interference.logs.LimitWarnings`);
 - refuses new work while the server drains for a shutdown;
 - turns any exception that escaped the routes into an OpenAI error (500 JSON, or an error event
   when a stream had started), logged once with its traceback; nothing reaches the ASGI server;
@@ -46,10 +50,11 @@ from interference.errors import (
     RequestTimeoutError,
     ServerError,
 )
-from interference.logs import REQUEST_ID, RESPONSE_CUT
+from interference.logs import REQUEST_ID, RESPONSE_CUT, LimitWarnings
 from interference.store.counters import KeyCounters
 from interference.store.keys import KeyStore
 from interference.store.rate_limits import limited
+from interference.upstream.client import POOL_WAIT
 
 if TYPE_CHECKING:
     from interference.telemetry.tracing import Tracer
@@ -63,6 +68,11 @@ PUBLIC_PREFIX = "/ui/"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 _FAILED = frozenset({"error", "shutdown", "slow_client"})  # outcomes logged as warnings
+
+
+def is_local(address: str) -> bool:
+    """Whether a client address is this machine's (loopback, or a Unix socket: ``-``)."""
+    return address.startswith(("127.", "::1", "::ffff:127.")) or address in ("-", "localhost")
 
 
 class RequestGuard:
@@ -91,6 +101,7 @@ class RequestGuard:
         self.draining = False
         self.active: set[RequestRecord] = set()
         self.in_flight: Counter[str] = Counter()
+        self.limit_warnings = LimitWarnings(logger)
         self._watchdog = Watchdog(self.active, limits, self.cut)
 
     def wrap(self, app: ASGIApp) -> RequestGuard:
@@ -153,6 +164,7 @@ class RequestGuard:
         record = self._new_record(scope)
         scope[SCOPE_KEY] = record
         token = REQUEST_ID.set(record.id)
+        POOL_WAIT.set(record.pool_wait)  # the upstream clients add their waits for a connection
         span = None if self.tracer is None else self.tracer.request(scope, record.id)
         id_header = (b"x-request-id", record.id.encode())
         loop = asyncio.get_running_loop()
@@ -254,7 +266,16 @@ class RequestGuard:
                 headers={"connection": "close", "retry-after": "1"},
             )
         limit = self.limits.max_concurrent_per_client
-        if self.in_flight[record.client] >= limit and not public:
+        if (
+            self.in_flight[record.client] >= limit
+            and not public
+            and (self.keys or self.master or not is_local(record.client))
+        ):
+            who = "an API key" if self.keys or self.master else "a client address"
+            self.limit_warnings.refused(
+                "limits.max_concurrent_per_client",
+                f"{who} had {limit} requests in flight: one more was answered 429",
+            )
             return RateLimitError(
                 f"Too many concurrent requests from this client: at most {limit} may be in "
                 "flight at once.",

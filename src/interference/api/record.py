@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Receive, Scope
 
+from interference.upstream.client import PoolWait
+
 if TYPE_CHECKING:
     from interference.routing.router import StreamAnswer
     from interference.store.keys import KeyRecord
@@ -51,6 +53,7 @@ class RequestRecord:
     body_bytes: int = 0  # the request body's size, once read
     reserved: float = 0.0  # USD held against the key's budget until the request ends
     reserved_shared: bool = False  # ... in Redis (else in this process)
+    pool_wait: PoolWait = field(default_factory=PoolWait)  # waits for an upstream connection
     # filled in by the routes
     model: str | None = None
     public_model: str | None = None  # the configured model the name resolved to (a label)
@@ -106,6 +109,7 @@ class RequestRecord:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "pool_wait_ms": round(self.pool_wait.seconds * 1000, 1) or None,
             "ms": round(elapsed_ms, 1),
             "client": self.client,
         }

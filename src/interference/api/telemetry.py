@@ -95,6 +95,16 @@ describe(
     "deployment_in_flight", "attempts in flight on each deployment", ("provider", "deployment")
 )
 describe("requests_in_flight", "requests being answered", ("model", "provider"))
+describe("upstream_connections", "connections to each upstream, in_use or idle",
+         ("provider", "state"))  # fmt: skip
+describe("upstream_pool_waiting", "requests waiting now for a connection to the upstream",
+         ("provider",))  # fmt: skip
+describe("upstream_pool_waits", "requests that found every connection to the upstream in use "
+         "and waited for one", ("provider",))  # fmt: skip
+describe("upstream_pool_wait_seconds", "time requests spent waiting for a connection to the "
+         "upstream, in total", ("provider",))  # fmt: skip
+describe("upstream_pool_refused", "requests refused (503 upstream_busy or moved to another "
+         "deployment) after pool_timeout with no free connection", ("provider",))  # fmt: skip
 describe("requests_queued", "requests waiting for a slot of the local engine", ("model",))
 describe("local_slots_busy", "the local engine's slots decoding", ("model",))
 describe("local_prompt_tokens", "prompt tokens the local engine computed", ("model",))
@@ -279,8 +289,33 @@ class Telemetry:
                 key = (record.public_model, provider)
                 requests[key] = requests.get(key, 0.0) + 1
         shot.gauges["requests_in_flight"] = requests
+        self._pools(shot)
         await self._engines(shot)
         return shot
+
+    def _pools(self, shot: Snapshot) -> None:
+        """The remote providers' connection pools."""
+        connections: dict[tuple[str, ...], float] = {}
+        waiting: dict[tuple[str, ...], float] = {}
+        waits: dict[tuple[str, ...], float] = {}
+        wait_seconds: dict[tuple[str, ...], float] = {}
+        refused: dict[tuple[str, ...], float] = {}
+        for provider in self.providers:
+            pool = provider.pool()
+            if pool is None:
+                continue
+            name = (provider.name,)
+            connections[(provider.name, "in_use")] = float(pool.in_use)
+            connections[(provider.name, "idle")] = float(max(0, pool.open - pool.in_use))
+            waiting[name] = float(pool.waiting)
+            waits[name] = float(pool.waited)
+            wait_seconds[name] = pool.wait_seconds
+            refused[name] = float(pool.refused)
+        shot.gauges["upstream_connections"] = connections
+        shot.gauges["upstream_pool_waiting"] = waiting
+        shot.counters["upstream_pool_waits"] = waits
+        shot.counters["upstream_pool_wait_seconds"] = wait_seconds
+        shot.counters["upstream_pool_refused"] = refused
 
     async def _engines(self, shot: Snapshot) -> None:
         """The local engines' own figures (llama.cpp's metrics), for loaded models."""

@@ -272,8 +272,19 @@ class RemoteProviderConfig(BaseModel):
         default_factory=dict, description="extra headers on every upstream request"
     )
     timeouts: Timeouts = Field(default_factory=Timeouts, description="bounds on each attempt")
+    # Each streamed answer holds an HTTP/1.1 connection for as long as it streams: 100 made the
+    # 101st of a burst of streams wait, silently, for minutes (issue 18). The bound that matters
+    # is the process's file descriptors (raised to its hard limit at start, checked then).
     max_connections: int = Field(
-        default=100, ge=1, description="connections to the upstream open at once"
+        default=10_000,
+        ge=1,
+        description="connections to the upstream open at once (each open stream holds one)",
+    )
+    pool_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds a request waits for a free connection; then the next deployment, "
+        "else 503 upstream_busy",
     )
     owned_by: str | None = Field(default=None, description="owned_by of its models in /v1/models")
     responses: bool = Field(

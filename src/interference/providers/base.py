@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from interference.errors import InvalidRequestError, UpstreamError
+from interference.upstream.client import PoolStats
 from interference.wire.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -128,6 +129,10 @@ class Provider(ABC):
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
         """Embeddings (``/v1/embeddings``)."""
         raise self._unsupported("embeddings")
+
+    def pool(self) -> PoolStats | None:
+        """Its pool of upstream connections (None: it has none, the local engine)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Operator-facing state (for health and status pages)."""

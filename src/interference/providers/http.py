@@ -14,7 +14,7 @@ import orjson
 from interference.config import RemoteProviderConfig
 from interference.errors import UpstreamError
 from interference.providers.base import Provider, ServedModel
-from interference.upstream.client import UpstreamClient, UpstreamResponse
+from interference.upstream.client import PoolStats, UpstreamClient, UpstreamResponse
 from interference.upstream.errors import check_status, upstream_errors
 from interference.upstream.fast import FastClient
 from interference.upstream.httpx_client import HttpxClient
@@ -34,6 +34,7 @@ def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> Upstre
             headers,
             max_connections=config.max_connections,
             connect_timeout=config.timeouts.connect,
+            pool_timeout=config.pool_timeout,
             proxy=config.proxy,
             ca_bundle=str(Path(config.ca_bundle).expanduser()) if config.ca_bundle else None,
         )
@@ -42,6 +43,7 @@ def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> Upstre
         headers,
         max_connections=config.max_connections,
         connect_timeout=config.timeouts.connect,
+        pool_timeout=config.pool_timeout,
     )
 
 
@@ -124,5 +126,13 @@ class HTTPProvider(Provider):
             raise UpstreamError(f"{self.name}: provider is not started")
         return self._client
 
+    def pool(self) -> PoolStats | None:
+        """Its upstream connection pool now (None before it starts, or with a mock)."""
+        return None if self._client is None else self._client.pool()
+
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "base_url": self.config.base_url}
+        pool = self.pool()
+        described = {**super().describe(), "base_url": self.config.base_url}
+        if pool is not None:
+            described["connections"] = pool.as_dict()
+        return described

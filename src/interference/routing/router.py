@@ -16,6 +16,7 @@ then tries them, then the model's fallback models, up to ``routing.max_attempts`
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -31,10 +32,12 @@ from interference.errors import (
     ModelNotFoundError,
     ModelNotReadyError,
     RateLimitError,
+    UpstreamBusyError,
     UpstreamError,
     UpstreamTimeoutError,
     error_class,
 )
+from interference.logs import LimitWarnings
 from interference.providers.base import ENDPOINT_NAMES, Endpoint, Provider
 from interference.routing.bounds import StreamBounds
 from interference.routing.table import Deployment, PublicModel
@@ -128,6 +131,8 @@ class Router:
         self.on_attempt_failed: Callable[[Deployment], None] | None = None
         #: starts a span per attempt (telemetry.otlp_endpoint; None: no tracing)
         self.tracer: Tracer | None = None
+        #: a refusal by a configured bound (a pool, a queue) is never silent in the log
+        self.limit_warnings = LimitWarnings(logging.getLogger("interference"))
         self._model_of = {id(d): m.name for m in models.values() for d in m.deployments}
 
     # --- names ------------------------------------------------------------------------------
@@ -241,7 +246,14 @@ class Router:
                     param="provider",
                 )
             now = self._clock()
-            if any(d.saturated() and not d.cooling(now) for m in chain for d in m.deployments):
+            full = [d for m in chain for d in m.deployments if d.saturated() and not d.cooling(now)]
+            if full:
+                names = ", ".join(sorted({d.provider.name for d in full}))
+                self.limit_warnings.refused(
+                    f"providers.{full[0].provider.name}.max_queue",
+                    f"`{request.model}` is at capacity (every slot and queue place of {names} "
+                    "taken): a request was answered 429",
+                )
                 raise RateLimitError(
                     f"`{request.model}` is at capacity: every slot and queue place is taken. "
                     "Retry shortly.",
@@ -346,8 +358,15 @@ class Router:
                     if not error.retryable:
                         self._noted(deployment, error)
                         raise
-                    self._failed(deployment, error)
                     last = error
+                    if isinstance(error, UpstreamBusyError):  # not a fault of its health
+                        self._noted(deployment, error)
+                        self.limit_warnings.refused(
+                            f"providers.{deployment.provider.name}.max_connections",
+                            f"{error.message}: a request moved on or was answered 503",
+                        )
+                        break  # the same pool is as full a moment later: the next deployment
+                    self._failed(deployment, error)
                 except BaseException as error:
                     if span is not None:
                         span.failed(error)

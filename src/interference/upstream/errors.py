@@ -23,10 +23,11 @@ from interference.errors import (
     NotFoundError,
     RateLimitError,
     RequestTooLargeError,
+    UpstreamBusyError,
     UpstreamError,
     UpstreamTimeoutError,
 )
-from interference.upstream.client import ConnectError, UpstreamResponse
+from interference.upstream.client import ConnectError, PoolFullError, UpstreamResponse
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -112,6 +113,11 @@ def error_from_status(
 
 def error_from_exception(provider: str, exc: Exception) -> InterferenceError:
     """The exception for a transport failure (refused, reset, timed out, broken stream)."""
+    if isinstance(exc, PoolFullError):
+        return UpstreamBusyError(
+            f"{provider}: {exc}; raise providers.{provider}.max_connections or "
+            f"pool_timeout, or add a deployment"
+        )
     if isinstance(exc, TimeoutError):
         return UpstreamTimeoutError(f"{provider}: {type(exc).__name__} talking to the upstream")
     if isinstance(exc, ConnectError):

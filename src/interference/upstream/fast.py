@@ -8,7 +8,11 @@ for a non-streamed answer where aiohttp took 166 µs; httpx had been slower stil
 and polls every pooled connection per request: bench/README.md, "Gateway overhead").
 
 - Connections are kept alive and reused last-in first-out, at most ``max_connections`` in use;
-  an idle one is dropped after ``_KEEPALIVE_S`` or as soon as the upstream closes it.
+  an idle one is dropped after ``_KEEPALIVE_S`` or as soon as the upstream closes it. A request
+  that finds them all in use waits at most ``pool_timeout`` seconds for one, then fails with
+  :class:`PoolFullError` (the router tries another deployment, else answers 503
+  ``upstream_busy``); the wait is added to the request's :data:`POOL_WAIT` and to the pool's
+  :class:`PoolStats`.
 - A request on a reused connection that the upstream had closed meanwhile (nothing came back)
   is sent again once on a new connection.
 - A streamed body is read as it arrives: every read hands over what the socket had, all of it.
@@ -39,7 +43,14 @@ import httptools
 
 from interference import __version__
 from interference.telemetry.propagation import UPSTREAM_TRACE
-from interference.upstream.client import ConnectError, ProtocolError, ReadAnswer
+from interference.upstream.client import (
+    POOL_WAIT,
+    ConnectError,
+    PoolFullError,
+    PoolStats,
+    ProtocolError,
+    ReadAnswer,
+)
 
 _KEEPALIVE_S = 30.0
 _HIGH_WATER = 1 << 20
@@ -259,6 +270,7 @@ class FastClient:
         *,
         max_connections: int,
         connect_timeout: float,
+        pool_timeout: float = 1.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``ssl_context`` defaults to the system's trusted certificates (https only)."""
@@ -282,6 +294,7 @@ class FastClient:
         _check_header_values(self._headers.values())
         self._connect_timeout = connect_timeout
         self._slots = asyncio.Semaphore(max_connections)
+        self._stats = PoolStats(max_connections, pool_timeout)
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._heads: dict[tuple[Any, ...], bytes] = {}  # request heads already rendered
@@ -364,6 +377,7 @@ class FastClient:
     def _release(self, connection: _Connection) -> None:
         """Back to the pool when its answer was read to the end, else closed."""
         self._slots.release()
+        self._stats.in_use -= 1
         if connection.broken or not connection.complete or connection.error is not None:
             self._discard(connection)
             return
@@ -371,9 +385,34 @@ class FastClient:
         connection.idle_since = asyncio.get_running_loop().time()
         self._idle.append(connection)
 
+    async def _wait_for_slot(self) -> None:
+        """Every connection is in use: wait for one, at most ``pool_timeout`` seconds."""
+        stats = self._stats
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        stats.waiting += 1
+        try:
+            async with asyncio.timeout(stats.pool_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            stats.refused += 1
+            raise PoolFullError(stats.max_connections, loop.time() - began) from None
+        finally:
+            stats.waiting -= 1
+            waited = loop.time() - began
+            stats.waited += 1
+            stats.wait_seconds += waited
+            holder = POOL_WAIT.get()
+            if holder is not None:
+                holder.seconds += waited
+
     async def _send(self, request: bytes) -> _Connection:
         """Write the request and wait for the answer's head; holds a pool slot."""
-        await self._slots.acquire()
+        if self._slots.locked():
+            await self._wait_for_slot()
+        else:
+            await self._slots.acquire()  # free: it does not wait
+        self._stats.in_use += 1
         try:
             for _ in range(2):
                 connection = self._idle_connection()
@@ -396,6 +435,7 @@ class FastClient:
             raise AssertionError("unreachable")
         except BaseException:
             self._slots.release()
+            self._stats.in_use -= 1
             raise
 
     async def post(
@@ -432,6 +472,11 @@ class FastClient:
             yield FastResponse(connection)
         finally:
             self._release(connection)
+
+    def pool(self) -> PoolStats:
+        stats = self._stats
+        stats.open = len(self._open)
+        return stats
 
     async def aclose(self) -> None:
         for connection in list(self._open):

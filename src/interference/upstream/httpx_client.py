@@ -24,7 +24,13 @@ import httpx
 
 from interference import __version__
 from interference.telemetry.propagation import UPSTREAM_TRACE
-from interference.upstream.client import ConnectError, ProtocolError, ReadAnswer
+from interference.upstream.client import (
+    ConnectError,
+    PoolFullError,
+    PoolStats,
+    ProtocolError,
+    ReadAnswer,
+)
 
 MAX_BODY = 64 << 20  # bytes of a body read whole, as the fast client's bound
 
@@ -34,7 +40,7 @@ def _as_transport_errors() -> Iterator[None]:
     """httpx's exceptions as the kinds the fast client raises."""
     try:
         yield
-    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+    except httpx.ConnectTimeout as exc:
         raise TimeoutError(f"no connection in time ({type(exc).__name__})") from exc
     except httpx.TimeoutException as exc:
         raise TimeoutError(type(exc).__name__) from exc
@@ -94,6 +100,7 @@ class HttpxClient:
         *,
         max_connections: int,
         connect_timeout: float,
+        pool_timeout: float = 1.0,
         proxy: str | None = None,
         ca_bundle: str | None = None,
     ) -> None:
@@ -110,12 +117,15 @@ class HttpxClient:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            timeout=httpx.Timeout(None, connect=connect_timeout),
+            timeout=httpx.Timeout(None, connect=connect_timeout, pool=pool_timeout),
             proxy=proxy,
             verify=verify,
             trust_env=True,
             follow_redirects=False,
         )
+        # httpx's pool keeps its own count of connections; this one counts requests in use and
+        # refused (the time spent waiting for a connection is not told apart from the rest)
+        self._stats = PoolStats(max_connections, pool_timeout)
 
     async def post(
         self,
@@ -146,12 +156,22 @@ class HttpxClient:
             headers={**(headers or {}), **dict(UPSTREAM_TRACE.get())},  # + traceparent
             params=dict(params or {}),
         )
+        stats = self._stats
         with _as_transport_errors():
-            response = await self._client.send(request, stream=True)
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.PoolTimeout:
+                stats.refused += 1
+                raise PoolFullError(stats.max_connections, stats.pool_timeout) from None
+        stats.in_use += 1
         try:
             yield HttpxResponse(response)
         finally:
+            stats.in_use -= 1
             await response.aclose()
+
+    def pool(self) -> PoolStats:
+        return self._stats
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -123,5 +123,8 @@ class MockClient:
         finally:
             response.close()
 
+    def pool(self) -> None:
+        return None  # no connections
+
     async def aclose(self) -> None:
         self.closed = True

@@ -357,3 +357,54 @@ def test_a_non_loopback_address_without_keys_is_warned_about(
         warn_if_exposed(config)
     assert ("without API keys" in caplog.text) is warned
     assert KEY not in caplog.text
+
+
+def test_this_machines_anonymous_clients_have_no_concurrency_cap_others_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Keys off: programs on this machine (loopback) are the user's own and are not capped (a
+    batch job's 1,000 streams met 128 before: issue 18); a client from another machine is, by
+    address, and the refusals are written once, naming the setting."""
+    config = config_from_dict({"server": {"limits": {"max_concurrent_per_client": 2}}})
+    release = asyncio.Event()
+
+    class Held(FakeProvider):
+        async def chat_reply(self, request: Any, model: str) -> Any:
+            await release.wait()
+            return await super().chat_reply(request, model)
+
+    async def burst(client: httpx.AsyncClient, count: int) -> list[asyncio.Task[httpx.Response]]:
+        tasks = [
+            asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
+            for _ in range(count)
+        ]
+        await asyncio.sleep(0.1)
+        return tasks
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        app = create_app(config, providers=[Held()])
+        local = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        remote = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+        async with (
+            httpx.AsyncClient(transport=local, base_url="http://t") as mine,
+            httpx.AsyncClient(transport=remote, base_url="http://t") as theirs,
+        ):
+            held_local = await burst(mine, 6)
+            assert not any(task.done() for task in held_local)  # 6 > 2, all waiting
+            held_remote = await burst(theirs, 4)
+            refused = [task for task in held_remote if task.done()]
+            release.set()
+            local_statuses = [r.status_code for r in await asyncio.gather(*held_local)]
+            remote_statuses = [r.status_code for r in await asyncio.gather(*held_remote)]
+            for task in refused:
+                assert task.result().json()["error"]["code"] == "concurrency_limit_exceeded"
+            return local_statuses, remote_statuses
+
+    with caplog.at_level(logging.WARNING, logger="interference.requests"):
+        local_statuses, remote_statuses = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert local_statuses == [200] * 6
+    assert sorted(remote_statuses) == [200, 200, 429, 429]
+    warnings = [r.getMessage() for r in caplog.records if "refused by" in r.getMessage()]
+    assert len(warnings) == 1  # two refusals, one line
+    assert "limits.max_concurrent_per_client" in warnings[0]
+    assert "a client address had 2 requests in flight" in warnings[0]

@@ -123,6 +123,11 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="largest request body; past it: 413"
     )
+    max_upload_bytes: int = Field(
+        default=25 * 1000 * 1000,
+        ge=1024,
+        description="largest upload (audio to transcribe, images to edit); past it: 413",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="info: one line per request, never prompt text or keys"
     )

@@ -43,6 +43,7 @@ from interference.wire.chat import ChatCompletion, ChatCompletionRequest
 from interference.wire.chunks import Batch
 from interference.wire.completions import CompletionRequest
 from interference.wire.embeddings import EmbeddingRequest
+from interference.wire.media import MediaCall
 from interference.wire.models import ModelCard
 
 if TYPE_CHECKING:
@@ -50,12 +51,19 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 #: the requests the router can route: each names a ``model`` and may pin a ``provider``
-Routable: TypeAlias = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+Routable: TypeAlias = ChatCompletionRequest | CompletionRequest | EmbeddingRequest | MediaCall
 _ENDPOINTS: dict[type[Routable], Endpoint] = {
     ChatCompletionRequest: "chat",
     CompletionRequest: "text",
     EmbeddingRequest: "embeddings",
 }
+
+
+def endpoint_of(request: Routable) -> Endpoint:
+    """What a request asks for (a media call says it itself)."""
+    if isinstance(request, MediaCall):
+        return request.endpoint
+    return _ENDPOINTS[type(request)]
 
 
 @dataclass
@@ -213,7 +221,7 @@ class Router:
             model = self.resolve(name)
             if model not in chain:
                 chain.append(model)
-        endpoint = _ENDPOINTS[type(request)]
+        endpoint = endpoint_of(request)
         pinned = request.provider
         if pinned is not None and pinned not in {p.name for p in self.providers}:
             raise InvalidRequestError(f"Unknown provider `{pinned}`.", param="provider")
@@ -304,7 +312,7 @@ class Router:
         if self.tracer is None:
             return None
         return self.tracer.attempt(
-            _ENDPOINTS.get(type(request), "chat"),
+            endpoint_of(request),
             deployment.provider.kind,
             deployment.model,
             deployment=deployment.name,

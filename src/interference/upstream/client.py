@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 
 class ConnectError(OSError):
@@ -20,6 +20,28 @@ class ConnectError(OSError):
 
 class ProtocolError(ValueError):
     """The upstream's answer is malformed or exceeds a bound: a 502, the connection closed."""
+
+
+class BodyStream(Protocol):
+    """A request body sent as it is read (an upload), never whole in memory: its length is
+    known in advance (it goes in ``content-length``), and :meth:`pieces` may be called again
+    for another attempt, each time from the start."""
+
+    content_type: str
+    length: int
+
+    def pieces(self) -> AsyncIterator[bytes]: ...
+
+
+#: a request body: bytes, or a body read as it is sent
+Content: TypeAlias = bytes | BodyStream
+
+
+async def read_all(content: Content) -> bytes:
+    """``content`` whole (clients that cannot stream a request body, and tests)."""
+    if isinstance(content, bytes):
+        return content
+    return b"".join([piece async for piece in content.pieces()])
 
 
 class ReadAnswer:
@@ -76,7 +98,7 @@ class UpstreamClient(Protocol):
         self,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
@@ -88,7 +110,7 @@ class UpstreamClient(Protocol):
         method: str,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AbstractAsyncContextManager[UpstreamResponse]:

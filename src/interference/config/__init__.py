@@ -18,6 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 # the parts in modules of their own, named here as before
+from interference.config.media import AudioEngineConfig as AudioEngineConfig
+from interference.config.media import SpeechEngineConfig as SpeechEngineConfig
+from interference.config.media import TranscriptionEngineConfig as TranscriptionEngineConfig
 from interference.config.sampling import SamplerName as SamplerName
 from interference.config.sampling import SamplingDefaults as SamplingDefaults
 from interference.config.storage import ModelPrice as ModelPrice
@@ -319,7 +322,10 @@ class RemoteProviderConfig(BaseModel):
         return "httpx" if self.proxy or self.ca_bundle else "fast"
 
 
-ProviderConfig = Annotated[LocalModelConfig | RemoteProviderConfig, Field(discriminator="kind")]
+ProviderConfig = Annotated[
+    LocalModelConfig | RemoteProviderConfig | SpeechEngineConfig | TranscriptionEngineConfig,
+    Field(discriminator="kind"),
+]
 
 
 class DeploymentConfig(BaseModel):
@@ -391,7 +397,7 @@ class Config(BaseModel):
     server: ServerConfig = Field(default_factory=ServerConfig, description="the HTTP server")
     providers: dict[str, ProviderConfig] = Field(
         default_factory=_default_providers,
-        description="what answers, by name: local models and HTTP APIs",
+        description="what answers, by name: local models, HTTP APIs and offline audio engines",
     )
     models: dict[str, PublicModelConfig] = Field(
         default_factory=dict, description="public model names and their deployments"
@@ -442,7 +448,7 @@ class Config(BaseModel):
         return {k: v for k, v in self.providers.items() if isinstance(v, LocalModelConfig)}
 
 
-_PROVIDER_KINDS = {"local", *get_args(RemoteKind)}
+_PROVIDER_KINDS = {"local", "espeak", "whisper", *get_args(RemoteKind)}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

@@ -15,7 +15,9 @@ from interference.config import (
     Config,
     LocalModelConfig,
     RemoteProviderConfig,
+    SpeechEngineConfig,
     Timeouts,
+    TranscriptionEngineConfig,
 )
 from interference.providers.base import Provider
 
@@ -136,10 +138,12 @@ def build_aliases(config: Config, providers: Sequence[Provider]) -> dict[str, st
     aliases: dict[str, str] = dict(config.aliases)
     for provider in providers:
         provider_config = config.providers.get(provider.name)
-        if isinstance(provider_config, LocalModelConfig) and provider.models():
+        local = (LocalModelConfig, SpeechEngineConfig, TranscriptionEngineConfig)
+        if isinstance(provider_config, local) and provider.models():
             for alias in provider_config.aliases:
                 aliases.setdefault(alias, provider.models()[0].id)
-    served = [m.id for p in providers for m in p.models()]
+    # the chat names clients send go to the first model that chats (not to a speech engine)
+    served = [m.id for p in providers if "chat" in p.endpoints for m in p.models()]
     if config.openai_aliases and served:
         configured = [a.lower() for a in config.aliases if "*" in a or "?" in a or "[" in a]
         for alias in (*OPENAI_ALIASES, *CLIENT_MODEL_PATTERNS):

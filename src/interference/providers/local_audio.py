@@ -85,7 +85,7 @@ class SpeechEngineProvider(AudioEngineProvider):
         voice = espeak.OPENAI_VOICES.get(name.lower())
         if voice is not None:
             return voice
-        if name in self.voices:
+        if name.partition("+")[0] in self.voices:  # a voice, perhaps with a variant (en-us+f2)
             return name
         raise InvalidRequestError(
             f"Unknown voice `{name}`. Voices: {', '.join(espeak.OPENAI_VOICES)}, or an eSpeak NG "

@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
+import math
 import time
+import wave
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +27,24 @@ from tests.support.upstream import FakeUpstream
 TRANSCRIPT = "the quick brown fox"
 #: the bytes of every speech answer: an MP3 frame header, then filler, sent in 4 pieces
 SPEECH = b"\xff\xfb\x90\x00" + bytes(range(256)) * 64
+
+
+def tone_wav(seconds: float = 0.4, rate: int = 24000) -> bytes:
+    """A WAV file of a 440 Hz tone: audio a browser can play."""
+    samples = b"".join(
+        int(8000 * math.sin(2 * math.pi * 440 * i / rate)).to_bytes(2, "little", signed=True)
+        for i in range(int(seconds * rate))
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        file.writeframes(samples)
+    return out.getvalue()
+
+
+TONE = tone_wav()
 PNG_1PX = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
@@ -64,9 +85,11 @@ def media_upstream(name: str = "media") -> FakeUpstream:
         return dict(body)
 
     async def speech(request: Request) -> Response:
-        await record_json(request)
+        body = await record_json(request)
         if (answer := refused()) is not None:
             return answer
+        if body.get("response_format") == "wav":
+            return Response(TONE, media_type="audio/wav")
 
         async def pieces() -> AsyncIterator[bytes]:
             quarter = len(SPEECH) // 4

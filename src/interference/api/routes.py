@@ -255,6 +255,10 @@ async def landing(request: Request) -> Response:
             "models": state.router.model_ids,
             "aliases": state.router.aliases,
             "alias_patterns": state.router.alias_patterns,
+            # what the web chat offers besides chat: a microphone, a read-aloud button
+            "chat_models": state.router.serving("chat"),
+            "speech_models": state.router.serving("speech"),
+            "transcription_models": state.router.serving("transcriptions"),
         }
     body["endpoints"] = [
         "POST /v1/chat/completions",

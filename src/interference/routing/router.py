@@ -165,6 +165,15 @@ class Router:
         """Patterns (lower-cased) and the model each names, in the order they are tried."""
         return dict(self._patterns)
 
+    def serving(self, endpoint: Endpoint) -> list[str]:
+        """The models with a deployment that serves ``endpoint``, then their aliases."""
+        names = [
+            m.name
+            for m in self.models.values()
+            if any(endpoint in d.provider.endpoints for d in m.deployments)
+        ]
+        return names + [alias for alias, target in self._aliases.items() if target in names]
+
     def cards(self) -> list[ModelCard]:
         """Every public name (models, then aliases) as a ``Model`` object."""
         cards = [

@@ -69,6 +69,18 @@ CLIENT_MODEL_PATTERNS: tuple[str, ...] = (
 )
 
 _STRICT = ConfigDict(extra="forbid")
+#: what a public model may be declared to serve (providers/base.py: Endpoint)
+ModelEndpoint = Literal[
+    "chat",
+    "text",
+    "embeddings",
+    "speech",
+    "transcriptions",
+    "translations",
+    "images",
+    "image_edits",
+    "moderations",
+]
 
 
 class ConfigError(Exception):
@@ -350,6 +362,11 @@ class PublicModelConfig(BaseModel):
     )
     fallbacks: list[str] = Field(default_factory=list, description="models tried after these")
     owned_by: str | None = Field(default=None, description="owned_by in /v1/models")
+    endpoints: list[ModelEndpoint] | None = Field(
+        default=None,
+        description="what it serves, of chat, text, embeddings, speech, transcriptions, "
+        "translations, images, image_edits, moderations (default: all its providers can)",
+    )
 
 
 class RetryConfig(BaseModel):

@@ -170,7 +170,7 @@ class Router:
         names = [
             m.name
             for m in self.models.values()
-            if any(endpoint in d.provider.endpoints for d in m.deployments)
+            if any(m.serves(d, endpoint) for d in m.deployments)
         ]
         return names + [alias for alias, target in self._aliases.items() if target in names]
 
@@ -237,12 +237,12 @@ class Router:
         candidates: list[Deployment] = []
         for model in chain:
             for deployment in self._order(model):
-                if endpoint not in deployment.provider.endpoints:
+                if not model.serves(deployment, endpoint):
                     continue  # a later deployment or fallback that can serves it
                 if pinned is None or deployment.provider.name == pinned:
                     candidates.append(deployment)
         if not candidates:
-            if not any(endpoint in d.provider.endpoints for m in chain for d in m.deployments):
+            if not any(m.serves(d, endpoint) for m in chain for d in m.deployments):
                 kinds = sorted({d.provider.kind for m in chain for d in m.deployments})
                 raise InvalidRequestError(
                     f"The model `{request.model}` does not serve {ENDPOINT_NAMES[endpoint]}: "

@@ -80,6 +80,13 @@ class PublicModel:
     owned_by: str = "interference"
     created: int = 0
     rotation: int = 0  # round-robin position
+    #: what it is declared to serve (None: whatever its providers serve)
+    endpoints: frozenset[str] | None = None
+
+    def serves(self, deployment: Deployment, endpoint: str) -> bool:
+        """Whether ``deployment`` of this model answers ``endpoint``."""
+        declared = self.endpoints is None or endpoint in self.endpoints
+        return declared and endpoint in deployment.provider.endpoints
 
 
 @dataclass
@@ -128,7 +135,14 @@ def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, Pub
                 timeouts = item.timeouts or (remote.timeouts if remote else Timeouts())
             owned_by = owned_by or getattr(provider_config, "owned_by", None) or provider.kind
             deployments.append(Deployment(provider, upstream, item.weight, limit, timeouts))
-        models[name] = PublicModel(name, deployments, declared.fallbacks, owned_by or "", now)
+        models[name] = PublicModel(
+            name,
+            deployments,
+            declared.fallbacks,
+            owned_by or "",
+            now,
+            endpoints=None if declared.endpoints is None else frozenset(declared.endpoints),
+        )
     return models
 
 

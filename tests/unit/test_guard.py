@@ -69,6 +69,13 @@ def passed(response: httpx.Response, path: str) -> bool:
     """Whether the request got past the guard to its route and was answered there."""
     if path in CHAT_ONLY:
         return response.status_code == 400 and response.json()["error"]["code"] == "unsupported"
+    if any(part in path for part in ("/audio/", "/images/", "/moderations")):
+        # a chat body is not a speech, image or moderation request, nor a form: the route's
+        # own 400 or 415 says it got there
+        return response.status_code in (400, 415) and response.json()["error"]["type"] in (
+            "invalid_request_error",
+            "unsupported_media_type",
+        )
     if "{response_id}" in path:  # the route's own answer: no such stored response
         return response.status_code == 404 and response.json()["error"]["param"] == "response_id"
     return response.status_code == 200

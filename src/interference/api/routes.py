@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from interference import __version__
 from interference.api.errors import from_validation_error, invalid_json, stream_error
 from interference.api.limits import check_limits
+from interference.api.media import media_routes
 from interference.api.messages import count_tokens, messages
 from interference.api.record import record_of
 from interference.api.responses import responses_routes
@@ -254,12 +255,19 @@ async def landing(request: Request) -> Response:
             "models": state.router.model_ids,
             "aliases": state.router.aliases,
             "alias_patterns": state.router.alias_patterns,
+            # what the web chat offers besides chat: a microphone, a read-aloud button
+            "chat_models": state.router.serving("chat"),
+            "speech_models": state.router.serving("speech"),
+            "transcription_models": state.router.serving("transcriptions"),
         }
     body["endpoints"] = [
         "POST /v1/chat/completions",
         "POST /v1/completions",
         "POST /v1/embeddings",
         "POST /v1/responses, GET and DELETE /v1/responses/{id}",
+        "POST /v1/audio/speech, /v1/audio/transcriptions, /v1/audio/translations",
+        "POST /v1/images/generations, /v1/images/edits",
+        "POST /v1/moderations",
         "POST /v1/messages (Anthropic)",
         "POST /v1/messages/count_tokens (Anthropic)",
         "GET /v1/models",
@@ -288,5 +296,6 @@ def routes() -> list[BaseRoute]:
             Route(f"{prefix}/models", list_models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", get_model, methods=["GET"]),
             *responses_routes(prefix),
+            *media_routes(prefix),
         ]
     return out

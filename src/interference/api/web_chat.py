@@ -18,11 +18,12 @@ from starlette.responses import Response
 
 from interference.errors import NotFoundError
 
-#: the page's policy: its own scripts, styles, images and API only
+#: the page's policy: its own scripts, styles, images and API only (and the speech it fetched,
+#: played from a blob: URL)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'none'"
+    "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
 )
 _TYPES = {
     ".js": "text/javascript; charset=utf-8",

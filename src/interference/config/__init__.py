@@ -18,6 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 # the parts in modules of their own, named here as before
+from interference.config.media import AudioEngineConfig as AudioEngineConfig
+from interference.config.media import SpeechEngineConfig as SpeechEngineConfig
+from interference.config.media import TranscriptionEngineConfig as TranscriptionEngineConfig
 from interference.config.sampling import SamplerName as SamplerName
 from interference.config.sampling import SamplingDefaults as SamplingDefaults
 from interference.config.storage import ModelPrice as ModelPrice
@@ -66,6 +69,18 @@ CLIENT_MODEL_PATTERNS: tuple[str, ...] = (
 )
 
 _STRICT = ConfigDict(extra="forbid")
+#: what a public model may be declared to serve (providers/base.py: Endpoint)
+ModelEndpoint = Literal[
+    "chat",
+    "text",
+    "embeddings",
+    "speech",
+    "transcriptions",
+    "translations",
+    "images",
+    "image_edits",
+    "moderations",
+]
 
 
 class ConfigError(Exception):
@@ -122,6 +137,11 @@ class ServerConfig(BaseModel):
     port: int = Field(default=1337, ge=0, le=65535, description="port to listen on (0: any free)")
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="largest request body; past it: 413"
+    )
+    max_upload_bytes: int = Field(
+        default=25 * 1000 * 1000,
+        ge=1024,
+        description="largest upload (audio to transcribe, images to edit); past it: 413",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="info: one line per request, never prompt text or keys"
@@ -325,7 +345,10 @@ class RemoteProviderConfig(BaseModel):
         return "httpx" if self.proxy or self.ca_bundle else "fast"
 
 
-ProviderConfig = Annotated[LocalModelConfig | RemoteProviderConfig, Field(discriminator="kind")]
+ProviderConfig = Annotated[
+    LocalModelConfig | RemoteProviderConfig | SpeechEngineConfig | TranscriptionEngineConfig,
+    Field(discriminator="kind"),
+]
 
 
 class DeploymentConfig(BaseModel):
@@ -350,6 +373,11 @@ class PublicModelConfig(BaseModel):
     )
     fallbacks: list[str] = Field(default_factory=list, description="models tried after these")
     owned_by: str | None = Field(default=None, description="owned_by in /v1/models")
+    endpoints: list[ModelEndpoint] | None = Field(
+        default=None,
+        description="what it serves, of chat, text, embeddings, speech, transcriptions, "
+        "translations, images, image_edits, moderations (default: all its providers can)",
+    )
 
 
 class RetryConfig(BaseModel):
@@ -397,7 +425,7 @@ class Config(BaseModel):
     server: ServerConfig = Field(default_factory=ServerConfig, description="the HTTP server")
     providers: dict[str, ProviderConfig] = Field(
         default_factory=_default_providers,
-        description="what answers, by name: local models and HTTP APIs",
+        description="what answers, by name: local models, HTTP APIs and offline audio engines",
     )
     models: dict[str, PublicModelConfig] = Field(
         default_factory=dict, description="public model names and their deployments"
@@ -448,7 +476,7 @@ class Config(BaseModel):
         return {k: v for k, v in self.providers.items() if isinstance(v, LocalModelConfig)}
 
 
-_PROVIDER_KINDS = {"local", *get_args(RemoteKind)}
+_PROVIDER_KINDS = {"local", "espeak", "whisper", *get_args(RemoteKind)}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

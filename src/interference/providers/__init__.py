@@ -10,13 +10,20 @@ from __future__ import annotations
 import importlib
 from typing import get_args
 
-from interference.config import LocalModelConfig, RemoteKind, RemoteProviderConfig
+from interference.config import (
+    LocalModelConfig,
+    RemoteKind,
+    RemoteProviderConfig,
+    SpeechEngineConfig,
+    TranscriptionEngineConfig,
+)
 from interference.engine import resolve_model
 from interference.providers.anthropic import AnthropicProvider
 from interference.providers.base import Provider, ServedModel, collect_chunks
 from interference.providers.gemini import GeminiProvider
 from interference.providers.http import HTTPProvider
 from interference.providers.local import LocalProvider
+from interference.providers.local_audio import SpeechEngineProvider, TranscriptionEngineProvider
 from interference.providers.openai import OpenAIProvider
 
 
@@ -42,10 +49,20 @@ def _remote_kinds() -> dict[str, type[HTTPProvider]]:
 REMOTE_KINDS: dict[str, type[HTTPProvider]] = _remote_kinds()
 
 
-def build_provider(name: str, config: LocalModelConfig | RemoteProviderConfig) -> Provider:
+def build_provider(
+    name: str,
+    config: LocalModelConfig
+    | RemoteProviderConfig
+    | SpeechEngineConfig
+    | TranscriptionEngineConfig,
+) -> Provider:
     """The provider a configuration entry declares (a local model file is resolved, not loaded)."""
     if isinstance(config, LocalModelConfig):
         return LocalProvider(name, resolve_model(config.model), config)
+    if isinstance(config, SpeechEngineConfig):
+        return SpeechEngineProvider(name, config)
+    if isinstance(config, TranscriptionEngineConfig):
+        return TranscriptionEngineProvider(name, config)
     return REMOTE_KINDS[config.kind](name, config)
 
 

@@ -10,6 +10,9 @@ The routes call the provider through four thin methods, ``chat_reply``, ``chat_b
 pass an upstream's answer on without re-modelling it (``openai``) overrides them to return
 :mod:`interference.wire.chunks` objects, and to yield every chunk that arrived together as one
 batch, which the relay then writes at once.
+
+Images, audio and moderations go through :meth:`Provider.media_blocks`: a provider that serves
+one of those endpoints names it in ``endpoints`` and yields the answer's bytes as they come.
 """
 
 from __future__ import annotations
@@ -34,13 +37,31 @@ from interference.wire.chunks import Batch, Reply
 from interference.wire.common import Usage
 from interference.wire.completions import Completion, CompletionRequest
 from interference.wire.embeddings import EmbeddingList, EmbeddingRequest
+from interference.wire.media import MediaCall
 
-#: what a provider can answer: chat completions, legacy text completions, embeddings
-Endpoint = Literal["chat", "text", "embeddings"]
+#: what a provider can answer: chat completions, legacy text completions, embeddings, and the
+#: media endpoints (wire/media.py)
+Endpoint = Literal[
+    "chat",
+    "text",
+    "embeddings",
+    "speech",
+    "transcriptions",
+    "translations",
+    "images",
+    "image_edits",
+    "moderations",
+]
 ENDPOINT_NAMES: dict[Endpoint, str] = {
     "chat": "chat completions",
     "text": "text completions",
     "embeddings": "embeddings",
+    "speech": "speech (/v1/audio/speech)",
+    "transcriptions": "transcriptions (/v1/audio/transcriptions)",
+    "translations": "translations (/v1/audio/translations)",
+    "images": "image generation (/v1/images/generations)",
+    "image_edits": "image edits (/v1/images/edits)",
+    "moderations": "moderations (/v1/moderations)",
 }
 
 
@@ -133,6 +154,11 @@ class Provider(ABC):
     def pool(self) -> PoolStats | None:
         """Its pool of upstream connections (None: it has none, the local engine)."""
         return None
+
+    def media_blocks(self, call: MediaCall, model: str) -> AsyncGenerator[Batch, None]:
+        """An image, audio or moderation answer's bytes as they are produced, the first
+        block naming their media type (:class:`~interference.wire.media.BinaryBlock`)."""
+        raise self._unsupported(ENDPOINT_NAMES[call.endpoint])
 
     def describe(self) -> dict[str, Any]:
         """Operator-facing state (for health and status pages)."""

@@ -14,7 +14,12 @@ import orjson
 from interference.config import RemoteProviderConfig
 from interference.errors import UpstreamError
 from interference.providers.base import Provider, ServedModel
-from interference.upstream.client import PoolStats, UpstreamClient, UpstreamResponse
+from interference.upstream.client import (
+    Content,
+    PoolStats,
+    UpstreamClient,
+    UpstreamResponse,
+)
 from interference.upstream.errors import check_status, upstream_errors
 from interference.upstream.fast import FastClient
 from interference.upstream.httpx_client import HttpxClient
@@ -105,7 +110,7 @@ class HTTPProvider(Provider):
     async def open_stream(
         self,
         path: str,
-        body: bytes,
+        body: Content,
         *,
         headers: Mapping[str, str] = SSE,
         params: Mapping[str, str] | None = None,

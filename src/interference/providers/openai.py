@@ -5,7 +5,9 @@ llama-server, Ollama's ``/v1``, LM Studio or another interference. The request g
 the client sent it (unknown fields included) with the deployment's model id. Answers are passed
 on as the upstream wrote them (checked for the spec's shape; ``id``, ``created`` and ``model``
 rewritten: :mod:`interference.wire.chunks`), streamed events as they arrive. With ``responses:
-true`` it also takes ``/v1/responses`` as written (:mod:`.responses_passthrough`).
+true`` it also takes ``/v1/responses`` as written (:mod:`.responses_passthrough`). Images, audio
+and moderations go as written too, for the models a configuration deploys here
+(:mod:`.media_relay`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import BaseModel
 
 from interference.errors import UpstreamError
 from interference.providers.http import JSON, HTTPProvider, json_object
+from interference.providers.media_relay import relay_media
 from interference.providers.responses_passthrough import (
     PassedResponse,
     PassedResponseEvent,
@@ -30,6 +33,7 @@ from interference.wire.chat import ChatCompletion, ChatCompletionChunk, ChatComp
 from interference.wire.chunks import Kind, RawChunk, RawReply
 from interference.wire.completions import Completion, CompletionRequest
 from interference.wire.embeddings import EmbeddingList, EmbeddingRequest
+from interference.wire.media import BinaryBlock, MediaCall
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -38,7 +42,19 @@ Forwarded = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 class OpenAIProvider(HTTPProvider):
     kind: ClassVar[str] = "openai"
-    endpoints = frozenset({"chat", "text", "embeddings"})
+    endpoints = frozenset(
+        {
+            "chat",
+            "text",
+            "embeddings",
+            "speech",
+            "transcriptions",
+            "translations",
+            "images",
+            "image_edits",
+            "moderations",
+        }
+    )
 
     def auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
@@ -144,6 +160,10 @@ class OpenAIProvider(HTTPProvider):
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingList:
         body = self._body(request, model, stream=None)
         return await self.post_json("/embeddings", body, EmbeddingList.model_validate)
+
+    def media_blocks(self, call: MediaCall, model: str) -> AsyncGenerator[list[BinaryBlock], None]:
+        """Images, audio and moderations as the client wrote them (media_relay.py)."""
+        return relay_media(self, call, model)
 
     # --- /v1/responses as the client wrote it, when configured (responses_passthrough.py)
 

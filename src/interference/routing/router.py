@@ -46,6 +46,7 @@ from interference.wire.chat import ChatCompletion, ChatCompletionRequest
 from interference.wire.chunks import Batch
 from interference.wire.completions import CompletionRequest
 from interference.wire.embeddings import EmbeddingRequest
+from interference.wire.media import MediaCall
 from interference.wire.models import ModelCard
 
 if TYPE_CHECKING:
@@ -53,12 +54,19 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 #: the requests the router can route: each names a ``model`` and may pin a ``provider``
-Routable: TypeAlias = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+Routable: TypeAlias = ChatCompletionRequest | CompletionRequest | EmbeddingRequest | MediaCall
 _ENDPOINTS: dict[type[Routable], Endpoint] = {
     ChatCompletionRequest: "chat",
     CompletionRequest: "text",
     EmbeddingRequest: "embeddings",
 }
+
+
+def endpoint_of(request: Routable) -> Endpoint:
+    """What a request asks for (a media call says it itself)."""
+    if isinstance(request, MediaCall):
+        return request.endpoint
+    return _ENDPOINTS[type(request)]
 
 
 @dataclass
@@ -162,6 +170,15 @@ class Router:
         """Patterns (lower-cased) and the model each names, in the order they are tried."""
         return dict(self._patterns)
 
+    def serving(self, endpoint: Endpoint) -> list[str]:
+        """The models with a deployment that serves ``endpoint``, then their aliases."""
+        names = [
+            m.name
+            for m in self.models.values()
+            if any(m.serves(d, endpoint) for d in m.deployments)
+        ]
+        return names + [alias for alias, target in self._aliases.items() if target in names]
+
     def cards(self) -> list[ModelCard]:
         """Every public name (models, then aliases) as a ``Model`` object."""
         cards = [
@@ -218,19 +235,19 @@ class Router:
             model = self.resolve(name)
             if model not in chain:
                 chain.append(model)
-        endpoint = _ENDPOINTS[type(request)]
+        endpoint = endpoint_of(request)
         pinned = request.provider
         if pinned is not None and pinned not in {p.name for p in self.providers}:
             raise InvalidRequestError(f"Unknown provider `{pinned}`.", param="provider")
         candidates: list[Deployment] = []
         for model in chain:
             for deployment in self._order(model):
-                if endpoint not in deployment.provider.endpoints:
+                if not model.serves(deployment, endpoint):
                     continue  # a later deployment or fallback that can serves it
                 if pinned is None or deployment.provider.name == pinned:
                     candidates.append(deployment)
         if not candidates:
-            if not any(endpoint in d.provider.endpoints for m in chain for d in m.deployments):
+            if not any(m.serves(d, endpoint) for m in chain for d in m.deployments):
                 kinds = sorted({d.provider.kind for m in chain for d in m.deployments})
                 raise InvalidRequestError(
                     f"The model `{request.model}` does not serve {ENDPOINT_NAMES[endpoint]}: "
@@ -316,7 +333,7 @@ class Router:
         if self.tracer is None:
             return None
         return self.tracer.attempt(
-            _ENDPOINTS.get(type(request), "chat"),
+            endpoint_of(request),
             deployment.provider.kind,
             deployment.model,
             deployment=deployment.name,

@@ -15,7 +15,9 @@ from interference.config import (
     Config,
     LocalModelConfig,
     RemoteProviderConfig,
+    SpeechEngineConfig,
     Timeouts,
+    TranscriptionEngineConfig,
 )
 from interference.providers.base import Provider
 
@@ -78,6 +80,13 @@ class PublicModel:
     owned_by: str = "interference"
     created: int = 0
     rotation: int = 0  # round-robin position
+    #: what it is declared to serve (None: whatever its providers serve)
+    endpoints: frozenset[str] | None = None
+
+    def serves(self, deployment: Deployment, endpoint: str) -> bool:
+        """Whether ``deployment`` of this model answers ``endpoint``."""
+        declared = self.endpoints is None or endpoint in self.endpoints
+        return declared and endpoint in deployment.provider.endpoints
 
 
 @dataclass
@@ -126,7 +135,14 @@ def build_models(config: Config, providers: Sequence[Provider]) -> dict[str, Pub
                 timeouts = item.timeouts or (remote.timeouts if remote else Timeouts())
             owned_by = owned_by or getattr(provider_config, "owned_by", None) or provider.kind
             deployments.append(Deployment(provider, upstream, item.weight, limit, timeouts))
-        models[name] = PublicModel(name, deployments, declared.fallbacks, owned_by or "", now)
+        models[name] = PublicModel(
+            name,
+            deployments,
+            declared.fallbacks,
+            owned_by or "",
+            now,
+            endpoints=None if declared.endpoints is None else frozenset(declared.endpoints),
+        )
     return models
 
 
@@ -136,10 +152,12 @@ def build_aliases(config: Config, providers: Sequence[Provider]) -> dict[str, st
     aliases: dict[str, str] = dict(config.aliases)
     for provider in providers:
         provider_config = config.providers.get(provider.name)
-        if isinstance(provider_config, LocalModelConfig) and provider.models():
+        local = (LocalModelConfig, SpeechEngineConfig, TranscriptionEngineConfig)
+        if isinstance(provider_config, local) and provider.models():
             for alias in provider_config.aliases:
                 aliases.setdefault(alias, provider.models()[0].id)
-    served = [m.id for p in providers for m in p.models()]
+    # the chat names clients send go to the first model that chats (not to a speech engine)
+    served = [m.id for p in providers if "chat" in p.endpoints for m in p.models()]
     if config.openai_aliases and served:
         configured = [a.lower() for a in config.aliases if "*" in a or "?" in a or "[" in a]
         for alias in (*OPENAI_ALIASES, *CLIENT_MODEL_PATTERNS):

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 
 class ConnectError(OSError):
@@ -75,6 +75,28 @@ class ProtocolError(ValueError):
     """The upstream's answer is malformed or exceeds a bound: a 502, the connection closed."""
 
 
+class BodyStream(Protocol):
+    """A request body sent as it is read (an upload), never whole in memory: its length is
+    known in advance (it goes in ``content-length``), and :meth:`pieces` may be called again
+    for another attempt, each time from the start."""
+
+    content_type: str
+    length: int
+
+    def pieces(self) -> AsyncIterator[bytes]: ...
+
+
+#: a request body: bytes, or a body read as it is sent
+Content: TypeAlias = bytes | BodyStream
+
+
+async def read_all(content: Content) -> bytes:
+    """``content`` whole (clients that cannot stream a request body, and tests)."""
+    if isinstance(content, bytes):
+        return content
+    return b"".join([piece async for piece in content.pieces()])
+
+
 class ReadAnswer:
     """What every client's answer shares: its status, and the body once read whole."""
 
@@ -129,7 +151,7 @@ class UpstreamClient(Protocol):
         self,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
@@ -141,7 +163,7 @@ class UpstreamClient(Protocol):
         method: str,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AbstractAsyncContextManager[UpstreamResponse]:

@@ -15,6 +15,9 @@ and polls every pooled connection per request: bench/README.md, "Gateway overhea
   :class:`PoolStats`.
 - A request on a reused connection that the upstream had closed meanwhile (nothing came back)
   is sent again once on a new connection.
+- An upload (a :class:`~interference.upstream.client.BodyStream`) is written as it is read,
+  waiting whenever the socket's send buffer is full, so that a large file is never whole in
+  memory; an upstream that answers before the end (a 413) stops the writing.
 - A streamed body is read as it arrives: every read hands over what the socket had, all of it.
   Reading pauses past ``_HIGH_WATER`` bytes unread, so a slow consumer bounds the buffer.
 - Only the connect timeout is the client's: time to first token, idle gaps and the total are
@@ -45,7 +48,9 @@ from interference import __version__
 from interference.telemetry.propagation import UPSTREAM_TRACE
 from interference.upstream.client import (
     POOL_WAIT,
+    BodyStream,
     ConnectError,
+    Content,
     PoolFullError,
     PoolStats,
     ProtocolError,
@@ -82,6 +87,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False  # reading paused: too much body unread
+        self._writable: asyncio.Future[None] | None = None  # set while writing is paused
         self.clear()
 
     def clear(self) -> None:
@@ -128,7 +134,27 @@ class _Connection(asyncio.Protocol):
         self.broken = True
         return False  # close our side too
 
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    async def write_body(self, body: BodyStream) -> None:
+        """Send an upload piece by piece as it is read, waiting while the send buffer is full.
+        An upstream that closes before the end has answered (or failed): its answer says why."""
+        async for piece in body.pieces():
+            if self.transport is None or self.transport.is_closing() or self.broken:
+                return
+            self.transport.write(piece)
+            if self._writable is not None:
+                await self._writable
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()
         self.broken = True
         if self.head_done and not self.complete and self._until_close():
             self.complete = True  # a body delimited by the end of the connection
@@ -303,10 +329,12 @@ class FastClient:
         self,
         method: str,
         path: str,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
-    ) -> bytes:
+    ) -> tuple[bytes, BodyStream | None]:
+        """The request's bytes up to its body, and the body when it is an upload (written
+        as it is read, after them)."""
         key = (
             method,
             path,
@@ -321,7 +349,10 @@ class FastClient:
         trace = UPSTREAM_TRACE.get()  # the attempt span's traceparent, when tracing
         if trace:
             head += "".join(f"{name}: {value}\r\n" for name, value in trace).encode("latin-1")
-        return head + b"content-length: %d\r\n\r\n" % len(content) + content
+        if isinstance(content, bytes):
+            return head + b"content-length: %d\r\n\r\n" % len(content) + content, None
+        framing = b"content-type: %s\r\ncontent-length: %d\r\n\r\n"
+        return head + framing % (content.content_type.encode("latin-1"), content.length), content
 
     def _head(
         self,
@@ -406,8 +437,9 @@ class FastClient:
             if holder is not None:
                 holder.seconds += waited
 
-    async def _send(self, request: bytes) -> _Connection:
+    async def _send(self, request: tuple[bytes, BodyStream | None]) -> _Connection:
         """Write the request and wait for the answer's head; holds a pool slot."""
+        start, upload = request
         if self._slots.locked():
             await self._wait_for_slot()
         else:
@@ -420,8 +452,10 @@ class FastClient:
                 if connection is None:
                     connection = await self._connect()
                 assert connection.transport is not None
-                connection.transport.write(request)
                 try:
+                    connection.transport.write(start)
+                    if upload is not None:
+                        await connection.write_body(upload)
                     await connection.read_head()
                     return connection
                 except OSError:
@@ -442,7 +476,7 @@ class FastClient:
         self,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> FastResponse:
@@ -461,7 +495,7 @@ class FastClient:
         method: str,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[FastResponse]:

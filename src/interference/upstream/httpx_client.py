@@ -26,6 +26,7 @@ from interference import __version__
 from interference.telemetry.propagation import UPSTREAM_TRACE
 from interference.upstream.client import (
     ConnectError,
+    Content,
     PoolFullError,
     PoolStats,
     ProtocolError,
@@ -131,7 +132,7 @@ class HttpxClient:
         self,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> HttpxResponse:
@@ -145,15 +146,22 @@ class HttpxClient:
         method: str,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[HttpxResponse]:
+        framing: dict[str, str] = {}
+        body: bytes | AsyncIterator[bytes]
+        if isinstance(content, bytes):
+            body = content
+        else:  # an upload, sent as it is read
+            body = content.pieces()
+            framing = {"content-type": content.content_type, "content-length": str(content.length)}
         request = self._client.build_request(
             method,
             path,  # httpx joins it under the base URL's path (``/v1`` + ``/chat/completions``)
-            content=content,
-            headers={**(headers or {}), **dict(UPSTREAM_TRACE.get())},  # + traceparent
+            content=body,
+            headers={**(headers or {}), **framing, **dict(UPSTREAM_TRACE.get())},  # + traceparent
             params=dict(params or {}),
         )
         stats = self._stats

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from interference.telemetry.propagation import UPSTREAM_TRACE
-from interference.upstream.client import ReadAnswer
+from interference.upstream.client import Content, ReadAnswer, read_all
 
 
 @dataclass
@@ -83,12 +83,14 @@ class MockClient:
         self,
         method: str,
         path: str,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
     ) -> MockResponse:
         sent = {**(headers or {}), **dict(UPSTREAM_TRACE.get())}  # + traceparent, as the others
-        request = MockRequest(method, path, sent, dict(params or {}), content)
+        if not isinstance(content, bytes):
+            sent["content-type"] = content.content_type
+        request = MockRequest(method, path, sent, dict(params or {}), await read_all(content))
         self.requests.append(request)
         answer = self.handler(request)
         if inspect.isawaitable(answer):
@@ -99,7 +101,7 @@ class MockClient:
         self,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> MockResponse:
@@ -113,7 +115,7 @@ class MockClient:
         method: str,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[MockResponse]:

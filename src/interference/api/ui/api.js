@@ -167,3 +167,19 @@ export function tokensPerSecond(run) {
   const seconds = (run.started + run.elapsedMs - run.firstAt) / 1000;
   return tokens > 1 && seconds > 0 ? (tokens - 1) / seconds : null;
 }
+
+/** POST a form (an upload) and read the JSON answer. */
+export async function postForm(path, form, signal) {
+  const h = headers(false);
+  const response = await send(path, { method: "POST", headers: h, body: form, signal, cache: "no-store" });
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
+/** POST JSON and read the answer as a Blob (spoken audio). */
+export async function postForBlob(path, body, signal) {
+  const h = { ...headers(true), Accept: "*/*" };
+  const response = await send(path, { method: "POST", headers: h, body: JSON.stringify(body), signal });
+  if (!response.ok) throw await errorOf(response);
+  return response.blob();
+}

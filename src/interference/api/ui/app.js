@@ -12,6 +12,7 @@ import {
   saveConversations,
   saveSettings,
 } from "./store.js";
+import { canSpeak, configureVoice, readAloud, toggleRecording } from "./voice.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -231,6 +232,10 @@ function fillMessage(node) {
   if (meta) node.append(el("div", "meta", meta));
   const actions = el("div", "actions");
   actions.append(button("Copy", "copy", (e) => copyText(message.content, e.currentTarget)));
+  if (canSpeak() && message.content) {
+    const onError = (error) => notice(`Reading aloud failed: ${describeError(error)}`);
+    actions.append(button("Read aloud", "read-aloud", (e) => readAloud(message.content, e.currentTarget, onError)));
+  }
   const messages = state.current.messages;
   if (messages[messages.length - 1] === message) actions.append(button("Regenerate", "regenerate", regenerate));
   node.append(actions);
@@ -371,8 +376,14 @@ function stop() {
 
 async function loadModels() {
   try {
-    const list = await getJson("/v1/models");
-    const ids = (list.data || []).map((m) => m.id).filter((id) => typeof id === "string");
+    const [list, info] = await Promise.all([getJson("/v1/models"), getJson("/")]);
+    configureVoice(info);
+    // chat with the models that chat, not with those deployed for speech or transcription
+    const chats = new Set(info.chat_models || []);
+    const audio = new Set([...(info.speech_models || []), ...(info.transcription_models || [])]);
+    const all = (list.data || []).map((m) => m.id).filter((id) => typeof id === "string");
+    const talking = all.filter((id) => (!info.chat_models || chats.has(id)) && !audio.has(id));
+    const ids = talking.length ? talking : all;
     const chosen = ids.includes(state.settings.model) ? state.settings.model : ids[0] || "";
     ui.model.replaceChildren(...ids.map((id) => new Option(id, id, false, id === chosen)));
     ui.model.value = chosen;
@@ -406,6 +417,9 @@ function bind() {
     }
   });
   ui.stop.addEventListener("click", stop);
+  $("mic").addEventListener("click", (e) =>
+    toggleRecording(e.currentTarget, ui.input, (error) => notice(`Transcription failed: ${describeError(error)}`)),
+  );
   $("new-chat").addEventListener("click", () => openConversation(null));
   $("open-sidebar").addEventListener("click", () => {
     ui.app.classList.add("sidebar-open");

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="gateway processes sharing the port (configurations without a local model)",
+        help="gateway processes sharing the port (a local model runs once, in one more process)",
     )
     serve.add_argument("--parallel", type=int, help="requests decoded together per local model")
     serve.add_argument(

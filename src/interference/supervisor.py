@@ -8,8 +8,10 @@ among them. It prints the banner when every worker is up, restarts a worker that
 graceful shutdown), killing those still running after the grace period.
 
 Workers never load a local model: N copies would cost N times the memory and split the CPU
-between N engines. A local model runs in one ``interference serve`` of its own, which the
-workers reach as an ``openai`` provider (docs/cli.md, "Multi-core").
+between N engines. A configuration with in-process engines (a local model, offline speech or
+transcription) gets one more process, started first and stopped last, that runs them all; the
+workers reach it as an ``openai`` provider (:mod:`interference.engine_process`). It is restarted
+like a worker when it dies.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from interference.api.telemetry import DIRECTORY_ENV
 from interference.config import Config, ConfigError
+from interference.engine_process import EngineSplit, in_process, split
 from interference.server import (
     CUT_MARGIN_S,
     LISTEN_BACKLOG,
@@ -43,6 +46,7 @@ logger = logging.getLogger("interference")
 
 _RESTARTS, _RESTART_WINDOW_S = 5, 60.0
 _START_TIMEOUT_S = 60.0
+_ENGINE_START_TIMEOUT_S = 900.0  # it loads the models first (a large GGUF from a slow disk)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -59,8 +63,12 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(config: Config, sock: socket.socket, ready: Any) -> None:
-    """A worker process: the app on the shared socket; tells the supervisor when it is up."""
+def _worker(config: Config, sock: socket.socket, ready: Any, engine: bool = False) -> None:
+    """A worker process: the app on the shared socket; tells the supervisor when it is up.
+    ``engine``: the engines' process, which takes only the workers' key and keeps no usage."""
+    if engine:
+        for name in ("INTERFERENCE_MASTER_KEY", "INTERFERENCE_API_KEYS"):
+            os.environ.pop(name, None)
     configure_logging(config, worker=True)
 
     def on_ready(port: int, model_ids: list[str], aliases: dict[str, str]) -> None:
@@ -72,19 +80,32 @@ def _worker(config: Config, sock: socket.socket, ready: Any) -> None:
 
 
 class _Supervisor:
-    def __init__(self, config: Config, workers: int) -> None:
+    def __init__(self, config: Config, workers: int, engines: EngineSplit | None = None) -> None:
         self.config = config
         self.count = workers
         self.context = multiprocessing.get_context("spawn")
         self.sock = _bind(config.server.host, config.server.port)
+        self.engines = engines
+        self.engine_sock = _bind("127.0.0.1", 0) if engines is not None else None
+        self.engine: BaseProcess | None = None
         self.processes: list[BaseProcess] = []
         self.stopping = False
         self.restarts: list[float] = []
 
     def start_worker(self) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
+        return self._start(self.config, self.sock, "interference-worker")
+
+    def start_engine(self) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
+        assert self.engines is not None
+        assert self.engine_sock is not None
+        return self._start(self.engines.engine, self.engine_sock, "interference-engine", True)
+
+    def _start(
+        self, config: Config, sock: socket.socket, name: str, engine: bool = False
+    ) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
         receiver, sender = self.context.Pipe(duplex=False)
         process = self.context.Process(
-            target=_worker, args=(self.config, self.sock, sender), name="interference-worker"
+            target=_worker, args=(config, sock, sender, engine), name=name
         )
         process.start()
         sender.close()
@@ -96,10 +117,18 @@ class _Supervisor:
     def run(self) -> int:
         started = time.perf_counter()
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        # each worker leaves its figures here, so that a scrape of any shows the whole server
-        figures = tempfile.mkdtemp(prefix="interference-metrics-")
-        os.environ[DIRECTORY_ENV] = figures
+        figures = ""
         try:
+            if self.engines is not None and self.engine_sock is not None:
+                self.engine, pipe = self.start_engine()  # first: it loads what the workers use
+                if self._await_ready(self.engine, pipe, _ENGINE_START_TIMEOUT_S) is None:
+                    return 0 if self.stopping else 1
+                engine_port = self.engine_sock.getsockname()[1]
+                self.config = self.engines.for_workers(self.config, engine_port)
+            # each worker leaves its figures here, so that a scrape of any shows the whole
+            # server (not the engine's process: its requests are the workers' own, counted)
+            figures = tempfile.mkdtemp(prefix="interference-metrics-")
+            os.environ[DIRECTORY_ENV] = figures
             booted = [self.start_worker() for _ in range(self.count)]
             self.processes = [process for process, _ in booted]
             answers = [self._await_ready(process, pipe) for process, pipe in booted]
@@ -117,15 +146,21 @@ class _Supervisor:
         finally:
             self._stop_all()
             self.sock.close()
+            if self.engine_sock is not None:
+                self.engine_sock.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             os.environ.pop(DIRECTORY_ENV, None)
-            shutil.rmtree(figures, ignore_errors=True)
+            if figures:
+                shutil.rmtree(figures, ignore_errors=True)
 
     def _await_ready(
-        self, process: BaseProcess, pipe: multiprocessing.connection.Connection
+        self,
+        process: BaseProcess,
+        pipe: multiprocessing.connection.Connection,
+        timeout_s: float = _START_TIMEOUT_S,
     ) -> tuple[list[str], dict[str, str]] | None:
-        deadline = time.monotonic() + _START_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while not self.stopping and time.monotonic() < deadline:
             if pipe.poll(0.05):
                 try:
@@ -141,29 +176,43 @@ class _Supervisor:
 
     def _supervise(self) -> int:
         while not self.stopping:
-            sentinels = [p.sentinel for p in self.processes]
-            multiprocessing.connection.wait(sentinels, timeout=0.2)
-            for i, process in enumerate(self.processes):
-                if process.is_alive() or self.stopping:
-                    continue
-                now = time.monotonic()
-                self.restarts = [t for t in self.restarts if now - t < _RESTART_WINDOW_S]
-                if len(self.restarts) >= _RESTARTS:
-                    logger.error("workers keep dying; giving up")
-                    return 1
-                self.restarts.append(now)
-                logger.warning("worker %d exited (code %s); starting another", i, process.exitcode)
+            watched = [*self.processes, *([self.engine] if self.engine is not None else [])]
+            multiprocessing.connection.wait([p.sentinel for p in watched], timeout=0.2)
+            dead = [i for i, p in enumerate(self.processes) if not p.is_alive()]
+            engine_dead = self.engine is not None and not self.engine.is_alive()
+            if self.stopping or not (dead or engine_dead):
+                continue
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < _RESTART_WINDOW_S]
+            if len(self.restarts) >= _RESTARTS:
+                logger.error("workers keep dying; giving up")
+                return 1
+            self.restarts.append(now)
+            if engine_dead and self.engine is not None:
+                logger.warning(
+                    "the engine process exited (code %s); starting another", self.engine.exitcode
+                )
+                self.engine, pipe = self.start_engine()  # on the same socket: the same port
+                pipe.close()
+            for i in dead:
+                exitcode = self.processes[i].exitcode
+                logger.warning("worker %d exited (code %s); starting another", i, exitcode)
                 self.processes[i], pipe = self.start_worker()
                 pipe.close()
         return 0
 
     def _stop_all(self) -> None:
-        for process in self.processes:
+        self._stop(self.processes)
+        if self.engine is not None:  # last: the workers' requests in their grace period use it
+            self._stop([self.engine])
+
+    def _stop(self, processes: list[BaseProcess]) -> None:
+        for process in processes:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     process.terminate()  # SIGTERM: uvicorn's graceful shutdown
         deadline = time.monotonic() + self.config.server.shutdown_grace_s + CUT_MARGIN_S + 2
-        for process in self.processes:
+        for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
@@ -171,15 +220,8 @@ class _Supervisor:
 
 
 def serve_workers(config: Config, workers: int) -> int:
-    """``workers`` gateway processes on one socket (configurations without a local model)."""
-    if config.local_providers:
-        names = ", ".join(config.local_providers)
-        raise ConfigError(
-            f"--workers needs a configuration without a local model (found: {names}): "
-            "each worker would load its own copy. Run the local model in one "
-            "`interference serve --port 8081` and add it to the workers' configuration as "
-            '`{kind: openai, base_url: "http://127.0.0.1:8081/v1"}` (docs/cli.md, "Multi-core").'
-        )
+    """``workers`` gateway processes on one socket, and one process for the in-process
+    engines (a local model, offline speech and transcription) when the configuration has any."""
     warn_if_exposed(config)
     if config.server.master() and not config.storage.redis():
         logger.warning(
@@ -189,4 +231,5 @@ def serve_workers(config: Config, workers: int) -> int:
             workers,
             workers,
         )
-    return _Supervisor(config, workers).run()
+    engines = split(config) if in_process(config) else None
+    return _Supervisor(config, workers, engines).run()

@@ -108,13 +108,77 @@ def serve_at_once(config: Path, workers: int) -> subprocess.CompletedProcess[str
     )
 
 
-def test_workers_refuse_a_local_model(tmp_path: Path) -> None:
-    config = tmp_path / "local.yaml"
-    config.write_text("providers:\n  local: {kind: local}\n")
-    done = serve_at_once(config, workers=2)
-    assert done.returncode == 2
-    assert "--workers needs a configuration without a local model" in done.stderr
-    assert "Multi-core" in done.stderr
+def listening_inode(port: int) -> str:
+    """The socket inode listening on 127.0.0.1:``port`` (from /proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":
+            return fields[9]
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def holders(pids: list[int], inode: str) -> list[int]:
+    """Those of ``pids`` that hold the socket ``inode`` open."""
+    found = []
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        if f"socket:[{inode}]" in links:
+            found.append(pid)
+    return found
+
+
+LOCAL = "providers:\n  local: {kind: local, parallel: 2, context: 4096}\n"
+
+
+def test_workers_with_a_local_model_run_it_once_in_an_engine_process(tmp_path: Path) -> None:
+    """The model is loaded once, in a process of its own that the workers reach with a key of
+    their own; the public names are those of one process; a dead engine is restarted."""
+    gateway = start_server(tmp_path, LOCAL, "--workers", "2")
+    try:
+        supervisor = gateway.process.pid
+        assert wait_for(lambda: len(workers_of(supervisor)) == 3, 10)  # 2 workers + the engine
+        models = httpx.get(f"{gateway.url}/v1/models", timeout=10).json()["data"]
+        assert models[0]["id"] == "smollm2-135m-instruct"
+        body = {"model": "gpt-3.5-turbo", "max_tokens": 8, "temperature": 0}
+        body["messages"] = [{"role": "user", "content": "Say hi."}]
+        answers = [
+            httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=60)
+            for _ in range(4)
+        ]
+        assert {a.status_code for a in answers} == {200}, answers[0].text
+        assert all(a.json()["choices"][0]["message"]["content"] for a in answers)
+        assert {a.headers["x-interference-deployment"] for a in answers} == {
+            "local/smollm2-135m-instruct"
+        }
+
+        providers = httpx.get(f"{gateway.url}/v1/providers", timeout=10).json()["providers"]
+        engine_url = next(p["base_url"] for p in providers if p["name"] == "local")
+        assert engine_url.startswith("http://127.0.0.1:")
+        refused = httpx.post(f"{engine_url}/chat/completions", json=body, timeout=10)
+        assert refused.status_code == 401  # only the workers' key opens it
+
+        port = int(engine_url.removesuffix("/v1").rsplit(":", 1)[1])
+        children = workers_of(supervisor)
+        engine = holders(children, listening_inode(port))
+        assert len(engine) == 1
+        os.kill(engine[0], signal.SIGKILL)
+        assert wait_for(lambda: len(set(workers_of(supervisor)) - set(children)) == 1, 15)
+        assert "the engine process exited" in gateway.log.read_text()
+        assert wait_for(
+            lambda: (
+                httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=60).status_code
+                == 200
+            ),
+            60,
+        )
+        current = workers_of(supervisor)
+    finally:
+        code = gateway.stop()
+    assert code == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in current)
 
 
 def test_workers_must_be_positive(tmp_path: Path, upstream: FakeUpstream) -> None:

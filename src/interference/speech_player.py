@@ -97,13 +97,16 @@ def default_speech_model(client: httpx.Client, api_url: str) -> str:
 
 _SENTENCE_END = re.compile(r"[.!?;:](?=\s)|\n")
 _LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
-_MARKUP = re.compile(r"[*_`#>|~]+")
+_EMPHASIS = re.compile(r"[*`~]+")
+_MARKUP = re.compile(r"[_#>|]+")
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+(?=[.,!?;:])")
 
 
 def speakable(text: str) -> str:
     """``text`` without the Markdown signs a speech engine would read out; "" if nothing is
     left to say."""
-    text = " ".join(_MARKUP.sub(" ", _LINK.sub(r"\1", text)).split())
+    text = _MARKUP.sub(" ", _EMPHASIS.sub("", _LINK.sub(r"\1", text)))
+    text = _SPACE_BEFORE_PUNCTUATION.sub("", " ".join(text.split()))
     return text if any(c.isalnum() for c in text) else ""
 
 

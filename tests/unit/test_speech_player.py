@@ -20,6 +20,7 @@ from interference.speech_player import (
     find_player,
     speakable,
 )
+from interference.terminal_chat import ChatError, Session
 from tests.support.fake_player import FakePlayer, fake_player, gone, tone_wav
 
 WAV = tone_wav()
@@ -97,6 +98,27 @@ def test_the_speech_model_is_the_servers_first(route: SpeechRoute) -> None:
     route.landing = {"speech_models": []}
     with pytest.raises(NoSpeechError, match="has no speech model"):
         default_speech_model(client, "http://server/v1")
+
+
+def test_speaking_stays_off_on_a_server_without_a_speech_model(
+    route: SpeechRoute, player: FakePlayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INTERFERENCE_PLAYER", player.command)
+    session = Session("http://server", "m", None)
+    session.client.close()
+    session.client = route.client()
+    route.landing = {"speech_models": []}
+    with pytest.raises(ChatError) as raised:
+        session.start_speaking()
+    assert str(raised.value) == (
+        "error: cannot speak: http://server has no speech model "
+        "(a provider of kind espeak adds one) (no_speech)"
+    )
+    assert session.speaker is None
+    route.landing = {"speech_models": ["espeak-ng"]}
+    assert session.start_speaking().model == "espeak-ng"
+    session.close()
+    assert session.speaker is None
 
 
 def test_markdown_signs_are_not_read_out() -> None:

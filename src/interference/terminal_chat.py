@@ -36,7 +36,7 @@ HELP = """commands:
   /model NAME   switch to another model (/model alone shows the current one)
   /speak        read the answers aloud, or stop reading them (a toggle)
   /help         this list
-  /exit         leave (Ctrl-D too); Ctrl-C stops an answer"""
+  /exit         leave (Ctrl-D too); Ctrl-C stops an answer, or its reading"""
 
 
 class ChatError(Exception):
@@ -250,7 +250,7 @@ def one_shot(session: Session, text: str) -> int:
         session.speak_answer()
     except ChatError as exc:
         print(exc, file=sys.stderr)
-        return 0 if exc.code == "speech" else 1
+        return 0 if exc.code == "speech" else 1  # the answer itself was given
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

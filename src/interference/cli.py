@@ -72,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
         "--prompt",
         help="answer this once and exit (text piped on stdin is appended to it)",
     )
+    chat.add_argument(
+        "--speak",
+        action="store_true",
+        help="read each answer aloud through the server's /v1/audio/speech and a local player",
+    )
+    chat.add_argument("--voice", metavar="NAME", help="the voice of --speak (default coral)")
+    chat.add_argument(
+        "--speech-model",
+        metavar="NAME",
+        help="the model of --speak (default: the server's first speech model, else tts-1)",
+    )
 
     key_cli.add_parser(commands)
     key_cli.add_usage_parser(commands)
@@ -182,7 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "chat":
             from interference.terminal_chat import main as chat
 
-            return chat(args.url, args.model, args.system, args.api_key, args.prompt)
+            return chat(
+                args.url,
+                args.model,
+                args.system,
+                args.api_key,
+                args.prompt,
+                speak=args.speak,
+                voice=args.voice,
+                speech_model=args.speech_model,
+            )
         if args.command in ("keys", "usage"):
             path = args.config or os.environ.get("INTERFERENCE_CONFIG")
             config = load_config(path) if path else Config()

@@ -3,7 +3,8 @@
 Two modes. With a terminal on stdin and no ``-p``, a REPL that streams each answer as it comes
 and keeps the conversation for the session. With ``-p PROMPT`` or text piped on stdin, one
 answer on stdout (nothing else) and exit; errors go to stderr with status 1. If both are given,
-the prompt comes first, then a blank line, then the stdin text.
+the prompt comes first, then a blank line, then the stdin text. With ``--speak`` (or ``/speak``)
+each answer is also read aloud (:mod:`interference.speech_player`).
 
 A turn that fails (an API error, a dropped connection) is forgotten, so the next one is sent
 as if it had never been asked; an answer stopped with Ctrl-C is kept as far as it was shown.
@@ -21,11 +22,21 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from interference.speech_player import (
+    DEFAULT_VOICE,
+    NoSpeechError,
+    Speaker,
+    SpeechError,
+    default_speech_model,
+    find_player,
+)
+
 HELP = """commands:
   /reset        forget the conversation (the system prompt stays)
   /model NAME   switch to another model (/model alone shows the current one)
+  /speak        read the answers aloud, or stop reading them (a toggle)
   /help         this list
-  /exit         leave (Ctrl-D too); Ctrl-C stops an answer"""
+  /exit         leave (Ctrl-D too); Ctrl-C stops an answer, or its reading"""
 
 
 class ChatError(Exception):
@@ -89,10 +100,46 @@ class Session:
         self.system = system
         self.messages: list[dict[str, str]] = []
         self.model = model or ""
+        self.speech_model: str | None = None  # None: the server's first one
+        self.voice = DEFAULT_VOICE
+        self.speaker: Speaker | None = None  # set while answers are read aloud
         self.reset()
 
     def close(self) -> None:
+        self.stop_speaking()
         self.client.close()
+
+    def start_speaking(self) -> Speaker:
+        """Read the answers aloud from now on; a :class:`ChatError` saying why when this
+        machine has no player or the server no speech model."""
+        if self.speaker is None:
+            try:
+                player = find_player()
+                model = self.speech_model or default_speech_model(self.client, self.url)
+            except NoSpeechError as exc:
+                raise ChatError(f"cannot speak: {exc}", "no_speech") from None
+            self.speaker = Speaker(self.client, player, model, self.voice)
+        return self.speaker
+
+    def stop_speaking(self) -> None:
+        if self.speaker is not None:
+            self.speaker.close()
+            self.speaker = None
+
+    def speak_answer(self) -> None:
+        """Return once the answer just shown has been read aloud (no-op when not speaking).
+        Ctrl-C stops the player; a failure is a :class:`ChatError` and turns speaking off."""
+        if self.speaker is None:
+            return
+        try:
+            self.speaker.finish()
+            self.speaker.wait()
+        except KeyboardInterrupt:
+            self.speaker.stop()
+            raise
+        except SpeechError as exc:
+            self.stop_speaking()
+            raise ChatError(f"{exc}; speaking is off (/speak turns it back on)", "speech") from None
 
     def reset(self) -> None:
         """Forget the conversation; keep the system prompt."""
@@ -126,10 +173,16 @@ class Session:
                 parts.append(piece)
                 out.write(piece)
                 out.flush()
+                if self.speaker is not None:
+                    self.speaker.feed(piece)
         except KeyboardInterrupt:
             self._finish(parts)
+            if self.speaker is not None:
+                self.speaker.stop()
             raise
         except ChatError:
+            if self.speaker is not None:
+                self.speaker.stop()
             self.messages.pop()
             if parts:  # end the line of the part shown before the error
                 out.write("\n")
@@ -190,17 +243,31 @@ def _contents(event: Any) -> Iterator[str]:
 
 
 def one_shot(session: Session, text: str) -> int:
-    """Answer once on stdout, followed by a newline."""
+    """Answer once on stdout, followed by a newline (then read it aloud, when speaking)."""
     try:
         session.ask(text, sys.stdout)
+        print(flush=True)
+        session.speak_answer()
     except ChatError as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return 0 if exc.code == "speech" else 1  # the answer itself was given
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    print(flush=True)
     return 0
+
+
+def toggle_speaking(session: Session) -> None:
+    if session.speaker is not None:
+        session.stop_speaking()
+        print("(not speaking)")
+        return
+    try:
+        speaker = session.start_speaking()
+    except ChatError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return
+    print(f"(speaking: {speaker.model}, voice {speaker.voice}, through {speaker.player.name})")
 
 
 def repl(session: Session) -> int:
@@ -208,6 +275,8 @@ def repl(session: Session) -> int:
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (gives input() line editing and history)
     print(f"interference chat: {session.model} at {session.url}")
+    if session.speaker is not None:
+        print(f"reading answers aloud through {session.speaker.player.name}; /speak stops that.")
     print("/help lists the commands; /exit or Ctrl-D leaves.")
     while True:
         try:
@@ -227,6 +296,8 @@ def repl(session: Session) -> int:
             elif command == "/reset":
                 session.reset()
                 print("(conversation forgotten)")
+            elif command == "/speak":
+                toggle_speaking(session)
             elif command == "/model":
                 if argument:
                     session.model = argument
@@ -236,11 +307,19 @@ def repl(session: Session) -> int:
             continue
         try:
             answer = session.ask(line, sys.stdout)
-            print("" if answer else "(empty answer)")
+            print("" if answer else "(empty answer)", flush=True)
+        except ChatError as exc:
+            print(exc, file=sys.stderr, flush=True)
+            continue
+        except KeyboardInterrupt:
+            print("\n(stopped)")
+            continue
+        try:
+            session.speak_answer()
         except ChatError as exc:
             print(exc, file=sys.stderr, flush=True)
         except KeyboardInterrupt:
-            print("\n(stopped)")
+            print("(stopped)")
 
 
 def main(
@@ -249,6 +328,9 @@ def main(
     system: str | None,
     key: str | None,
     prompt: str | None,
+    speak: bool = False,
+    voice: str | None = None,
+    speech_model: str | None = None,
 ) -> int:
     """``interference chat``: the REPL on a terminal, else one answer."""
     piped = not sys.stdin.isatty()
@@ -261,9 +343,16 @@ def main(
             print("error: nothing to ask (an empty prompt)", file=sys.stderr)
             return 1
     session = Session(url, model, system, api_key(key))
+    session.voice = voice or session.voice
+    session.speech_model = speech_model
     try:
         if not session.model:
             session.model = session.first_model()
+        if speak:
+            try:
+                session.start_speaking()
+            except ChatError as exc:  # the chat goes on, silent
+                print(exc, file=sys.stderr, flush=True)
         return one_shot(session, text) if text is not None else repl(session)
     except ChatError as exc:
         print(exc, file=sys.stderr)

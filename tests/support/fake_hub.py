@@ -2,7 +2,8 @@
 
 - ``GET /api/models/{user}/{repo}/refs`` and ``.../tree/{revision}`` from the repositories
   a test adds (``add_repo``), ``main`` pointing to a generated commit;
-- ``GET|HEAD /{user}/{repo}/resolve/{revision}/{path}``: a 302 to ``/cdn/{sha256}`` with the
+- ``GET|HEAD /{user}/{repo}/resolve/{revision}/{path}``: a 302 to ``/cdn/{sha256}`` on another
+  host name (``localhost`` for ``127.0.0.1`` and the other way round), with the
   headers the hub sends (``X-Repo-Commit``, ``X-Linked-Etag``, ``X-Linked-Size``, ``ETag``); a
   file kept in git (``lfs=False``) is answered there, with its git SHA-1 as ETag;
 - ``GET|HEAD /cdn/{sha256}``, which honours ``Range`` (206) and misbehaves on demand
@@ -20,7 +21,6 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -203,8 +203,10 @@ class FakeHub:
         if not file.lfs:
             headers["etag"] = f'"{file.git_oid}"'
             return Response(file.content, headers=headers, media_type="application/octet-stream")
+        # the CDN is another host, as on the hub (this server under its other loopback name)
+        cdn = "localhost" if request.url.hostname == "127.0.0.1" else "127.0.0.1"
         headers |= {
-            "location": f"/cdn/{file.sha256}",
+            "location": f"{request.url.scheme}://{cdn}:{request.url.port}/cdn/{file.sha256}",
             "x-linked-etag": f'"{file.sha256}"',
             "x-linked-size": str(len(file.content)),
             "etag": f'"{file.sha256}"',
@@ -230,7 +232,9 @@ class FakeHub:
             start = int(asked.removeprefix("bytes=").split("-", 1)[0])
             if start >= len(content):
                 self.observed.cdn_answers.append((416, asked))
-                return Response(status_code=416, headers={"content-range": f"bytes */{len(content)}"})
+                return Response(
+                    status_code=416, headers={"content-range": f"bytes */{len(content)}"}
+                )
         status = 206 if start else 200
         self.observed.cdn_answers.append((status, asked))
         headers = {"content-length": str(len(content) - start), "accept-ranges": "bytes"}
@@ -241,7 +245,7 @@ class FakeHub:
         return _CdnBody(self, body, status, headers)
 
 
-class _Cut(Exception):
+class _CutError(Exception):
     """Raised inside the CDN's answer: uvicorn then closes the connection mid-body."""
 
 
@@ -282,7 +286,7 @@ class _CdnBody(Response):
                         await asyncio.wait([gone], timeout=len(block) / faults.bytes_per_s)
                 if cut is not None and sent == cut:
                     faults.cuts -= 1
-                    raise _Cut()
+                    raise _CutError()
                 if stall is not None and sent == stall:
                     faults.stall_after = None  # once
                     await asyncio.wait([gone], timeout=faults.stall_s)

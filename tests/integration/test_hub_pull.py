@@ -320,3 +320,47 @@ def test_the_token_never_goes_over_plain_http(
     with pytest.raises(HubAuthError, match="sends it over https only"):
         puller(fresh, tmp_path / "hub").pull(parse_hub_name("hf:u/private-http"))
     assert all("authorization" not in headers for _, _, headers in fresh.observed.requests)
+
+
+def test_a_file_huggingface_hub_downloaded_is_not_downloaded_again(
+    fresh: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_ENDPOINT", fresh.url)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    repo = fresh.add_repo("u/shared", {"m-Q4_K_M.gguf": SMALL})
+    root = tmp_path / "hub"
+    theirs = huggingface_hub.hf_hub_download("u/shared", "m-Q4_K_M.gguf", cache_dir=root)
+    assert fresh.observed.cdn_bytes == len(SMALL)
+    fresh.reset()
+    ours = puller(fresh, root).pull(parse_hub_name("hf:u/shared"))
+    assert ours.downloaded == []
+    assert fresh.observed.cdn_bytes == 0
+    assert ours.model.path == Path(theirs)
+    assert ours.model.revision == repo.commit
+
+
+def test_serve_pulls_what_is_missing_unless_told_never(
+    fresh: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from interference.cli import pull_missing
+    from interference.config import config_from_dict
+    from interference.engine.catalog import ModelFileError, resolve_model
+
+    monkeypatch.setenv("HF_ENDPOINT", fresh.url)
+    fresh.add_repo("u/served", {"m-Q4_K_M.gguf": SMALL})
+    never = config_from_dict(
+        {"providers": {"local": {"kind": "local", "model": "hf:u/served", "pull": "never"}}}
+    )
+    pull_missing(never)
+    assert fresh.observed.requests == []
+    with pytest.raises(ModelFileError, match="run `interference pull hf:u/served`"):
+        resolve_model("hf:u/served")
+    missing = config_from_dict({"providers": {"local": {"kind": "local", "model": "hf:u/served"}}})
+    pull_missing(missing)
+    assert fresh.observed.cdn_bytes == len(SMALL)
+    assert resolve_model("hf:u/served").path.read_bytes() == SMALL
+    fresh.reset()
+    pull_missing(missing)  # cached: the hub is not asked at all
+    assert fresh.observed.requests == []

@@ -25,7 +25,7 @@ DEFAULT_TAGS = ("Q4_K_M", "Q8_0")
 SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 #: a quantization label inside a file name, for listing cached models by tag
 QUANT_LABEL = re.compile(
-    r"(?:^|[-_.])((?:UD-)?(?:I?Q\d(?:_[A-Z0-9]+)*|[BF]F16|F32|TQ\d_\d))(?=[-.])", re.IGNORECASE
+    r"(?:^|[-_.])((?:UD-)?(?:I?Q\d(?:_[A-Z0-9]+)*|B?F16|F32|TQ\d_\d))(?=[-.])", re.IGNORECASE
 )
 _LISTED = 12  # file names an error message lists, at most
 

@@ -69,14 +69,20 @@ def parse_hub_name(name: str, file: str | None = None) -> HubRef:
             f"`{name}`: the repository must be USER/REPO (letters, digits, '-', '_', '.'), "
             "e.g. hf:bartowski/SmolLM2-135M-Instruct-GGUF:Q4_K_M"
         )
-    if tag and not _TAG.fullmatch(tag):
-        raise HubNameError(f"`{name}`: `{tag}` is not a quantization tag such as Q4_K_M")
     if file is not None:
-        file = file.strip().lstrip("/")
-        if not file or ".." in file.split("/") or "\\" in file:
-            raise HubNameError(f"`{file}` is not a file name of the repository")
-    if tag.lower().endswith(".gguf"):
+        file = _file_path(file)
+    if tag.lower().endswith(".gguf"):  # a file, maybe in a folder: hf:u/r:Q4_K_M/m.gguf
         if file is not None and file.lower() != tag.lower():
             raise HubNameError(f"`{name}` names a file already: --file {file} contradicts it")
-        return HubRef(repo, file=tag)
+        return HubRef(repo, file=_file_path(tag))
+    if tag and not _TAG.fullmatch(tag):
+        raise HubNameError(f"`{name}`: `{tag}` is not a quantization tag such as Q4_K_M")
     return HubRef(repo, quant=tag or None, file=file)
+
+
+def _file_path(path: str) -> str:
+    """A path inside the repository (no way out of the snapshot's folder)."""
+    path = path.strip().lstrip("/")
+    if not path or ".." in path.split("/") or "\\" in path or path.startswith("~"):
+        raise HubNameError(f"`{path}` is not a file name of the repository")
+    return path

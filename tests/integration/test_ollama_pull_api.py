@@ -4,20 +4,26 @@ hub over real sockets: the NDJSON progress lines, ``stream: false``, a cached fi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from starlette.testclient import TestClient
 
 from interference.api.app import create_app
 from interference.config import Config
 from tests.support.fake_hub import FakeHub
 from tests.support.fakes import FakeProvider
+from tests.support.upstream import loopback_socket, start_serving
 
 CONTENT = os.urandom(3 << 20)
 DIGEST = hashlib.sha256(CONTENT).hexdigest()
@@ -158,3 +164,45 @@ def test_with_keys_only_the_master_key_pulls(hub: FakeHub, cache: Path, tmp_path
     assert user.json() == {"error": "Only the master key may pull and list models on this server."}
     assert master.status_code == 200
     assert master.json() == {"status": "success"}
+
+
+def test_a_client_that_goes_away_stops_the_download(hub: FakeHub, cache: Path) -> None:
+    """Over a real socket: the client closes after three progress lines; the CDN stops sending
+    soon after, the partial file stays, and the next pull resumes it with Range."""
+    hub.faults.bytes_per_s = 2 << 20  # 1.5 s for the whole file
+    sock = loopback_socket()
+    app = create_app(Config(), providers=[FakeProvider()])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    start_serving(server, thread, "the app")
+    try:
+        body = json.dumps({"model": "hf:u/model-GGUF"}).encode()
+        with socket.create_connection(sock.getsockname(), timeout=10) as client:
+            client.sendall(
+                b"POST /api/pull HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                + b"content-length: %d\r\n\r\n" % len(body)
+                + body
+            )
+            received = b""
+            while received.count(b'"completed"') < 3:
+                data = client.recv(65536)
+                assert data, received
+                received += data
+        sent, deadline = -1, time.monotonic() + 5
+        while sent != hub.observed.cdn_bytes:  # until the CDN has stopped sending
+            assert time.monotonic() < deadline
+            sent = hub.observed.cdn_bytes
+            time.sleep(0.3)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+    assert 0 < sent < len(CONTENT)
+    (partial,) = cache.glob("models--u--model-GGUF/blobs/*.incomplete")
+    kept = partial.stat().st_size
+    assert 0 < kept <= sent
+    hub.reset()
+    with app_client() as client:
+        again = client.post("/api/pull", json={"model": "hf:u/model-GGUF", "stream": False})
+    assert again.json() == {"status": "success"}
+    assert hub.observed.cdn_answers == [(206, f"bytes={kept}-")]

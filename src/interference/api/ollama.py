@@ -69,7 +69,8 @@ class _Lines(PullProgress):
         self._said = 0.0
 
     def put(self, item: object) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        with contextlib.suppress(RuntimeError):  # a closed loop (the server stopped): nobody
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)  # listens any more
 
     def _progress(self, file: RemoteFile, completed: int) -> None:
         self._said = time.monotonic()
@@ -127,8 +128,7 @@ async def pull(request: Request) -> Response:
     name = body.model or body.name
     if not name:
         raise InvalidRequestError("`model` is required: hf:USER/REPO[:QUANT]", param="model")
-    ref = parse_hub_name(name)
-    record_of(request.scope).model = ref.name
+    ref = parse_hub_name(name)  # (not the record's model: a pull is no usage to account)
     puller = Puller()
     plan = await asyncio.to_thread(puller.plan, ref)  # a wrong name or repo: its own status
     loop = asyncio.get_running_loop()

@@ -229,7 +229,8 @@ class HubClient:
         if status == 404:
             return HubNotFoundError(missing)
         detail = body[:200].decode("utf-8", "replace").strip()
-        return HubError(f"{url}: HTTP {status}" + (f": {detail}" if detail else ""))
+        where = url.split("?", 1)[0]  # a CDN's URL is signed in its query: not for a log
+        return HubError(f"{where}: HTTP {status}" + (f": {detail}" if detail else ""))
 
     def auth_hint(self, status: int) -> str:
         """Why the hub refused, and what to do."""

@@ -30,6 +30,7 @@ from interference.hub.names import HubRef
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_GIT_OID = re.compile(r"[0-9a-f]{40}")
 
 
 def offline() -> bool:
@@ -82,8 +83,10 @@ def _tree_files(tree: Any, where: str) -> list[RemoteFile]:
             if not isinstance(oid, str) or not _SHA256.fullmatch(oid) or not isinstance(size, int):
                 raise HubError(f"{where}: {path} has no SHA-256 in its LFS entry")
             files.append(RemoteFile(path, size, oid, lfs=True))
-        else:
+        elif _GIT_OID.fullmatch(oid):  # a blob's name: nothing else may reach the disk
             files.append(RemoteFile(path, size, oid, lfs=False))
+        else:
+            raise HubError(f"{where}: {path} has an oid that is not a git SHA-1")
     return files
 
 

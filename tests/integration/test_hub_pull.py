@@ -6,11 +6,16 @@ hubs falling back to the cache, and a mirror through ``HF_ENDPOINT``."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -261,6 +266,13 @@ def test_offline_and_unreachable_hubs_fall_back_to_the_cache(
     with pytest.raises(HubUnreachableError, match=r"cannot reach .*not in the cache"):
         down.pull(parse_hub_name("hf:u/never-pulled"))
 
+    fresh.faults.api_errors = 3  # a hub that answers 503, still after two retries
+    busy = puller(fresh, root).pull(parse_hub_name("hf:u/offline"))
+    assert busy.note is not None
+    assert "refs: HTTP 503" in busy.note
+    assert busy.model.path.read_bytes() == SMALL
+    assert fresh.observed.paths("/api/") == ["/api/models/u/offline/refs"] * 3
+
 
 def test_a_mirror_through_hf_endpoint(
     fresh: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -322,16 +334,52 @@ def test_the_token_never_goes_over_plain_http(
     assert all("authorization" not in headers for _, _, headers in fresh.observed.requests)
 
 
+def huggingface_hub(script: str, tmp_path: Path, **env: str) -> Any:
+    """Run ``script`` with huggingface_hub in a process of its own: it reads its settings
+    (endpoint, home) once, at import, and keeps files in its home; here all of that is this
+    test's. The script prints its result as JSON."""
+    if importlib.util.find_spec("huggingface_hub") is None:
+        pytest.skip("huggingface_hub is not installed (a test dependency)")
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    settings = {"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import json, huggingface_hub as hub\n" + script],
+        env=keep | settings | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_huggingface_hub_reads_the_cache_a_pull_writes(fresh: FakeHub, tmp_path: Path) -> None:
+    repo = fresh.add_repo("u/theirs", {"m-Q4_K_M.gguf": SMALL})
+    pulled = puller(fresh, tmp_path / "hub").pull(parse_hub_name("hf:u/theirs"))
+    script = (
+        "found = hub.try_to_load_from_cache('u/theirs', 'm-Q4_K_M.gguf')\n"
+        "scan = hub.scan_cache_dir()\n"
+        "print(json.dumps([found, [str(w) for w in scan.warnings], [(r.repo_id, r.size_on_disk,"
+        " [v.commit_hash for v in r.revisions]) for r in scan.repos]]))"
+    )
+    found, warnings, repos = huggingface_hub(
+        script, tmp_path, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1"
+    )
+    assert Path(found) == pulled.model.path
+    assert warnings == []
+    assert repos == [["u/theirs", len(SMALL), [repo.commit]]]
+
+
 def test_a_file_huggingface_hub_downloaded_is_not_downloaded_again(
-    fresh: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fresh: FakeHub, tmp_path: Path
 ) -> None:
-    huggingface_hub = pytest.importorskip("huggingface_hub")
-    monkeypatch.setenv("HF_ENDPOINT", fresh.url)
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     repo = fresh.add_repo("u/shared", {"m-Q4_K_M.gguf": SMALL})
     root = tmp_path / "hub"
-    theirs = huggingface_hub.hf_hub_download("u/shared", "m-Q4_K_M.gguf", cache_dir=root)
+    script = "print(json.dumps(hub.hf_hub_download('u/shared', 'm-Q4_K_M.gguf')))"
+    theirs = huggingface_hub(
+        script, tmp_path, HF_ENDPOINT=fresh.url, HF_HUB_CACHE=str(root), HF_HUB_DISABLE_XET="1"
+    )
     assert fresh.observed.cdn_bytes == len(SMALL)
     fresh.reset()
     ours = puller(fresh, root).pull(parse_hub_name("hf:u/shared"))

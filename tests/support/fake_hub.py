@@ -89,6 +89,7 @@ class HubFaults:
     server_errors: int = 0  # the next N CDN answers are 503
     bytes_per_s: int | None = None  # send this slowly
     no_api: bool = False  # a mirror that serves resolve but not /api/models/... (404)
+    api_errors: int = 0  # the next N API answers are 503
 
 
 @dataclass
@@ -172,6 +173,9 @@ class FakeHub:
         return repo
 
     async def _refs(self, request: Request) -> Response:
+        if self.faults.api_errors:
+            self.faults.api_errors -= 1
+            return JSONResponse({"error": "Service Unavailable"}, 503)
         repo = self._repo(request)
         if self.faults.no_api:
             return JSONResponse({"error": "Not Found"}, 404)

@@ -142,18 +142,3 @@ def test_the_catalog_serves_a_cached_hub_model(
         resolve_model("hf:u/absent:Q8_0")
     with pytest.raises(ModelFileError, match="must be USER/REPO"):
         resolve_model("hf:no-slash")
-
-
-def test_huggingface_hub_reads_the_cache_a_pull_writes(tmp_path: Path) -> None:
-    """The layout is huggingface_hub's own: its cache scanner and lookup see our files."""
-    huggingface_hub = pytest.importorskip("huggingface_hub")
-    cache = HubCache(tmp_path)
-    link = put(cache, "u/r", "m-Q4_K_M.gguf", b"GGUF model")
-    found = huggingface_hub.try_to_load_from_cache("u/r", "m-Q4_K_M.gguf", cache_dir=tmp_path)
-    assert Path(found) == link
-    scanned = huggingface_hub.scan_cache_dir(tmp_path)
-    assert scanned.warnings == []
-    (repo,) = scanned.repos
-    assert repo.repo_id == "u/r"
-    assert [r.commit_hash for r in repo.revisions] == [COMMIT]
-    assert repo.size_on_disk == len(b"GGUF model")

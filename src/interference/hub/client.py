@@ -230,7 +230,10 @@ class HubClient:
             return HubNotFoundError(missing)
         detail = body[:200].decode("utf-8", "replace").strip()
         where = url.split("?", 1)[0]  # a CDN's URL is signed in its query: not for a log
-        return HubError(f"{where}: HTTP {status}" + (f": {detail}" if detail else ""))
+        message = f"{where}: HTTP {status}" + (f": {detail}" if detail else "")
+        if status in _RETRIED:  # down or overloaded, still after retries: as if unreachable
+            return HubUnreachableError(message)
+        return HubError(message)
 
     def auth_hint(self, status: int) -> str:
         """Why the hub refused, and what to do."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -71,6 +72,43 @@ def test_a_progress_bar_on_a_terminal(hub: FakeHub, env: dict[str, str]) -> None
         child.close(force=True)
     assert child.exitstatus == 0
     assert re.search(r"\d+%", first)
+
+
+def _interruptible() -> None:
+    """Ctrl-C interrupts the child even when this test run was started with SIGINT ignored
+    (as tests/integration/test_chat_cli.py explains)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_then_the_same_command_resumes(hub: FakeHub, env: dict[str, str]) -> None:
+    hub.faults.bytes_per_s = 3 << 20  # 2 s for the file: Ctrl-C comes in the middle
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "interference", "pull", "hf:u/cli-GGUF"],
+        env=env,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        preexec_fn=_interruptible,
+    )
+    try:
+        child.expect(r"\] +[1-9]\d?%")  # some bytes are in
+        child.sendintr()
+        child.expect("interrupted: the same command resumes the download where it stopped")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
+    assert "Traceback" not in (child.before or "")
+    hub.reset()
+    again = run(env, "pull", "hf:u/cli-GGUF")
+    assert again.returncode == 0, again.stderr
+    resumed = re.search(r"m-Q4_K_M\.gguf: resuming at ([\d.]+) MB", again.stderr)
+    assert resumed, again.stderr
+    ((status, asked),) = hub.observed.cdn_answers
+    assert status == 206
+    assert asked.startswith("bytes=")
+    assert asked != "bytes=0-"
+    assert 0 < hub.observed.cdn_bytes < len(CONTENT)
 
 
 def test_plain_lines_models_and_rm(env: dict[str, str], tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from interference import __version__, key_cli
+from interference import __version__, key_cli, pull_cli
 from interference.config import (
     Config,
     ConfigError,
@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 1337; 0 picks a free one)")
     serve.add_argument(
-        "--model", help="a GGUF file or a known model name (default smollm2-135m-instruct)"
+        "--model",
+        help="a GGUF file, a known model name (default smollm2-135m-instruct) or "
+        "hf:USER/REPO[:QUANT] (pulled first when not in the cache)",
     )
     serve.add_argument(
         "--config", help="YAML configuration file (default: $INTERFERENCE_CONFIG, if set)"
@@ -52,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         "--context", type=int, help="tokens of context the slots share (one request may use all)"
     )
 
-    models = commands.add_parser("models", help="list the local models: configured, loaded")
+    models = commands.add_parser(
+        "models", help="list the local models: configured, loaded, pulled from a hub"
+    )
     models.add_argument("--config", help="YAML configuration file (default: $INTERFERENCE_CONFIG)")
     models.add_argument(
         "--url", default="http://127.0.0.1:1337", help="a running server to ask what is loaded"
@@ -84,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the model of --speak (default: the server's first speech model, else tts-1)",
     )
 
+    pull_cli.add_parsers(commands)
     key_cli.add_parser(commands)
     key_cli.add_usage_parser(commands)
     check = commands.add_parser("config", help="configuration tools").add_subparsers(
@@ -182,7 +187,20 @@ def list_models(config_path: str | None, url: str) -> int:
         except ModelFileError:
             installed = f"not installed: run `{known.install_command()}`"
         print(f"  {known.id}  {installed}")
+    pull_cli.print_cached()
     return 0
+
+
+def pull_missing(config: Config) -> None:
+    """Pull the hub models of local providers (``model: hf:...``) that are not in the cache,
+    unless their provider says ``pull: never``."""
+    from interference.hub import HubCache, parse_hub_name
+
+    for entry in config.local_providers.values():
+        if entry.pull == "missing" and pull_cli.is_hub_name(entry.model):
+            ref = parse_hub_name(entry.model)
+            if HubCache().find(ref) is None:
+                pull_cli.pull_model(ref)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = load_config(path) if path else Config()
             run = key_cli.run if args.command == "keys" else key_cli.run_usage
             return run(args, config)
+        if args.command in ("pull", "rm"):
+            command = pull_cli.run_pull if args.command == "pull" else pull_cli.run_remove
+            return command(args)
         if args.command == "config" and args.config_command == "reference":
             return config_reference(args.check)
         if args.command == "config":
@@ -218,9 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _configure(args)
         if args.command == "serve" and args.workers < 1:
             raise ConfigError("--workers must be 1 or more")
+        pull_missing(config)
     except ConfigError as exc:
         print(f"interference: {exc}", file=sys.stderr)
         return 2
+    except InterferenceError as exc:  # a pull that failed: nothing was started
+        print(f"interference: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     from interference.server import configure_logging, serve
     from interference.supervisor import serve_workers
 

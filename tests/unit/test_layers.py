@@ -1,11 +1,13 @@
 """The layers of the code, pinned by what each module imports (read from its source, every
 ``import`` at any depth counted, lazy ones inside functions included):
 
-    wire/, upstream/  <-  engine/, providers/  <-  routing/  <-  api/  <-  server, cli
+    wire/, upstream/, hub/  <-  engine/, providers/  <-  routing/  <-  api/  <-  server, cli
     store/ (keys in SQLite)  <-  api/, cli
 
 - ``wire/`` (the API dialects' models) imports nothing else of interference;
 - ``upstream/`` (HTTP clients, SSE, error mapping) knows no dialect, provider or route;
+- ``hub/`` (hub model names, the hub cache, pulls) knows only the errors: the engine reads its
+  cache, the command line and the routes pull through it;
 - ``errors`` imports nothing of interference;
 - the engine, the providers, the router and the configuration never import ``api/``;
 - the engine never imports the providers, the router or the server;
@@ -103,6 +105,23 @@ def test_upstream_knows_no_dialect_provider_or_route() -> None:
     )
 
 
+def test_the_hub_knows_only_itself_and_the_errors() -> None:
+    """``hub/`` sits beside ``upstream/``: no configuration, engine, provider or route (the
+    package root only for its version, the User-Agent)."""
+    allowed = ("interference.hub", "interference.errors")
+    found = sorted(
+        f"{name} imports {imported}"
+        for name, imported_set in MODULES.items()
+        if under(name, "interference.hub")
+        for imported in imported_set
+        if under(imported, "interference")
+        and not under(imported, *allowed)
+        and imported not in ("interference", "interference.__version__")
+    )
+    assert "interference.hub.pull" in MODULES
+    assert found == []
+
+
 def test_config_imports_only_the_errors() -> None:
     """The configuration models are data every layer reads; they depend on nothing of ours
     (but their own parts, ``interference.config.*``)."""
@@ -148,6 +167,7 @@ def test_telemetry_knows_only_itself_the_configuration_and_the_errors() -> None:
 
 
 LOWER = (
+    "interference.hub",
     "interference.store",
     "interference.wire",
     "interference.upstream",

@@ -15,6 +15,7 @@ from interference.api.accounting import Accounting
 from interference.api.errors import EXCEPTION_HANDLERS
 from interference.api.guard import RequestGuard
 from interference.api.key_admin import key_routes
+from interference.api.ollama import ollama_routes
 from interference.api.response_store import ResponseStore
 from interference.api.routes import routes
 from interference.api.state import AppState
@@ -101,7 +102,7 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
         )
     handlers: Any = EXCEPTION_HANDLERS
     app = Starlette(
-        routes=[*routes(), *key_routes(), *telemetry_routes()],
+        routes=[*routes(), *key_routes(), *telemetry_routes(), *ollama_routes()],
         exception_handlers=handlers,
         lifespan=lifespan,
         middleware=middleware,

@@ -1,7 +1,8 @@
 """The one place where failures become error responses, in the dialect of the route.
 
 Every :class:`~interference.errors.InterferenceError` becomes its status and, on the OpenAI
-routes, ``{"error": {"message", "type", "param", "code"}}``; on Anthropic's (``/v1/messages``)
+routes, ``{"error": {"message", "type", "param", "code"}}``; on Ollama's (``/api/*``)
+``{"error": "message"}``; on Anthropic's (``/v1/messages``)
 ``{"type": "error", "error": {"type", "message"}}`` with Anthropic's error types, and a context
 overflow says ``prompt is too long: N tokens > M maximum`` (the words Claude Code compacts on).
 Starlette's own 404/405 and anything unexpected become the same shapes (an unexpected failure
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 _UNION_MEMBERS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
-Dialect = Literal["openai", "anthropic"]
+Dialect = Literal["openai", "anthropic", "ollama"]
 
 #: Anthropic's error types by status (https://docs.claude.com/en/api/errors); other 4xx are
 #: ``invalid_request_error``, other 5xx ``api_error``
@@ -57,6 +58,8 @@ _OVERFLOW = re.compile(r"\((\d+) tokens\).*?\((\d+) tokens\)")
 
 def dialect_of(path: str) -> Dialect:
     """The API dialect a route speaks, by its path."""
+    if path.startswith("/api/"):
+        return "ollama"
     return "anthropic" if path.startswith("/v1/messages") else "openai"
 
 
@@ -75,6 +78,8 @@ def _anthropic_error(exc: InterferenceError) -> dict[str, Any]:
 def error_body(exc: InterferenceError, dialect: Dialect = "openai") -> bytes:
     if dialect == "anthropic":
         return orjson.dumps(_anthropic_error(exc))
+    if dialect == "ollama":
+        return orjson.dumps({"error": exc.message})
     return orjson.dumps({"error": exc.to_dict()})
 
 
@@ -89,9 +94,11 @@ def error_response(exc: InterferenceError, dialect: Dialect = "openai") -> Respo
 
 def stream_error(exc: InterferenceError, dialect: Dialect = "openai") -> bytes:
     """An error as the last of a stream's events: OpenAI's ``data:`` event then ``[DONE]``,
-    Anthropic's ``error`` event."""
+    Anthropic's ``error`` event, Ollama's ``{"error": ...}`` line."""
     if dialect == "anthropic":
         return b"event: error\ndata: " + error_body(exc, dialect) + b"\n\n"
+    if dialect == "ollama":
+        return error_body(exc, dialect) + b"\n"
     return event(error_body(exc)) + DONE
 
 

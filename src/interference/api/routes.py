@@ -272,6 +272,7 @@ async def landing(request: Request) -> Response:
         "POST /v1/messages/count_tokens (Anthropic)",
         "GET /v1/models",
         "GET /v1/providers",
+        "POST /api/pull, GET /api/tags (Ollama's: models from Hugging Face, master key)",
         "GET /health",
         "GET / (the web chat, for browsers)",
     ]

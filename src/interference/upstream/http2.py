@@ -255,11 +255,14 @@ class Http2Client:
             connection.served += 1
             try:
                 stream = connection.open_stream(fields, bool(content))
-            except h2.exceptions.ProtocolError as exc:  # the peer lowered its limits meanwhile
+            except h2.exceptions.TooManyStreamsError:  # the peer lowered its limit meanwhile
                 self._unreserve(connection)
                 if attempt:
-                    raise ProtocolError(f"the upstream refused a new stream: {exc}") from exc
+                    raise ProtocolError("the upstream takes no new stream") from None
                 continue
+            except h2.exceptions.ProtocolError as exc:  # a header HTTP/2 cannot carry
+                self._unreserve(connection)
+                raise ProtocolError(f"the request cannot be sent over HTTP/2: {exc}") from exc
             try:
                 if content:
                     await connection.send_body(stream, content)

@@ -5,7 +5,8 @@ each stream's answer, and tells the pool when a stream slot comes free).
 - Flow control: each stream may have ``_STREAM_WINDOW`` bytes unread (as the HTTP/1.1 client's
   ``_HIGH_WATER``), so a slow consumer bounds its own buffer; the connection's window is opened
   to the largest there is, so such a stream never stalls the others. Received data is
-  acknowledged as the consumer reads it.
+  acknowledged as the consumer reads it (a quarter window at a time: an SSE stream's few
+  kilobytes, when it is released).
 - A request body is sent as the peer's windows allow.
 - GOAWAY: the connection takes no new stream; streams the peer says it never processed (above
   its ``last_stream_id``) fail with :class:`StreamRefusedError`, which the client retries once on
@@ -30,6 +31,7 @@ from h2.errors import ErrorCodes
 from interference.upstream.client import ProtocolError
 
 _STREAM_WINDOW = 1 << 20  # bytes one stream may have received and not yet read
+_ACK_AT = _STREAM_WINDOW // 4  # bytes read before they are handed back to the peer's window
 _LARGEST_WINDOW = 2**31 - 1  # the connection's window: never the bound, the streams' are
 _DEFAULT_WINDOW = 65_535  # every window's size until SETTINGS or WINDOW_UPDATE say otherwise
 
@@ -47,6 +49,13 @@ class _GoawayKeepsStreams(h2.connection.H2ConnectionStateMachine):
         (_State.IDLE, _Input.RECV_GOAWAY): (None, _State.IDLE),
         (_State.CLIENT_OPEN, _Input.RECV_GOAWAY): (None, _State.CLIENT_OPEN),
     }
+
+
+class _H2State(h2.connection.H2Connection):
+    # h2 remembers how each closed stream closed, to answer its late frames rightly: 65,536 of
+    # them by default, megabytes per long-lived connection; a few thousand cover the frames
+    # still in flight when a stream closes
+    MAX_CLOSED_STREAMS = 4096
 
 
 class Http1ChosenError(ConnectionError):
@@ -72,7 +81,7 @@ class Stream:
         self.status = 0  # set when the head has come
         self.headers: dict[str, str] = {}  # names in lower case, as HTTP/2 sends them
         self.pieces: list[bytes] = []  # body received and not yet read
-        self.unacked = 0  # flow-controlled bytes of ``pieces`` (padding included)
+        self.unacked = 0  # flow-controlled bytes received (padding included), not handed back
         self.ended = False  # the peer ended the body
         self.error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -99,9 +108,7 @@ class Http2Connection(asyncio.Protocol):
 
     def __init__(self, on_change: Callable[[Http2Connection], None]) -> None:
         self._on_change = on_change
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
+        self.h2 = _H2State(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self.h2.state_machine = _GoawayKeepsStreams()
         self.h2.local_settings = h2.settings.Settings(
             client=True,
@@ -144,15 +151,14 @@ class Http2Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += 1
-        try:
-            events = self.h2.receive_data(data)
-        except (h2.exceptions.ProtocolError, ValueError) as exc:
-            self.flush()  # h2's GOAWAY telling the peer why
-            self.fail(ProtocolError(f"invalid HTTP/2 from the upstream: {exc}"))
-            return
         changed = False
-        for event in events:
-            changed |= self._handle(event)
+        try:
+            for event in self.h2.receive_data(data):
+                changed |= self._handle(event)
+        except (h2.exceptions.ProtocolError, ValueError) as exc:  # ValueError: a bad :status
+            self.flush()  # h2's GOAWAY telling the peer why
+            self.fail(ProtocolError(f"invalid HTTP/2 from the upstream: {exc!r}"))
+            return
         self.flush()
         if changed:
             self._on_change(self)
@@ -252,10 +258,9 @@ class Http2Connection(asyncio.Protocol):
     def open_stream(self, headers: list[tuple[bytes, bytes]], body: bool) -> Stream:
         """Send a request's head (``body``: a body follows, sent by :meth:`send_body`)."""
         stream_id = self.h2.get_next_available_stream_id()
-        stream = Stream(stream_id)
-        self.streams[stream_id] = stream
         self.h2.send_headers(stream_id, headers, end_stream=not body)
         self.flush()
+        stream = self.streams[stream_id] = Stream(stream_id)
         return stream
 
     async def send_body(self, stream: Stream, body: bytes) -> None:
@@ -287,12 +292,14 @@ class Http2Connection(asyncio.Protocol):
                 waiter.set_result(None)
 
     def read(self, stream: Stream) -> bytes:
-        """What ``stream`` has received and not yet read, acknowledged to the peer."""
+        """What ``stream`` has received and not yet read. What was read is handed back to the
+        peer's window a quarter window at a time (h2 would send no WINDOW_UPDATE for less),
+        and the rest when the stream is released."""
         pieces, stream.pieces = stream.pieces, []
-        if stream.unacked and not self.lost:
+        if stream.unacked >= _ACK_AT and not self.lost:
             self.h2.acknowledge_received_data(stream.unacked, stream.id)
             self.flush()
-        stream.unacked = 0
+            stream.unacked = 0
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def release(self, stream: Stream) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from interference.config import ConfigError, RemoteProviderConfig, config_from_dict
+from interference.providers.http import make_client
 from interference.telemetry.propagation import UPSTREAM_TRACE
 from interference.upstream.client import (
     POOL_WAIT,
@@ -24,6 +26,7 @@ from interference.upstream.client import (
     PoolWait,
     ProtocolError,
 )
+from interference.upstream.fast import FastClient
 from interference.upstream.http2 import Http2Client
 from interference.upstream.http2_connection import _STREAM_WINDOW
 from interference.upstream.negotiated import UNDECIDED, NegotiatedClient
@@ -58,7 +61,7 @@ def run(scenario: Callable[[], Awaitable[None]], seconds: float = 20) -> None:
 
 def client(upstream: H2Upstream, **options: float) -> Http2Client:
     settings = {"max_connections": 10, "connect_timeout": 2, "pool_timeout": 1, **options}
-    return Http2Client(upstream.url, {"authorization": "Bearer k"}, **settings)  # type: ignore[arg-type]
+    return Http2Client(upstream.url, {"authorization": "Bearer k"}, **settings)
 
 
 async def streamed(http2: Http2Client) -> bytes:
@@ -387,3 +390,24 @@ def test_a_refused_connection_leaves_auto_undecided() -> None:
         await negotiated.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("url", "http2", "chosen"),
+    [
+        ("https://api.example.com/v1", "auto", NegotiatedClient),
+        ("http://127.0.0.1:9/v1", "auto", FastClient),
+        ("https://api.example.com/v1", "always", Http2Client),
+        ("http://127.0.0.1:9/v1", "always", Http2Client),
+        ("https://api.example.com/v1", "never", FastClient),
+    ],
+)
+def test_the_client_follows_http2(url: str, http2: str, chosen: type) -> None:
+    config = RemoteProviderConfig(kind="openai", base_url=url, http2=http2)
+    assert isinstance(make_client(config, {}), chosen)
+
+
+def test_http2_takes_three_values() -> None:
+    entry = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "http2": "yes"}
+    with pytest.raises(ConfigError, match="http2"):
+        config_from_dict({"providers": {"up": entry}}, "x.yaml")

@@ -29,6 +29,7 @@ from interference.upstream.client import (
 from interference.upstream.fast import FastClient
 from interference.upstream.http2 import Http2Client
 from interference.upstream.http2_connection import _STREAM_WINDOW
+from interference.upstream.httpx_client import HttpxClient
 from interference.upstream.negotiated import UNDECIDED, NegotiatedClient
 from tests.support.h2_upstream import H2Upstream, h2_upstream
 from tests.support.openai_fake import openai_upstream
@@ -411,3 +412,19 @@ def test_http2_takes_three_values() -> None:
     entry = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "http2": "yes"}
     with pytest.raises(ConfigError, match="http2"):
         config_from_dict({"providers": {"up": entry}}, "x.yaml")
+
+
+def test_httpx_speaks_http2_when_asked(upstream: H2Upstream) -> None:
+    async def scenario() -> None:
+        httpx_client = HttpxClient(
+            upstream.url, {}, max_connections=2, connect_timeout=2, http2="always"
+        )
+        try:
+            reply = await httpx_client.post(PATH, content=CALL.encode())
+            assert b"Hello from h2" in reply.content
+            assert httpx_client.pool().protocol == "HTTP/2"
+        finally:
+            await httpx_client.aclose()
+
+    run(scenario)
+    assert upstream.observed.connections == 1

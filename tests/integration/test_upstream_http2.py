@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+import uvloop
 
 from interference.config import ConfigError, RemoteProviderConfig, config_from_dict
 from interference.providers.http import make_client
@@ -366,6 +367,8 @@ def test_auto_speaks_http2_where_alpn_chooses_it_else_http11(
         assert protocol == "HTTP/2"
         assert "Hello from tls-h2" in content
         assert speaks_h2.observed.connections == 1  # the handshake that decided, kept
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as serve runs it
+            assert runner.run(ask(speaks_h2.url))[0] == "HTTP/2"
     with openai_upstream("tls-h1", tls=(str(cert), str(key))) as speaks_h1:
         protocol, content = asyncio.run(ask(speaks_h1.url))
         assert protocol == "HTTP/1.1"

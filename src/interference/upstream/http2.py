@@ -35,7 +35,7 @@ import asyncio
 import ssl
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -50,12 +50,12 @@ from interference.upstream.client import (
     PoolFullError,
     PoolStats,
     ProtocolError,
-    ReadAnswer,
 )
-from interference.upstream.fast import _KEEPALIVE_S, _MAX_BODY, _check_header_values
+from interference.upstream.fast import _KEEPALIVE_S, _check_header_values
 from interference.upstream.http2_connection import (
     Http1ChosenError,
     Http2Connection,
+    Http2Response,
     Stream,
     StreamRefusedError,
 )
@@ -69,73 +69,6 @@ _NOT_SENT = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
     | {"content-length", "te"}
 )
-
-
-def _body_too_large() -> ProtocolError:
-    return ProtocolError(f"the upstream's answer exceeds {_MAX_BODY} bytes")
-
-
-class Http2Response(ReadAnswer):
-    """An answer on one stream (:class:`~interference.upstream.client.UpstreamResponse`)."""
-
-    def __init__(self, client: Http2Client, connection: Http2Connection, stream: Stream) -> None:
-        self._client = client
-        self._connection = connection
-        self._stream = stream
-        self.status_code = stream.status
-        self.headers: Mapping[str, str] = stream.headers  # names in lower case
-        self._content: bytes | None = None
-
-    async def _next_block(self) -> bytes | None:
-        """What arrived of the body since the last call (waiting for something), or None at
-        its end."""
-        stream = self._stream
-        while True:
-            if stream.pieces:
-                return self._connection.read(stream)
-            if stream.ended:
-                return None
-            if stream.error is not None:
-                raise stream.error
-            await stream.wait()
-
-    async def aread(self) -> bytes:
-        """The whole body; one over ``_MAX_BODY`` bytes raises :class:`ProtocolError` and
-        resets the stream."""
-        if self._content is None:
-            declared = self.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > _MAX_BODY:
-                self.close()
-                raise _body_too_large()
-            blocks: list[bytes] = []
-            size = 0
-            while (block := await self._next_block()) is not None:
-                size += len(block)
-                if size > _MAX_BODY:
-                    self.close()
-                    raise _body_too_large()
-                blocks.append(block)
-            self._content = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-        return self._content
-
-    async def iter_blocks(self) -> AsyncGenerator[bytes, None]:
-        """The body in the pieces it arrives in."""
-        while (block := await self._next_block()) is not None:
-            yield block
-
-    def close(self) -> None:
-        """Give the answer up: its stream is reset (its connection goes on with the others)."""
-        self._client._finish(self._connection, self._stream)
-
-    async def drain(self, seconds: float = 1.0) -> None:
-        """Read what is left of the body, bounded in time, so the stream ends without a
-        reset."""
-        try:
-            async with asyncio.timeout(seconds):
-                while await self._next_block() is not None:
-                    pass
-        except (TimeoutError, OSError, ValueError):
-            pass
 
 
 @dataclass(slots=True)
@@ -298,7 +231,7 @@ class Http2Client:
         fields = self._request_fields("POST", path, content, headers, params)
         connection, stream = await self._open(fields, content)
         try:
-            response = Http2Response(self, connection, stream)
+            response = Http2Response(connection, stream, self._finish)
             await response.aread()
             return response
         finally:
@@ -319,7 +252,7 @@ class Http2Client:
         fields = self._request_fields(method, path, content, headers, params)
         connection, stream = await self._open(fields, content)
         try:
-            yield Http2Response(self, connection, stream)
+            yield Http2Response(connection, stream, self._finish)
         finally:
             self._finish(connection, stream)
 

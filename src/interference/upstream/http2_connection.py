@@ -1,6 +1,7 @@
 """One HTTP/2 connection to an upstream and the streams it carries: an ``asyncio.Protocol`` over
 h2's sans-IO state machine (h2 parses and writes the frames; this module moves the bytes, keeps
-each stream's answer, and tells the pool when a stream slot comes free).
+each stream's answer, and tells the pool when a stream slot comes free), and the answer a
+client reads from one stream (:class:`Http2Response`).
 
 - Flow control: each stream may have ``_STREAM_WINDOW`` bytes unread (as the HTTP/1.1 client's
   ``_HIGH_WATER``), so a slow consumer bounds its own buffer; the connection's window is opened
@@ -18,7 +19,7 @@ each stream's answer, and tells the pool when a stream slot comes free).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import cast
 
 import h2.config
@@ -28,7 +29,8 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from interference.upstream.client import ProtocolError
+from interference.upstream.client import ProtocolError, ReadAnswer
+from interference.upstream.fast import _MAX_BODY
 
 _STREAM_WINDOW = 1 << 20  # bytes one stream may have received and not yet read
 _ACK_AT = _STREAM_WINDOW // 4  # bytes read before they are handed back to the peer's window
@@ -332,3 +334,76 @@ class Http2Connection(asyncio.Protocol):
             pass
         if self.transport is not None:
             self.transport.close()
+
+
+def _body_too_large() -> ProtocolError:
+    return ProtocolError(f"the upstream's answer exceeds {_MAX_BODY} bytes")
+
+
+class Http2Response(ReadAnswer):
+    """An answer on one stream (:class:`~interference.upstream.client.UpstreamResponse`)."""
+
+    def __init__(
+        self,
+        connection: Http2Connection,
+        stream: Stream,
+        finish: Callable[[Http2Connection, Stream], None],
+    ) -> None:
+        """``finish`` releases the stream (the client's bookkeeping of its slot)."""
+        self._finish = finish
+        self._connection = connection
+        self._stream = stream
+        self.status_code = stream.status
+        self.headers: Mapping[str, str] = stream.headers  # names in lower case
+        self._content: bytes | None = None
+
+    async def _next_block(self) -> bytes | None:
+        """What arrived of the body since the last call (waiting for something), or None at
+        its end."""
+        stream = self._stream
+        while True:
+            if stream.pieces:
+                return self._connection.read(stream)
+            if stream.ended:
+                return None
+            if stream.error is not None:
+                raise stream.error
+            await stream.wait()
+
+    async def aread(self) -> bytes:
+        """The whole body; one over ``_MAX_BODY`` bytes raises :class:`ProtocolError` and
+        resets the stream."""
+        if self._content is None:
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > _MAX_BODY:
+                self.close()
+                raise _body_too_large()
+            blocks: list[bytes] = []
+            size = 0
+            while (block := await self._next_block()) is not None:
+                size += len(block)
+                if size > _MAX_BODY:
+                    self.close()
+                    raise _body_too_large()
+                blocks.append(block)
+            self._content = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+        return self._content
+
+    async def iter_blocks(self) -> AsyncGenerator[bytes, None]:
+        """The body in the pieces it arrives in."""
+        while (block := await self._next_block()) is not None:
+            yield block
+
+    def close(self) -> None:
+        """Give the answer up: its stream is reset (its connection goes on with the others)."""
+        self._finish(self._connection, self._stream)
+
+    async def drain(self, seconds: float = 1.0) -> None:
+        """Read what is left of the body, bounded in time, so the stream ends without a
+        reset."""
+        try:
+            async with asyncio.timeout(seconds):
+                while await self._next_block() is not None:
+                    pass
+        except (TimeoutError, OSError, ValueError):
+            pass

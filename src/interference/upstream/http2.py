@@ -6,15 +6,14 @@ It implements :class:`~interference.upstream.client.UpstreamClient` as
 the client's) and the same headers (``accept-encoding: identity``, its ``user-agent``, the
 attempt's ``traceparent``). What differs is the pool:
 
-- A connection carries up to the peer's ``SETTINGS_MAX_CONCURRENT_STREAMS`` streams at once (the
-  frames: :mod:`interference.upstream.http2_connection`). A request takes a free stream slot on
-  the oldest connection that has one; when none has, another connection is opened, up to
-  ``max_connections``; requests that arrive while it opens count on it (as many as the last
-  connection allowed; all of them at the first), so a burst opens as few connections as it
-  needs. With ``max_connections``
-  open and every slot taken, a request waits at most ``pool_timeout`` seconds for one, then
-  fails with :class:`PoolFullError`, exactly as over HTTP/1.1; ``PoolStats.in_use`` counts
-  streams, ``open`` connections.
+- A connection carries up to the peer's ``SETTINGS_MAX_CONCURRENT_STREAMS`` streams at once,
+  256 at most (the frames: :mod:`interference.upstream.http2_connection`). A request takes a
+  free stream slot on the oldest connection that has one; when none has, another connection is
+  opened, up to ``max_connections``; requests that arrive while it opens count on it (as many as
+  the last connection allowed; all of them at the first), so a burst opens as few connections as
+  it needs. With ``max_connections`` open and every slot taken, a request waits at most
+  ``pool_timeout`` seconds for one, then fails with :class:`PoolFullError`, exactly as over
+  HTTP/1.1; ``PoolStats.in_use`` counts streams, ``open`` connections.
 - A stream the upstream did not process (GOAWAY, REFUSED_STREAM), or sent on a reused connection
   that died before anything came back, is sent once more on another connection.
 - Leaving :meth:`Http2Client.stream` before the body's end resets that stream (CANCEL): the

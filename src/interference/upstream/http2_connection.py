@@ -32,6 +32,9 @@ from h2.errors import ErrorCodes
 from interference.upstream.client import ProtocolError, ReadAnswer
 from interference.upstream.fast import _MAX_BODY
 
+# Streams on one connection at most, whatever the peer allows (some allow 2**31): h2 counts the
+# open streams by walking them all at each new one, and a lost connection loses all of its own.
+_MOST_STREAMS = 256
 _STREAM_WINDOW = 1 << 20  # bytes one stream may have received and not yet read
 _ACK_AT = _STREAM_WINDOW // 4  # bytes read before they are handed back to the peer's window
 _LARGEST_WINDOW = 2**31 - 1  # the connection's window: never the bound, the streams' are
@@ -133,10 +136,11 @@ class Http2Connection(asyncio.Protocol):
 
     @property
     def capacity(self) -> int:
-        """Streams it may carry at once: the peer's limit (0 once it can take no new one)."""
+        """Streams it may carry at once: the peer's limit, at most ``_MOST_STREAMS`` (0 once it
+        can take no new one)."""
         if self.going_away or self.lost:
             return 0
-        return self.h2.remote_settings.max_concurrent_streams
+        return min(self.h2.remote_settings.max_concurrent_streams, _MOST_STREAMS)
 
     # --- asyncio.Protocol
 

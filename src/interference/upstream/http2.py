@@ -293,10 +293,10 @@ class Http2Client:
             connection.idle_since = asyncio.get_running_loop().time()
         connection.release(stream)  # calls _changed
 
-    def _drop(self, connection: Http2Connection) -> None:
+    def _drop(self, connection: Http2Connection, *, at_once: bool = False) -> None:
         if connection in self._connections:
             self._connections.remove(connection)
-        connection.close()
+        connection.close(at_once=at_once)
 
     def _changed(self, connection: Http2Connection) -> None:
         """A connection can take more streams, or fewer: hand free slots to waiting requests."""
@@ -444,4 +444,4 @@ class Http2Client:
         for task in list(self._connecting):
             task.cancel()
         for connection in list(self._connections):
-            self._drop(connection)
+            self._drop(connection, at_once=True)

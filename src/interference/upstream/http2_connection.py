@@ -326,8 +326,10 @@ class Http2Connection(asyncio.Protocol):
         stream.pieces = []
         self._on_change(self)
 
-    def close(self) -> None:
-        """Say GOAWAY and close (the pool's idle connections, and its end)."""
+    def close(self, *, at_once: bool = False) -> None:
+        """Say GOAWAY and close (the pool's idle connections, and its end). ``at_once``: do not
+        wait for TLS's closing exchange either (the client's end, after which its event loop
+        may stop at once and would leave the socket open)."""
         if self.lost:
             return
         self.going_away = True
@@ -337,7 +339,10 @@ class Http2Connection(asyncio.Protocol):
         except h2.exceptions.ProtocolError:
             pass
         if self.transport is not None:
-            self.transport.close()
+            if at_once:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
 
 def _body_too_large() -> ProtocolError:

@@ -12,7 +12,11 @@ upstream.
   then ``data: [DONE]``. Every event is a write of its own, ``--delay-ms`` apart.
 - ``GET /v1/models``: the one model, ``bench-model``.
 
-    .venv/bin/python bench/fake_upstream.py [--port 0] [--chunks 50] [--delay-ms 0]
+With ``--http2`` it also speaks HTTP/2 (h2c with prior knowledge: bench/fake_upstream_h2.py) on
+connections that open with HTTP/2's preface, allowing ``--h2-max-streams`` streams on each (100,
+as many cloud APIs), with the same answers; HTTP/1.1 connections are served as before.
+
+    .venv/bin/python bench/fake_upstream.py [--port 0] [--chunks 50] [--delay-ms 0] [--http2]
 
 With ``--port 0`` it picks a free port; either way it prints ``listening on
 http://127.0.0.1:PORT`` once it accepts connections. In-process (tests):
@@ -31,6 +35,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
+
+from fake_upstream_h2 import Http2UpstreamProtocol, response_head
 
 MODEL = "bench-model"
 HOST = "127.0.0.1"
@@ -76,6 +82,12 @@ class Rendered:
     models: bytes
     not_found: bytes
     bad_request: bytes
+    # the same answers over HTTP/2: HPACK blocks of the heads, and bodies
+    h2_completion: tuple[bytes, bytes]
+    h2_stream_head: bytes
+    h2_events: tuple[bytes, ...]  # one DATA payload each
+    h2_models: tuple[bytes, bytes]
+    h2_not_found: tuple[bytes, bytes]
 
 
 def render(chunks: int, created: int | None = None) -> Rendered:
@@ -128,6 +140,10 @@ def render(chunks: int, created: int | None = None) -> Rendered:
     def error(message: str, kind: str) -> bytes:
         return _json({"error": {"message": message, "type": kind, "param": None, "code": None}})
 
+    def h2_answer(status: int, body: bytes) -> tuple[bytes, bytes]:
+        return response_head(status, b"application/json", len(body)), body
+
+    not_found = error("not found", "not_found")
     return Rendered(
         completion=_response("200 OK", b"application/json", _json(completion)),
         stream_head=(
@@ -136,10 +152,15 @@ def render(chunks: int, created: int | None = None) -> Rendered:
         ),
         stream_events=tuple(http_chunks),
         models=_response("200 OK", b"application/json", _json(models)),
-        not_found=_response("404 Not Found", b"application/json", error("not found", "not_found")),
+        not_found=_response("404 Not Found", b"application/json", not_found),
         bad_request=_response(
             "400 Bad Request", b"application/json", error("bad request", "invalid_request_error")
         ),
+        h2_completion=h2_answer(200, _json(completion)),
+        h2_stream_head=response_head(200, b"text/event-stream"),
+        h2_events=tuple(events),
+        h2_models=h2_answer(200, _json(models)),
+        h2_not_found=h2_answer(404, not_found),
     )
 
 
@@ -150,15 +171,19 @@ class Stats:
     completions: int = 0
     streams: int = 0
     connections: int = 0
+    http2_connections: int = 0  # of ``connections``
 
 
 class UpstreamProtocol(asyncio.Protocol):
     """One client connection: parse requests as they come, answer them in order."""
 
-    def __init__(self, rendered: Rendered, delay_s: float, stats: Stats) -> None:
+    def __init__(
+        self, rendered: Rendered, delay_s: float, stats: Stats, http2_streams: int = 0
+    ) -> None:
         self.rendered = rendered
         self.delay_s = delay_s
         self.stats = stats
+        self.http2_streams = http2_streams  # 0: HTTP/1.1 only
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.streaming: asyncio.Task[None] | None = None  # a delayed stream being written
@@ -176,7 +201,18 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if self.http2_streams and self.buffer[:3] == b"PRI":  # HTTP/2's preface, no method
+            self._speak_http2()
+            return
         self._process()
+
+    def _speak_http2(self) -> None:
+        assert self.transport is not None
+        self.stats.http2_connections += 1
+        protocol = http2_protocol(self.rendered, self.delay_s, self.stats, self.http2_streams)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        protocol.data_received(bytes(self.buffer))
 
     def _process(self) -> None:
         """Answer every complete request in the buffer, unless a stream is still being sent."""
@@ -259,6 +295,50 @@ class UpstreamProtocol(asyncio.Protocol):
             self.streaming.add_done_callback(lambda _: self.transport and self.transport.close())
 
 
+def http2_protocol(
+    rendered: Rendered, delay_s: float, stats: Stats, max_streams: int
+) -> Http2UpstreamProtocol:
+    """An HTTP/2 connection giving the same answers as :class:`UpstreamProtocol`."""
+
+    def answer(method: str, path: str, body: bytes, stream_id: int) -> None:
+        path = path.partition("?")[0]
+        if method == "POST" and path == "/v1/chat/completions":
+            if STREAM_FLAG.search(body):
+                stats.streams += 1
+                protocol.head(stream_id, rendered.h2_stream_head)
+                if delay_s <= 0:
+                    for event in rendered.h2_events[:-1]:
+                        protocol.data(stream_id, event)
+                    protocol.data(stream_id, rendered.h2_events[-1], end=True)
+                else:
+                    task = asyncio.get_running_loop().create_task(slowly(stream_id))
+                    protocol.streaming[stream_id] = task
+                return
+            stats.completions += 1
+            head, content = rendered.h2_completion
+        elif method == "GET" and path == "/v1/models":
+            head, content = rendered.h2_models
+        else:
+            head, content = rendered.h2_not_found
+        protocol.head(stream_id, head)
+        protocol.data(stream_id, content, end=True)
+
+    async def slowly(stream_id: int) -> None:
+        events = rendered.h2_events
+        try:
+            for i, event in enumerate(events):
+                if i:
+                    await asyncio.sleep(delay_s)
+                if protocol.transport is None or protocol.transport.is_closing():
+                    return
+                protocol.data(stream_id, event, end=i == len(events) - 1)
+        finally:
+            protocol.streaming.pop(stream_id, None)
+
+    protocol = Http2UpstreamProtocol(answer, max_streams)
+    return protocol
+
+
 @dataclass
 class Upstream:
     """A running fake upstream."""
@@ -276,20 +356,28 @@ class Upstream:
         await self.server.wait_closed()
 
 
-async def start_upstream(port: int = 0, chunks: int = 50, delay_ms: float = 0.0) -> Upstream:
-    """Start a fake upstream on 127.0.0.1 in the running event loop."""
+async def start_upstream(
+    port: int = 0, chunks: int = 50, delay_ms: float = 0.0, http2_streams: int = 0
+) -> Upstream:
+    """Start a fake upstream on 127.0.0.1 in the running event loop (``http2_streams``: speak
+    HTTP/2 too, that many streams a connection)."""
     rendered = render(chunks)
     stats = Stats()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: UpstreamProtocol(rendered, delay_ms / 1000, stats), HOST, port, backlog=4096
+        lambda: UpstreamProtocol(rendered, delay_ms / 1000, stats, http2_streams),
+        HOST,
+        port,
+        backlog=4096,
     )
     bound = server.sockets[0].getsockname()[1]
     return Upstream(server, bound, stats)
 
 
 @contextlib.contextmanager
-def upstream_in_thread(chunks: int = 50, delay_ms: float = 0.0) -> Iterator[Upstream]:
+def upstream_in_thread(
+    chunks: int = 50, delay_ms: float = 0.0, http2_streams: int = 0
+) -> Iterator[Upstream]:
     """Run a fake upstream in a background thread with its own loop (for synchronous tests)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fake-upstream", daemon=True)
@@ -297,7 +385,7 @@ def upstream_in_thread(chunks: int = 50, delay_ms: float = 0.0) -> Iterator[Upst
     upstream: Upstream | None = None
     try:
         upstream = asyncio.run_coroutine_threadsafe(
-            start_upstream(0, chunks, delay_ms), loop
+            start_upstream(0, chunks, delay_ms, http2_streams), loop
         ).result(timeout=10)
         yield upstream
     finally:
@@ -317,8 +405,8 @@ def event_loop_factory() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def _serve(port: int, chunks: int, delay_ms: float) -> None:
-    upstream = await start_upstream(port, chunks, delay_ms)
+async def _serve(port: int, chunks: int, delay_ms: float, http2_streams: int) -> None:
+    upstream = await start_upstream(port, chunks, delay_ms, http2_streams)
     print(f"listening on {upstream.url}", flush=True)
     async with upstream.server:
         await upstream.server.serve_forever()
@@ -329,12 +417,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0: pick a free port")
     parser.add_argument("--chunks", type=int, default=50, help="content deltas per stream")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="between stream events")
+    parser.add_argument("--http2", action="store_true", help="speak h2c (prior knowledge) too")
+    parser.add_argument("--h2-max-streams", type=int, default=100, help="per HTTP/2 connection")
     args = parser.parse_args()
     with (
         contextlib.suppress(KeyboardInterrupt),
         asyncio.Runner(loop_factory=event_loop_factory) as runner,
     ):
-        runner.run(_serve(args.port, args.chunks, args.delay_ms))
+        runner.run(
+            _serve(args.port, args.chunks, args.delay_ms, args.h2_max_streams if args.http2 else 0)
+        )
 
 
 if __name__ == "__main__":

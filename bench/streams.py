@@ -17,12 +17,19 @@ reports:
 - *RSS per open stream*: the gateway's peak resident memory during the burst (all its processes,
   sampled every 50 ms) less its memory just before, divided by N;
 - *CPU per chunk*: the gateway's CPU time (all its processes) over the burst divided by the
-  events it relayed (every ``data:`` line the client received through it).
+  events it relayed (every ``data:`` line the client received through it);
+- *upstream conns*: the connections the gateway holds to the upstream right after the burst
+  (``/v1/providers``; with ``--workers``, one worker's).
+
+``--upstream-http 1.1,2`` measures each interference twice, side by side: talking HTTP/1.1 to the
+upstream (one connection per open stream), and HTTP/2 (``http2: always``, h2c: up to
+``--h2-max-streams`` streams per connection); the upstream then speaks both.
 
 LiteLLM's proxy is measured too when a ``litellm`` command is on the PATH (``--litellm CMD``),
 with bursts up to ``--litellm-max`` streams (1,000).
 
     .venv/bin/python bench/streams.py [--streams 1000,5000,10000] [--workers 1,2]
+        [--upstream-http 1.1,2]
 
 The client is ``python bench/streams.py --client HOST PORT N ...``: it prints one JSON line.
 """
@@ -184,6 +191,7 @@ class Target:
     model: str
     pid: int | None  # the gateway's process, measured (None: the upstream itself)
     log: Path | None = None  # its output
+    provider: str | None = None  # its upstream provider, whose connections are reported
 
 
 @dataclass
@@ -229,14 +237,24 @@ def measure(target: Target, count: int, timeout_s: float) -> dict[str, Any]:
         report["rss_kb_per_stream"] = 1024 * (sampler.peak_mb - rss_before) / count
         events = report["events"]
         report["cpu_us_per_chunk"] = 1e6 * report["cpu_s"] / events if events else float("nan")
+    if target.provider is not None:
+        report["upstream_connections"] = upstream_connections(target)
     return report
 
 
-def interference_config(upstream: str) -> str:
-    """The defaults, and the one upstream."""
+def upstream_connections(target: Target) -> int:
+    """Connections the gateway holds to the upstream now (one worker's, with several)."""
+    answer = json.loads(gateway.call(target.port, "GET", "/v1/providers", None))
+    pools = [p["connections"] for p in answer["providers"] if p["name"] == target.provider]
+    return int(pools[0]["open"]) if pools else -1
+
+
+def interference_config(upstream: str, http: str = "1.1") -> str:
+    """The defaults, and the one upstream (``http``: "2" speaks HTTP/2 to it, h2c)."""
+    http2 = ", http2: always" if http == "2" else ""
     return (
         "providers:\n"
-        f'  up: {{kind: openai, base_url: "{upstream}/v1"}}\n'
+        f'  up: {{kind: openai, base_url: "{upstream}/v1"{http2}}}\n'
         "models:\n"
         f"  {MODEL}:\n"
         f"    deployments: [{{provider: up, model: {MODEL}}}]\n"
@@ -261,20 +279,25 @@ def start_targets(
     python = sys.executable
     upstream_argv = [python, str(BENCH / "fake_upstream.py"), "--chunks", str(args.chunks)]
     upstream_argv += ["--delay-ms", str(args.delay_ms)]
+    if "2" in args.upstream_http:
+        upstream_argv += ["--http2", "--h2-max-streams", str(args.h2_max_streams)]
     upstream = processes.launch("upstream", upstream_argv)
     upstream.url = gateway.wait_for_line(upstream, gateway.LISTENING, args.startup_timeout).group(1)
     targets = [Target("direct", upstream.port, MODEL, None)]
-    config = processes.log_dir / "interference.yaml"
-    config.write_text(interference_config(upstream.url))
     startup: dict[str, float] = {}
     for workers in args.workers:
-        name = "interference" if workers == 1 else f"interference --workers {workers}"
-        argv = [python, "-m", "interference", "serve", "--port", "0", "--config", str(config)]
-        argv += ["--log-level", "warning", "--workers", str(workers)]
-        server = processes.launch(name.replace(" ", ""), argv)
-        server.url = gateway.wait_for_line(server, gateway.READY, args.startup_timeout).group(2)
-        startup[name] = gateway.wait_until_answering(server, MODEL, args.startup_timeout)
-        targets.append(Target(name, server.port, MODEL, server.popen.pid, server.log))
+        for http in args.upstream_http:
+            name = "interference" if workers == 1 else f"interference --workers {workers}"
+            if len(args.upstream_http) > 1:
+                name += f" (upstream HTTP/{http})"
+            config = processes.log_dir / f"interference-http{http}.yaml"
+            config.write_text(interference_config(upstream.url, http))
+            argv = [python, "-m", "interference", "serve", "--port", "0", "--config", str(config)]
+            argv += ["--log-level", "warning", "--workers", str(workers)]
+            server = processes.launch(f"interference-w{workers}-http{http}", argv)
+            server.url = gateway.wait_for_line(server, gateway.READY, args.startup_timeout).group(2)
+            startup[name] = gateway.wait_until_answering(server, MODEL, args.startup_timeout)
+            targets.append(Target(name, server.port, MODEL, server.popen.pid, server.log, "up"))
     litellm = args.litellm or shutil.which("litellm")
     if litellm:
         litellm_yaml = processes.log_dir / "litellm.yaml"
@@ -308,8 +331,8 @@ def fmt(value: Any, digits: int = 0) -> str:
 def table(report: dict[str, Any]) -> str:
     lines = [
         "| streams | target | ok | failed | wall s | first token p50 ms | p95 ms | added p50 ms "
-        "| RSS KB/stream | CPU µs/chunk |",
-        "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| RSS KB/stream | CPU µs/chunk | upstream conns |",
+        "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in report["runs"]:
         failed = ", ".join(f"{n} {why}" for why, n in run["failed"].items()) or "0"
@@ -318,7 +341,8 @@ def table(report: dict[str, Any]) -> str:
             f"| {fmt(run['wall_s'], 1)} | {fmt(run['first_token_p50_ms'])} "
             f"| {fmt(run['first_token_p95_ms'])} | {fmt(run.get('added_p50_ms', float('nan')))} "
             f"| {fmt(run.get('rss_kb_per_stream', float('nan')), 1)} "
-            f"| {fmt(run.get('cpu_us_per_chunk', float('nan')), 1)} |"
+            f"| {fmt(run.get('cpu_us_per_chunk', float('nan')), 1)} "
+            f"| {fmt(run.get('upstream_connections', '-'))} |"
         )
     return "\n".join(lines)
 
@@ -331,6 +355,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delay-ms", type=float, default=250.0, help="between stream events")
     parser.add_argument("--timeout", type=float, default=120.0, help="per stream, seconds")
     parser.add_argument("--startup-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--upstream-http",
+        default="1.1",
+        help="HTTP versions interference speaks to the upstream, comma-separated: 1.1, 2",
+    )
+    parser.add_argument(
+        "--h2-max-streams", type=int, default=100, help="the upstream's streams per HTTP/2 conn"
+    )
     parser.add_argument("--litellm", help="a litellm command to measure too (default: on PATH)")
     parser.add_argument(
         "--litellm-max", type=int, default=1000, help="the largest burst sent to LiteLLM"
@@ -341,6 +373,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.streams = [int(n) for n in args.streams.split(",")]
     args.workers = [int(n) for n in args.workers.split(",")]
+    args.upstream_http = [v.strip() for v in args.upstream_http.split(",")]
+    if not set(args.upstream_http) <= {"1.1", "2"}:
+        parser.error("--upstream-http takes 1.1 and 2")
     return args
 
 

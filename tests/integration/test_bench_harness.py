@@ -4,6 +4,7 @@ wire format checked with the OpenAI spec and the ``openai`` client."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
+from interference.upstream.http2 import Http2Client
 from tests.support.spec import validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -141,3 +143,39 @@ def test_openai_client_reads_the_fake_upstream(upstream: fake_upstream.Upstream)
     assert chunks[-1].usage is not None
     assert [model.id for model in client.models.list()] == ["bench-model"]
     client.close()
+
+
+def test_the_fake_upstream_speaks_http2_with_prior_knowledge_too() -> None:
+    """``--http2``: the same answers over h2c, read by the gateway's HTTP/2 client; HTTP/1.1
+    connections on the same port go on as before."""
+    stream = b'{"model": "bench-model", "stream": true, "messages": []}'
+
+    async def scenario(url: str) -> tuple[list[Any], dict[str, Any], int]:
+        http2 = Http2Client(url, {}, max_connections=4, connect_timeout=2, pool_timeout=2)
+        try:
+
+            async def streamed() -> bytes:
+                async with http2.stream("POST", "/v1/chat/completions", content=stream) as r:
+                    assert r.status_code == 200
+                    assert r.headers["content-type"] == "text/event-stream"
+                    return b"".join([block async for block in r.iter_blocks()])
+
+            bodies = await asyncio.gather(*(streamed() for _ in range(7)))
+            reply = await http2.post("/v1/chat/completions", content=b'{"model": "m"}')
+            assert reply.status_code == 200
+            return sse_events(bodies[0]), json.loads(reply.content), http2.pool().open
+        finally:
+            await http2.aclose()
+
+    with fake_upstream.upstream_in_thread(chunks=CHUNKS, delay_ms=5, http2_streams=3) as up:
+        events, completion, connections = asyncio.run(asyncio.wait_for(scenario(up.url), 20))
+        assert events[-1] == "[DONE]"
+        assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[1:-3]) == (
+            CONTENT
+        )
+        assert completion["choices"][0]["message"]["content"] == CONTENT
+        assert connections == 3  # seven streams, three a connection
+        assert (up.stats.streams, up.stats.completions, up.stats.http2_connections) == (7, 1, 3)
+        plain = OpenAI(base_url=f"{up.url}/v1", api_key="none", max_retries=0)
+        answer = plain.chat.completions.create(model="bench-model", messages=[])
+        assert answer.choices[0].message.content == CONTENT

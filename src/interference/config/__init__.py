@@ -326,6 +326,15 @@ class RemoteProviderConfig(BaseModel):
         "and honours HTTPS_PROXY / NO_PROXY / SSL_CERT_FILE (the default with proxy or "
         "ca_bundle)",
     )
+    # One setting for the one choice, how the upstream is spoken to: most cloud APIs speak
+    # HTTP/2, where hundreds of streams share a connection (issue 18), and https tells by ALPN
+    # whether a server does; a plain http:// server cannot be asked, so h2c is opt-in.
+    http2: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="HTTP/2 to the upstream: auto (https: if its TLS handshake chooses h2 by "
+        "ALPN, decided once at the first connection; http://: HTTP/1.1), always (https: h2; "
+        "http://: h2c with prior knowledge), never (HTTP/1.1)",
+    )
     proxy: str | None = Field(
         default=None, description="an http:// or https:// proxy to reach the upstream through"
     )

@@ -22,7 +22,9 @@ from interference.upstream.client import (
 )
 from interference.upstream.errors import check_status, upstream_errors
 from interference.upstream.fast import FastClient
+from interference.upstream.http2 import Http2Client
 from interference.upstream.httpx_client import HttpxClient
+from interference.upstream.negotiated import NegotiatedClient
 
 T = TypeVar("T")
 JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -30,8 +32,9 @@ SSE = {"content-type": "application/json", "accept": "text/event-stream"}
 
 
 def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> UpstreamClient:
-    """One pooled keep-alive client per provider: the fast one, or httpx for a proxy or a
-    private certificate authority (``client``, ``proxy``, ``ca_bundle``)."""
+    """One pooled keep-alive client per provider: httpx for a proxy or a private certificate
+    authority (``client``, ``proxy``, ``ca_bundle``), else ours, over HTTP/2 or HTTP/1.1 as
+    ``http2`` says."""
     headers = {**headers, **config.headers}
     if config.http_client == "httpx":
         return HttpxClient(
@@ -42,8 +45,14 @@ def make_client(config: RemoteProviderConfig, headers: dict[str, str]) -> Upstre
             pool_timeout=config.pool_timeout,
             proxy=config.proxy,
             ca_bundle=str(Path(config.ca_bundle).expanduser()) if config.ca_bundle else None,
+            http2=config.http2,
         )
-    return FastClient(
+    client: type[FastClient | Http2Client | NegotiatedClient] = FastClient
+    if config.http2 == "always":
+        client = Http2Client
+    elif config.http2 == "auto" and config.base_url.startswith("https://"):
+        client = NegotiatedClient
+    return client(
         config.base_url,
         headers,
         max_connections=config.max_connections,

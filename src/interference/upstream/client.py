@@ -1,10 +1,13 @@
 """What providers need from an HTTP client, as two small protocols, and its two failures.
 
 A provider POSTs a body and reads the answer whole (:meth:`UpstreamClient.post`), or streams
-it (:meth:`UpstreamClient.stream`: the head first, the body as it arrives). Three clients
-implement them: :class:`~interference.upstream.fast.FastClient` (the default, measured fastest),
-:class:`~interference.upstream.httpx_client.HttpxClient` (proxies and private certificate
-authorities) and :class:`~interference.upstream.mock.MockClient` (tests without sockets).
+it (:meth:`UpstreamClient.stream`: the head first, the body as it arrives). These clients
+implement them: :class:`~interference.upstream.fast.FastClient` (HTTP/1.1, measured fastest),
+:class:`~interference.upstream.http2.Http2Client` (HTTP/2: many streams share a connection),
+:class:`~interference.upstream.negotiated.NegotiatedClient` (one of those two, as the upstream's
+TLS handshake decides), :class:`~interference.upstream.httpx_client.HttpxClient` (proxies and
+private certificate authorities) and :class:`~interference.upstream.mock.MockClient` (tests
+without sockets).
 """
 
 from __future__ import annotations
@@ -51,15 +54,19 @@ class PoolStats:
 
     max_connections: int
     pool_timeout: float
+    #: "HTTP/1.1" or "HTTP/2" (or what is not settled yet: ``http2: auto`` before its first
+    #: connection has negotiated)
+    protocol: str = "HTTP/1.1"
     open: int = 0  # connections open now (in use and idle)
-    in_use: int = 0  # ... carrying a request
+    in_use: int = 0  # requests in flight on them (over HTTP/2, many share one connection)
     waiting: int = 0  # requests waiting for a connection now
     waited: int = 0  # requests that had to wait, since start
     wait_seconds: float = 0.0  # ... and how long, in total
     refused: int = 0  # requests refused after ``pool_timeout`` (503 upstream_busy)
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | str]:
         return {
+            "protocol": self.protocol,
             "max_connections": self.max_connections,
             "pool_timeout_s": self.pool_timeout,
             "open": self.open,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from typing import Literal
 
 import httpx
 
@@ -104,7 +105,10 @@ class HttpxClient:
         pool_timeout: float = 1.0,
         proxy: str | None = None,
         ca_bundle: str | None = None,
+        http2: Literal["auto", "always", "never"] = "never",
     ) -> None:
+        """``http2``: auto negotiates it by ALPN on https (httpx's own way), always speaks it
+        only (h2c with prior knowledge on http://), never speaks HTTP/1.1."""
         verify: ssl.SSLContext | bool = True
         if ca_bundle is not None:
             verify = ssl.create_default_context(cafile=ca_bundle)
@@ -121,12 +125,16 @@ class HttpxClient:
             timeout=httpx.Timeout(None, connect=connect_timeout, pool=pool_timeout),
             proxy=proxy,
             verify=verify,
+            http1=http2 != "always",
+            http2=http2 != "never",
             trust_env=True,
             follow_redirects=False,
         )
         # httpx's pool keeps its own count of connections; this one counts requests in use and
         # refused (the time spent waiting for a connection is not told apart from the rest)
         self._stats = PoolStats(max_connections, pool_timeout)
+        if http2 == "always":
+            self._stats.protocol = "HTTP/2"
 
     async def post(
         self,
@@ -172,6 +180,7 @@ class HttpxClient:
                 stats.refused += 1
                 raise PoolFullError(stats.max_connections, stats.pool_timeout) from None
         stats.in_use += 1
+        stats.protocol = response.http_version  # what the last connection negotiated
         try:
             yield HttpxResponse(response)
         finally:

@@ -101,8 +101,11 @@ def tune_gc() -> None:
     50,000 net allocations instead of 700. With thousands of streams open, each owning a few
     dozen objects, CPython's defaults traversed them all again and again: collections took 32 %
     of the gateway's CPU with 3,000 streams open, 5 % once tuned (bench/README.md, "Streams").
-    Almost everything a request allocates is freed by reference counting when it ends; the
-    collector only finds cycles, which this threshold still collects within milliseconds."""
+    This holds because a request leaves no cyclic garbage behind: everything it allocates is
+    freed by reference counting when it ends (the guard unhooks its record from the request's
+    task). Cycles that remain wait longer for the collector than with CPython's defaults; a
+    soak with 300 long-lived streams open shows the memory this costs, bounded
+    (bench/README.md, "Soak")."""
     import gc
 
     gc.collect()

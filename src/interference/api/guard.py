@@ -248,6 +248,9 @@ class RequestGuard:
             if span is not None:
                 span.finish(record, scope)
             REQUEST_ID.reset(token)
+            # the record is in the scope the server keeps until the connection is collected:
+            # what it holds of this request's task goes with the request, not with the garbage
+            record.task = record.receive = record.hang_up_watch = None
 
     def _admit(self, scope: Scope, record: RequestRecord) -> InterferenceError | None:
         """Why this request is refused before it reaches a route (None: it may go on)."""

@@ -306,7 +306,11 @@ def start_targets(
         proxy = processes.launch(
             "litellm",
             [litellm, "--config", str(litellm_yaml), "--port", str(port)],
-            {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},  # it would fetch its price list
+            {
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # it would fetch its price list
+                # on 127.0.0.1 only, as interference without keys: no master key
+                "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+            },
         )
         proxy.url = f"http://{HOST}:{port}"
         startup["litellm"] = gateway.wait_until_answering(proxy, MODEL, 120.0)

@@ -290,6 +290,41 @@ def test_the_request_head_and_body(upstream: H2Upstream) -> None:
     assert upstream.observed.requests[0] == json.loads(body)
 
 
+class PiecesBody:
+    """A request body read as it is sent (an upload's BodyStream), in uneven pieces."""
+
+    content_type = "application/json"
+
+    def __init__(self, data: bytes, piece: int) -> None:
+        self.data, self.piece, self.length, self.reads = data, piece, len(data), 0
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        self.reads += 1
+        for start in range(0, len(self.data), self.piece):
+            yield self.data[start : start + self.piece]
+
+
+def test_a_body_sent_in_pieces_arrives_whole(upstream: H2Upstream) -> None:
+    """An upload (a BodyStream) goes out piece by piece, over several flow-control windows,
+    with its declared length, and ends the request."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 300_000}]})
+    data = body.encode()
+    upload = PiecesBody(data, 70_001)
+
+    async def scenario() -> None:
+        http2 = client(upstream)
+        try:
+            reply = await http2.post(PATH, content=upload)
+            assert reply.status_code == 200
+        finally:
+            await http2.aclose()
+
+    run(scenario)
+    assert upload.reads == 1
+    assert int(upstream.observed.headers[0]["content-length"]) == len(data)
+    assert upstream.observed.requests[0] == json.loads(body)
+
+
 def test_the_bounds_and_the_failures(upstream: H2Upstream) -> None:
     upstream.faults.declared_length = (64 << 20) + 1
 

@@ -46,6 +46,7 @@ from interference.telemetry.propagation import UPSTREAM_TRACE
 from interference.upstream.client import (
     POOL_WAIT,
     ConnectError,
+    Content,
     PoolFullError,
     PoolStats,
     ProtocolError,
@@ -68,6 +69,10 @@ _NOT_SENT = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host"}
     | {"content-length", "te"}
 )
+
+
+def _length(content: Content) -> int:
+    return len(content) if isinstance(content, bytes) else content.length
 
 
 @dataclass(slots=True)
@@ -133,7 +138,7 @@ class Http2Client:
         self,
         method: str,
         path: str,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
     ) -> Fields:
@@ -148,7 +153,7 @@ class Http2Client:
             fields = self._render(method, path, headers, params)
             if len(self._fields) < 64:  # providers send a handful of distinct heads
                 self._fields[key] = fields
-        fields = [*fields, (b"content-length", b"%d" % len(content))]
+        fields = [*fields, (b"content-length", b"%d" % _length(content))]
         trace = UPSTREAM_TRACE.get()  # the attempt span's traceparent, when tracing
         if trace:
             fields += [(name.lower().encode(), value.encode()) for name, value in trace]
@@ -178,7 +183,7 @@ class Http2Client:
         ]
         return fields
 
-    async def _open(self, fields: Fields, content: bytes) -> tuple[Http2Connection, Stream]:
+    async def _open(self, fields: Fields, content: Content) -> tuple[Http2Connection, Stream]:
         """Send a request and wait for its answer's head; holds a stream slot."""
         for attempt in range(2):
             connection = await self._slot()
@@ -186,7 +191,7 @@ class Http2Client:
             reused = connection.served > 0
             connection.served += 1
             try:
-                stream = connection.open_stream(fields, bool(content))
+                stream = connection.open_stream(fields, _length(content) > 0)
             except h2.exceptions.TooManyStreamsError:  # the peer lowered its limit meanwhile
                 self._unreserve(connection)
                 if attempt:
@@ -196,8 +201,13 @@ class Http2Client:
                 self._unreserve(connection)
                 raise ProtocolError(f"the request cannot be sent over HTTP/2: {exc}") from exc
             try:
-                if content:
-                    await connection.send_body(stream, content)
+                if isinstance(content, bytes):
+                    if content:
+                        await connection.send_body(stream, content)
+                elif content.length:  # an upload, read again from its start for each attempt
+                    async for piece in content.pieces():
+                        await connection.send_body(stream, piece, end=False)
+                    await connection.send_body(stream, b"")
                 while not stream.status:
                     if stream.error is not None:
                         raise stream.error
@@ -222,7 +232,7 @@ class Http2Client:
         self,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Http2Response:
@@ -242,7 +252,7 @@ class Http2Client:
         method: str,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Http2Response]:

@@ -269,8 +269,13 @@ class Http2Connection(asyncio.Protocol):
         stream = self.streams[stream_id] = Stream(stream_id)
         return stream
 
-    async def send_body(self, stream: Stream, body: bytes) -> None:
-        """Send ``body`` and end the request, as fast as the peer's windows let it."""
+    async def send_body(self, stream: Stream, body: bytes, end: bool = True) -> None:
+        """Send ``body`` and, with ``end``, end the request, as fast as the peer's windows let
+        it (a body sent in pieces ends with an empty one)."""
+        if not body and end and not stream.ended and stream.error is None:
+            self.h2.end_stream(stream.id)
+            self.flush()
+            return
         view = memoryview(body)
         while view:
             if stream.error is not None:
@@ -288,7 +293,7 @@ class Http2Connection(asyncio.Protocol):
                 await waiter
                 continue
             piece, view = view[:size], view[size:]
-            self.h2.send_data(stream.id, piece, end_stream=not view)
+            self.h2.send_data(stream.id, piece, end_stream=end and not view)
             self.flush()
 
     def _wake_senders(self) -> None:

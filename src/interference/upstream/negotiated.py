@@ -17,7 +17,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
-from interference.upstream.client import PoolStats, UpstreamClient, UpstreamResponse
+from interference.upstream.client import Content, PoolStats, UpstreamClient, UpstreamResponse
 from interference.upstream.fast import FastClient
 from interference.upstream.http2 import Http2Client
 
@@ -77,7 +77,7 @@ class NegotiatedClient:
         self,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
@@ -90,7 +90,7 @@ class NegotiatedClient:
         method: str,
         path: str,
         *,
-        content: bytes,
+        content: Content,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[UpstreamResponse]:

@@ -16,8 +16,9 @@ load. The pooled keep-alive upstream connections are the one thing legitimately 
 closed before each comparison (after checking that each is idle in its pool), on both sides of the
 baseline alike.
 
-The size limits on upstream answers (``fast._MAX_BODY``, ``sse.MAX_EVENT``) are lowered for
-the load tests so that the endless bodies cost little; one test runs at the real limits.
+The size limits on upstream answers (``upstream.client.MAX_BODY``, ``sse.MAX_EVENT``) are
+lowered for the load tests so that the endless bodies cost little; one test runs at the real
+limits.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from starlette.routing import Route
 from interference.api.app import create_app
 from interference.config import Config, config_from_dict
 from interference.providers.http import HTTPProvider
-from interference.upstream import fast, sse
+from interference.upstream import client as upstream_client
+from interference.upstream import sse
 from tests.support.openai_fake import openai_upstream
 from tests.support.upstream import FakeUpstream, loopback_socket, refused_url, start_serving
 
@@ -94,7 +96,7 @@ def huge_upstream() -> FakeUpstream:
     async def endless(prefix: bytes) -> AsyncIterator[bytes]:
         # 16 MiB past the limits, then silence: were they not enforced, a timeout would end the
         # request, and what it buffered meanwhile would be bounded all the same
-        size = max(fast._MAX_BODY, sse.MAX_EVENT) + (16 << 20)
+        size = max(upstream_client.MAX_BODY, sse.MAX_EVENT) + (16 << 20)
         piece = b"x" * HUGE
         try:
             yield prefix
@@ -413,7 +415,7 @@ def gateway(upstreams: dict[str, FakeUpstream]) -> Iterator[Gateway]:
 
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fast, "_MAX_BODY", 1 << 20)
+    monkeypatch.setattr(upstream_client, "MAX_BODY", 1 << 20)
     monkeypatch.setattr(sse, "MAX_EVENT", 256 << 10)
 
 

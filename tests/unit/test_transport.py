@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from interference.upstream import client as upstream_client
 from interference.upstream import fast, sse
 from interference.upstream.client import ConnectError, ProtocolError
 from interference.upstream.fast import FastClient as UpstreamClient
@@ -399,7 +400,7 @@ async def each_fails(client: UpstreamClient, paths: tuple[str, ...], match: str)
 def test_a_body_read_whole_over_the_limit_fails_and_closes_the_connection(
     run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fast, "_MAX_BODY", 1000)
+    monkeypatch.setattr(upstream_client, "MAX_BODY", 1000)
 
     async def answer(path: bytes, writer: asyncio.StreamWriter) -> None:
         if path == b"/fits":  # exactly the limit

@@ -104,21 +104,58 @@ async def read_all(content: Content) -> bytes:
     return b"".join([piece async for piece in content.pieces()])
 
 
+#: bytes of an answer's body read whole (``aread``: a non-streamed answer, an error's body)
+MAX_BODY = 64 << 20
+
+
 class ReadAnswer:
     """What every client's answer shares: its status, and the body once read whole."""
 
     status_code: int
+    headers: Mapping[str, str]
     _content: bytes | None
 
     @property
     def is_success(self) -> bool:
         return 200 <= self.status_code < 300
 
+    async def _next_block(self) -> bytes | None:
+        """What arrived of the body since the last call (waiting for something), or None at
+        its end."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Give the answer up: what carries it is not reused."""
+        raise NotImplementedError
+
+    async def aread(self) -> bytes:
+        """The whole body; one over :data:`MAX_BODY` bytes (declared, or as it arrives)
+        raises :class:`ProtocolError` and gives the answer up (:meth:`close`)."""
+        if self._content is None:
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                self.close()
+                raise _body_too_large()
+            blocks: list[bytes] = []
+            size = 0
+            while (block := await self._next_block()) is not None:
+                size += len(block)
+                if size > MAX_BODY:
+                    self.close()
+                    raise _body_too_large()
+                blocks.append(block)
+            self._content = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+        return self._content
+
     @property
     def content(self) -> bytes:
         if self._content is None:
             raise RuntimeError("the body of a streamed response is read with aread()")
         return self._content
+
+
+def _body_too_large() -> ProtocolError:
+    return ProtocolError(f"the upstream's answer exceeds {MAX_BODY} bytes")
 
 
 class UpstreamResponse(Protocol):

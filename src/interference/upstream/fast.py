@@ -26,7 +26,7 @@ and polls every pooled connection per request: bench/README.md, "Gateway overhea
   identity``): a request reaches exactly the configured base URL.
 - What an upstream may send is bounded: a response head (its header lines) over ``_MAX_HEAD``
   bytes, or a body read whole (``aread()``: a non-streamed answer, an error's body) over
-  ``_MAX_BODY`` bytes, fails with :class:`ProtocolError` and closes the connection. A streamed
+  ``MAX_BODY`` bytes, fails with :class:`ProtocolError` and closes the connection. A streamed
   body has no size bound here: the router bounds it in time, and the SSE decoder
   (:mod:`interference.upstream.sse`) bounds each event.
 - A request given up on while it waits for its answer's head (cancelled: a timeout) closes its
@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -60,7 +60,6 @@ from interference.upstream.client import (
 _KEEPALIVE_S = 30.0
 _HIGH_WATER = 1 << 20
 _MAX_HEAD = 64 << 10  # bytes of a response's header lines (or of all of an unfinished head)
-_MAX_BODY = 64 << 20  # bytes of a body read whole (aread)
 
 
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -231,10 +230,6 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-def _body_too_large() -> ProtocolError:
-    return ProtocolError(f"the upstream's answer exceeds {_MAX_BODY} bytes")
-
-
 class FastResponse(ReadAnswer):
     """An answer read from one of the pool's connections
     (:class:`~interference.upstream.client.UpstreamResponse`)."""
@@ -245,25 +240,8 @@ class FastResponse(ReadAnswer):
         self.headers: Mapping[str, str] = connection.headers  # names in lower case
         self._content = content
 
-    async def aread(self) -> bytes:
-        """The whole body; one over ``_MAX_BODY`` bytes raises :class:`ProtocolError` and
-        closes the connection."""
-        if self._content is None:
-            connection = self._connection
-            declared = self.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > _MAX_BODY:
-                self.close()
-                raise _body_too_large()
-            blocks: list[bytes] = []
-            size = 0
-            while (block := await connection.next_block()) is not None:
-                size += len(block)
-                if size > _MAX_BODY:
-                    self.close()
-                    raise _body_too_large()
-                blocks.append(block)
-            self._content = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-        return self._content
+    def _next_block(self) -> Coroutine[Any, Any, bytes | None]:
+        return self._connection.next_block()  # its coroutine, awaited by aread: no frame more
 
     async def iter_blocks(self) -> AsyncGenerator[bytes, None]:
         """The body in the pieces it arrives in (whatever the socket had, any size)."""

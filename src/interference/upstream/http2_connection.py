@@ -30,7 +30,6 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from interference.upstream.client import ProtocolError, ReadAnswer
-from interference.upstream.fast import _MAX_BODY
 
 # Streams on one connection at most, whatever the peer allows (some allow 2**31): h2 counts the
 # open streams by walking them all at each new one, and a lost connection loses all of its own.
@@ -350,10 +349,6 @@ class Http2Connection(asyncio.Protocol):
                 self.transport.close()
 
 
-def _body_too_large() -> ProtocolError:
-    return ProtocolError(f"the upstream's answer exceeds {_MAX_BODY} bytes")
-
-
 class Http2Response(ReadAnswer):
     """An answer on one stream (:class:`~interference.upstream.client.UpstreamResponse`)."""
 
@@ -383,25 +378,6 @@ class Http2Response(ReadAnswer):
             if stream.error is not None:
                 raise stream.error
             await stream.wait()
-
-    async def aread(self) -> bytes:
-        """The whole body; one over ``_MAX_BODY`` bytes raises :class:`ProtocolError` and
-        resets the stream."""
-        if self._content is None:
-            declared = self.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > _MAX_BODY:
-                self.close()
-                raise _body_too_large()
-            blocks: list[bytes] = []
-            size = 0
-            while (block := await self._next_block()) is not None:
-                size += len(block)
-                if size > _MAX_BODY:
-                    self.close()
-                    raise _body_too_large()
-                blocks.append(block)
-            self._content = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-        return self._content
 
     async def iter_blocks(self) -> AsyncGenerator[bytes, None]:
         """The body in the pieces it arrives in."""

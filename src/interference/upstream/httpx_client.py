@@ -34,8 +34,6 @@ from interference.upstream.client import (
     ReadAnswer,
 )
 
-MAX_BODY = 64 << 20  # bytes of a body read whole, as the fast client's bound
-
 
 @contextmanager
 def _as_transport_errors() -> Iterator[None]:
@@ -62,21 +60,13 @@ class HttpxResponse(ReadAnswer):
         self.status_code = response.status_code
         self.headers: Mapping[str, str] = response.headers  # looked up case-insensitively
         self._content = content
+        self._raw: AsyncIterator[bytes] | None = None  # the body, for aread
 
-    async def aread(self) -> bytes:
-        if self._content is None:
-            declared = self.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BODY:
-                raise ProtocolError(f"the upstream's answer exceeds {MAX_BODY} bytes")
-            blocks: list[bytes] = []
-            size = 0
-            async for block in self.iter_blocks():
-                size += len(block)
-                if size > MAX_BODY:
-                    raise ProtocolError(f"the upstream's answer exceeds {MAX_BODY} bytes")
-                blocks.append(block)
-            self._content = b"".join(blocks)
-        return self._content
+    async def _next_block(self) -> bytes | None:
+        if self._raw is None:
+            self._raw = self._response.aiter_raw()
+        with _as_transport_errors():
+            return await anext(self._raw, None)
 
     async def iter_blocks(self) -> AsyncGenerator[bytes, None]:
         with _as_transport_errors():

@@ -71,6 +71,27 @@ def _check_header_values(values: Iterable[str]) -> None:
             raise ValueError("a line break in a request target or header value")
 
 
+def request_target(
+    prefix: str,
+    defaults: Mapping[str, str],
+    path: str,
+    headers: Mapping[str, str] | None,
+    params: Mapping[str, str] | None,
+) -> tuple[str, Mapping[str, str]]:
+    """A request's target (the base URL's path, ``path``, the query) and its headers (the
+    client's, then the request's, names in lower case), checked for line breaks: what HTTP/1.1
+    and HTTP/2 requests both send."""
+    target = prefix + path
+    if params:
+        target += "?" + urllib.parse.urlencode(params)
+    _check_header_values((target,))
+    fields = defaults
+    if headers:
+        _check_header_values(headers.values())
+        fields = {**fields, **{k.lower(): v for k, v in headers.items()}}
+    return target, fields
+
+
 def _head_too_large() -> ProtocolError:
     return ProtocolError(f"the upstream's response head exceeds {_MAX_HEAD} bytes")
 
@@ -340,14 +361,7 @@ class FastClient:
         params: Mapping[str, str] | None,
     ) -> bytes:
         """The request line and headers, less the content length."""
-        target = self._prefix + path
-        if params:
-            target += "?" + urllib.parse.urlencode(params)
-        _check_header_values((target,))
-        fields = self._headers
-        if headers:
-            _check_header_values(headers.values())
-            fields = {**fields, **{k.lower(): v for k, v in headers.items()}}
+        target, fields = request_target(self._prefix, self._headers, path, headers, params)
         lines = [f"{method} {target} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in fields.items() if name not in _FRAMING]
         return ("\r\n".join(lines) + "\r\n").encode("latin-1")

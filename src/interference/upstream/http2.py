@@ -51,7 +51,7 @@ from interference.upstream.client import (
     PoolStats,
     ProtocolError,
 )
-from interference.upstream.fast import _KEEPALIVE_S, _check_header_values
+from interference.upstream.fast import _KEEPALIVE_S, _check_header_values, request_target
 from interference.upstream.http2_connection import (
     Http1ChosenError,
     Http2Connection,
@@ -167,14 +167,7 @@ class Http2Client:
         params: Mapping[str, str] | None,
     ) -> Fields:
         """The pseudo-headers and headers, less the content length."""
-        target = self._prefix + path
-        if params:
-            target += "?" + urllib.parse.urlencode(params)
-        _check_header_values((target,))
-        values = self._headers
-        if headers:
-            _check_header_values(headers.values())
-            values = {**values, **{k.lower(): v for k, v in headers.items()}}
+        target, values = request_target(self._prefix, self._headers, path, headers, params)
         fields = [(b":method", method.encode()), *self._pseudo, (b":path", target.encode())]
         fields += [
             (name.encode("latin-1"), value.encode("latin-1"))

@@ -133,6 +133,22 @@ def until(page: Any, expression: str, timeout: float = 10) -> None:
         time.sleep(0.03)
 
 
+def open_key_dialog(page: Any) -> None:
+    """Open the API key dialog, as a user does with the "API key" button.
+
+    A fresh page loads its models first, and a 401 there opens the dialog by itself:
+    wait for that to settle, or the click can land under the opening dialog."""
+    until(
+        page,
+        "document.querySelector('#key-dialog').open"
+        " || document.querySelector('#model').options.length > 0",
+    )
+    dialog = page.locator("#key-dialog")
+    if not dialog.is_visible():
+        page.locator("#set-key").click()
+    dialog.wait_for(state="visible")
+
+
 @dataclass
 class Watched:
     """A page and what it did that a safe page never does."""

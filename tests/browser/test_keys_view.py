@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import MODEL, Watched, until
+from tests.browser.conftest import MODEL, Watched, open_key_dialog, until
 from tests.support.server import ServerProcess, start_server
 from tests.support.upstream import FakeUpstream
 
@@ -68,10 +68,7 @@ def chat(server: ServerProcess, key: str, model: str = MODEL) -> httpx.Response:
 def enter_key(page: Any, key: str) -> int:
     """Give the page a key through its dialog and wait until it asked whether it is the
     master key (GET /key/list)."""
-    dialog = page.locator("#key-dialog")
-    if not dialog.is_visible():
-        page.locator("#set-key").click()
-    dialog.wait_for(state="visible")
+    open_key_dialog(page)
     page.locator("#key-input").fill(key)
     sent = f"Bearer {key}"
     with page.expect_response(

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import KEY, MODEL, Watched, gateway_config, until
+from tests.browser.conftest import KEY, MODEL, Watched, gateway_config, open_key_dialog, until
 from tests.support.server import ServerProcess, start_server
 from tests.support.upstream import FakeUpstream
 
@@ -247,10 +247,7 @@ def master_gateway(
 
 
 def give_key(page: Any, key: str) -> None:
-    dialog = page.locator("#key-dialog")
-    if not dialog.is_visible():
-        page.locator("#set-key").click()
-    dialog.wait_for(state="visible")
+    open_key_dialog(page)
     page.locator("#key-input").fill(key)
     page.locator("#key-save").click()
     until(page, "document.querySelector('#model').options.length > 0")

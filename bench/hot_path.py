@@ -29,6 +29,7 @@ import orjson
 from fake_upstream import event_loop_factory, upstream_in_thread
 from interference.api.app import create_app
 from interference.config import config_from_dict
+from interference.server import tune_gc
 
 MODEL = "bench-model"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}
@@ -176,6 +177,7 @@ def main() -> None:
         "--control", action="store_true", help="with --metrics: both apps on (an A/A run)"
     )
     args = parser.parse_args()
+    tune_gc()  # the garbage collector as `interference serve` sets it
     if args.metrics:
         with upstream_in_thread(chunks=50) as upstream:
             loop = event_loop_factory()

@@ -65,11 +65,35 @@ class Accounting:
         current = self.keys.by_digest(key.digest) or key  # as last read: a refresh replaces it
         return current.spend + self._pending.get(key.digest, 0.0)
 
+    def reserve_here(
+        self, record: RequestRecord, key: KeyRecord, model: PublicModel, output: int | None
+    ) -> bool:
+        """:meth:`reserve` when this process counts the budgets (no await); False when Redis
+        counts them (then call :meth:`reserve`)."""
+        counters = self.counters
+        if counters.redis is not None:
+            return False
+        cost = self._worst_case(record, model, output)
+        counters.reserve_here(key, cost, self.spend(key), self.error is None)
+        record.reserved = cost
+        return True
+
     async def reserve(self, record: RequestRecord, model: PublicModel, output: int | None) -> None:
         """Hold the request's worst-case cost against its key's budget, or refuse it."""
         key = record.virtual_key
         if key is None or key.max_budget is None:
             return
+        if self.reserve_here(record, key, model, output):
+            return
+        cost = self._worst_case(record, model, output)
+        record.reserved_shared = await self.counters.reserve(
+            key, record.id, cost, self.spend(key), self.error is None
+        )
+        record.reserved = cost
+
+    def _worst_case(self, record: RequestRecord, model: PublicModel, output: int | None) -> float:
+        """USD for the request's body as prompt tokens and its bound as output tokens, at
+        the highest prices of the model's deployments."""
         rates = self._rates.get(model.name)
         if rates is None:  # the highest prices of the model's deployments, once per model
             found = [self._rate(d.provider.name, d.model, model.name) for d in model.deployments]
@@ -78,17 +102,7 @@ class Accounting:
                 max((r[1] for r in found), default=0.0),
             )
         bound = self._max_output if output is None else output
-        cost = (record.body_bytes * rates[0] + bound * rates[1]) / 1_000_000
-        counters = self.counters
-        if counters.redis is None:  # in this process: no await
-            record.reserved_shared = counters.reserve_here(
-                key, cost, self.spend(key), self.error is None
-            )
-        else:
-            record.reserved_shared = await counters.reserve(
-                key, record.id, cost, self.spend(key), self.error is None
-            )
-        record.reserved = cost
+        return (record.body_bytes * rates[0] + bound * rates[1]) / 1_000_000
 
     def _rate(self, provider: str, upstream: str, public: str) -> tuple[float, float]:
         if provider in self._local:
@@ -115,20 +129,24 @@ class Accounting:
                 cost = self.prices.cost(names, prompt, cached, completion)
         record.cost = cost
         key = record.virtual_key
+        digest = ""
         if key is not None:
+            digest = key.digest
             if cost:
-                self._pending[key.digest] = self._pending.get(key.digest, 0.0) + cost
+                self._pending[digest] = self._pending.get(digest, 0.0) + cost
             if record.reserved:
-                known = self.spend(key) - cost
-                self.counters.settle(
-                    key, record.id, record.reserved, cost, known, record.reserved_shared
-                )
+                counters = self.counters
+                if record.reserved_shared:
+                    known = self.spend(key) - cost
+                    counters.settle(key, record.id, record.reserved, cost, known, True)
+                else:  # this process's hold (the spend does not matter to it)
+                    counters.settle(key, record.id, record.reserved, cost, 0.0, False)
         ttft = record.ttft_ms
         self.ledger.add(
             UsageRow(  # by position: this runs for every request
                 time.time(),
                 record.id,
-                key.digest if key is not None else "",
+                digest,
                 record.model or "",
                 deployment,
                 prompt,

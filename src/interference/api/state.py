@@ -72,8 +72,11 @@ async def resolve_model(
             param="model",
             code="model_not_allowed",
         )
-    if reserve and state.accounting is not None:  # released when the guard sees it end
-        await state.accounting.reserve(record, model, output_tokens)
+    if reserve and key is not None and key.max_budget is not None:
+        accounting = state.accounting  # released when the guard sees the request end
+        assert accounting is not None, "virtual keys come with the accounting"
+        if not accounting.reserve_here(record, key, model, output_tokens):
+            await accounting.reserve(record, model, output_tokens)  # in Redis
     return model
 
 

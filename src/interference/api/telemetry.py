@@ -256,6 +256,7 @@ class Telemetry:
     async def snapshot(self) -> Snapshot:
         """This process's figures, with those read now from the router, the guard and the
         local engines."""
+        self.guard.count_ended()  # the requests that ended since the guard's last batch
         shot = self.metrics.snapshot()
         now = time.monotonic()
         upstream: dict[tuple[str, ...], float] = {}

@@ -36,6 +36,11 @@ class _Usage:
     tokens: deque[list[int]] = field(default_factory=deque)  # [second, tokens] (with tpm)
     token_total: int = 0
     in_flight: int = 0
+    # the x-ratelimit-limit-* headers, made once per limit (a key's limits rarely change)
+    rpm: int | None = None
+    rpm_header: tuple[bytes, bytes] = (b"", b"")
+    tpm: int | None = None
+    tpm_header: tuple[bytes, bytes] = (b"", b"")
 
     def expire(self, now: float) -> None:
         requests, tokens = self.requests, self.tokens
@@ -62,6 +67,16 @@ class Window:
 
 #: a response's headers as the server sends them
 WireHeaders = list[tuple[bytes, bytes]]
+
+
+#: the value of an x-ratelimit-reset-* header for 0, 1, ... 61 seconds
+_RESETS = [b"%ds" % seconds for seconds in range(62)]
+
+
+def _reset(wait: float) -> bytes:
+    """An x-ratelimit-reset-* value: ``wait`` seconds, rounded."""
+    whole = int(wait + 0.5)
+    return _RESETS[whole] if 0 <= whole < 62 else b"%ds" % max(0, whole)
 
 
 def limit_headers(key: KeyRecord, window: Window) -> WireHeaders:
@@ -121,33 +136,65 @@ class KeyLimiter:
 
     def admit(self, key: KeyRecord) -> WireHeaders:
         """Count a request of ``key``, or raise the 429 that refuses it; the rate-limit
-        headers of its answer."""
-        if not limited(key):
+        headers of its answer. (Every request of a limited key runs this: it allocates
+        little and calls little.)"""
+        rpm, tpm, parallel = key.rpm, key.tpm, key.max_parallel
+        if rpm is None and tpm is None and parallel is None:
             return []
         now = self._clock()
-        usage = self._usage.setdefault(key.digest, _Usage())
+        usage = self._usage.get(key.digest)
+        if usage is None:
+            usage = self._usage[key.digest] = _Usage()
         usage.expire(now)
-        verdict = ADMITTED
+        requests = usage.requests
+        if (
+            (parallel is not None and usage.in_flight >= parallel)
+            or (rpm is not None and len(requests) >= rpm)
+            or (tpm is not None and usage.token_total >= tpm)
+        ):
+            raise self._refusal(key, usage, now)
+        usage.in_flight += 1
+        headers: WireHeaders = []
+        if rpm is not None:
+            requests.append(now)
+            if usage.rpm != rpm:
+                usage.rpm, usage.rpm_header = rpm, (b"x-ratelimit-limit-requests", b"%d" % rpm)
+            headers += (
+                usage.rpm_header,
+                (b"x-ratelimit-remaining-requests", b"%d" % max(0, rpm - len(requests))),
+                (b"x-ratelimit-reset-requests", _reset(requests[0] + WINDOW_S - now)),
+            )
+        if tpm is not None:
+            if usage.tpm != tpm:
+                usage.tpm, usage.tpm_header = tpm, (b"x-ratelimit-limit-tokens", b"%d" % tpm)
+            tokens = usage.tokens
+            headers += (
+                usage.tpm_header,
+                (b"x-ratelimit-remaining-tokens", b"%d" % max(0, tpm - usage.token_total)),
+                (
+                    b"x-ratelimit-reset-tokens",
+                    _reset(tokens[0][0] + 1 + WINDOW_S - now) if tokens else _RESETS[0],
+                ),
+            )
+        return headers
+
+    @staticmethod
+    def _refusal(key: KeyRecord, usage: _Usage, now: float) -> RateLimitError:
+        """The 429 of a request :meth:`admit` refuses (nothing counted)."""
+        requests, tokens = usage.requests, usage.tokens
         if key.max_parallel is not None and usage.in_flight >= key.max_parallel:
             verdict = PARALLEL
-        elif key.rpm is not None and len(usage.requests) >= key.rpm:
+        elif key.rpm is not None and len(requests) >= key.rpm:
             verdict = RPM
-        elif key.tpm is not None and usage.token_total >= key.tpm:
-            verdict = TPM
         else:
-            if key.rpm is not None:
-                usage.requests.append(now)
-            usage.in_flight += 1
-        requests, tokens = usage.requests, usage.tokens
+            verdict = TPM
         window = Window(
             len(requests),
             requests[0] + WINDOW_S - now if requests else 0.0,
             usage.token_total,
             tokens[0][0] + 1 + WINDOW_S - now if tokens else 0.0,
         )
-        if verdict != ADMITTED:
-            raise refusal(key, verdict, window)
-        return limit_headers(key, window)
+        return refusal(key, verdict, window)
 
     def done(self, key: KeyRecord, tokens: int) -> None:
         """A request admitted by :meth:`admit` ended, having used ``tokens``."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from interference.api.record import RequestRecord
 from interference.config import Config
@@ -29,6 +30,10 @@ from interference.store.prices import PriceList
 from interference.store.usage import UsageLedger, UsageRow
 
 logger = logging.getLogger(__name__)
+
+
+def _nothing() -> None:
+    return None
 
 
 class Accounting:
@@ -50,6 +55,8 @@ class Accounting:
         self._pending: dict[str, float] = {}  # key digest -> cost of rows not yet written
         self._rates: dict[str, tuple[float, float]] = {}  # model -> highest (input, output)
         self._syncing = asyncio.Lock()
+        #: counts the requests that ended but wait in the guard's batch (create_app sets it)
+        self.count_ended: Callable[[], None] = _nothing
         logger.info("virtual keys: %d in %s", len(self.keys), self.where)
         if self.counters.redis is not None:
             logger.info("limits and budgets counted in Redis (%s)", self.counters.redis.where)
@@ -59,6 +66,11 @@ class Accounting:
                 "reservations are counted per replica (each replica allows a key its whole "
                 "limit); set storage.redis_url to share them"
             )
+
+    def reported_spend(self, key: KeyRecord) -> float:
+        """:meth:`spend` with the requests that just ended (what ``/key/info`` shows)."""
+        self.count_ended()
+        return self.spend(key)
 
     def spend(self, key: KeyRecord) -> float:
         """What the key has spent: the database's figure and the rows not yet written."""
@@ -110,16 +122,11 @@ class Accounting:
         price = self.prices.price((upstream, public))
         return (0.0, 0.0) if price is None else (price.input, price.output)
 
-    def record(self, record: RequestRecord, elapsed_ms: float) -> None:
-        """The guard's report of a request that named a model: a ledger row, its cost counted
-        against the key at once, its reservation released."""
-        prompt, completion = record.prompt_tokens or 0, record.completion_tokens or 0
-        cached = min(record.cached_tokens or 0, prompt)
-        if record.completion_tokens is None and record.chunks:
-            # a stream without usage (an upstream that sends none, a client that left before
-            # it): a token per chunk, as OpenAI-style servers stream, and 4 bytes per token
-            completion = record.chunks
-            prompt = prompt or -(-record.body_bytes // 4)
+    def charge(self, record: RequestRecord) -> None:
+        """Count a request's cost against its key and release its budget reservation: the
+        guard calls this as the request ends when it reserved (a budget must not wait for
+        :meth:`record`'s batch), :meth:`record` for the others."""
+        prompt, cached, completion = _tokens(record)
         cost = 0.0
         deployment = record.deployment
         if deployment is not None and (prompt or completion):
@@ -128,31 +135,39 @@ class Accounting:
                 names = (upstream_model, record.model or "")
                 cost = self.prices.cost(names, prompt, cached, completion)
         record.cost = cost
+        record.charged = True
         key = record.virtual_key
-        digest = ""
-        if key is not None:
-            digest = key.digest
-            if cost:
-                self._pending[digest] = self._pending.get(digest, 0.0) + cost
-            if record.reserved:
-                counters = self.counters
-                if record.reserved_shared:
-                    known = self.spend(key) - cost
-                    counters.settle(key, record.id, record.reserved, cost, known, True)
-                else:  # this process's hold (the spend does not matter to it)
-                    counters.settle(key, record.id, record.reserved, cost, 0.0, False)
-        ttft = record.ttft_ms
+        if key is None:
+            return
+        if cost:
+            self._pending[key.digest] = self._pending.get(key.digest, 0.0) + cost
+        if record.reserved:
+            if record.reserved_shared:
+                known = self.spend(key) - cost
+                self.counters.settle(key, record.id, record.reserved, cost, known, True)
+            else:  # this process's hold (the spend does not matter to it)
+                self.counters.settle(key, record.id, record.reserved, cost, 0.0, False)
+
+    def record(self, record: RequestRecord, elapsed_ms: float) -> None:
+        """The guard's report of a request that named a model, in its batch of ended ones
+        (``RequestGuard.count_ended``): its cost counted (unless :meth:`charge` did already)
+        and a ledger row, stamped with the moment the request ended."""
+        if not record.charged:
+            self.charge(record)
+        prompt, cached, completion = _tokens(record)
+        key, ttft = record.virtual_key, record.ttft_ms
+        ended_ago = time.perf_counter() - record.started - elapsed_ms / 1000
         self.ledger.add(
             UsageRow(  # by position: this runs for every request
-                time.time(),
+                time.time() - ended_ago,
                 record.id,
-                digest,
+                key.digest if key is not None else "",
                 record.model or "",
-                deployment,
+                record.deployment,
                 prompt,
                 cached,
                 completion,
-                cost,
+                record.cost,
                 record.status,
                 round(elapsed_ms, 1),
                 None if ttft is None else round(ttft, 1),
@@ -163,6 +178,7 @@ class Accounting:
         """Write the pending rows, then re-read the keys (their spend now includes them). One
         at a time (the loop, ``GET /usage``): a row's cost leaves ``_pending`` only after the
         re-read that includes it."""
+        self.count_ended()  # the requests that just ended, waiting in the guard's batch
         async with self._syncing:
             written = await self.ledger.flush()
             await self.keys.reset_budgets(time.time())  # after the old period's costs
@@ -189,6 +205,7 @@ class Accounting:
 
     def describe(self) -> dict[str, object]:
         """What ``/health`` says of the database: keys known, rows waiting, the last error."""
+        self.count_ended()
         return {
             "path": self.where,
             "ok": self.error is None,
@@ -206,3 +223,15 @@ class Accounting:
                 await self.counters.close()
             finally:
                 self.database.close()
+
+
+def _tokens(record: RequestRecord) -> tuple[int, int, int]:
+    """The request's (prompt, cached, completion) tokens as the ledger counts them."""
+    prompt, completion = record.prompt_tokens or 0, record.completion_tokens or 0
+    cached = min(record.cached_tokens or 0, prompt)
+    if record.completion_tokens is None and record.chunks:
+        # a stream without usage (an upstream that sends none, a client that left before it):
+        # a token per chunk, as OpenAI-style servers stream, and 4 bytes per token
+        completion = record.chunks
+        prompt = prompt or -(-record.body_bytes // 4)
+    return prompt, cached, completion

@@ -47,7 +47,9 @@ def create_app(config: Config, providers: Sequence[Provider] | None = None) -> S
     guard = RequestGuard(config.server.keys(), config.server.limits, master, keys)
     if accounting is not None:
         guard.on_finished = accounting.record
+        guard.charge = accounting.charge
         guard.counters = accounting.counters
+        accounting.count_ended = guard.count_ended
     telemetry = Telemetry(router, guard, provider_list, config.metrics)
     if config.metrics.enabled:
         guard.telemetry = telemetry.finished

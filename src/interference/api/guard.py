@@ -75,8 +75,8 @@ def is_local(address: str) -> bool:
     return address.startswith(("127.", "::1", "::ffff:127.")) or address in ("-", "localhost")
 
 
-#: the metrics count ended requests in batches: every this many, or this many seconds after
-#: the first of a batch ended (a scrape counts the batch first)
+#: ended requests are counted (usage rows, metrics) in batches: every this many, or this many
+#: seconds after the first of a batch ended (a read of the figures counts the batch first)
 COUNT_EVERY_REQUESTS = 256
 COUNT_EVERY_S = 0.05
 
@@ -101,8 +101,11 @@ class RequestGuard:
         self.virtual_keys = virtual_keys
         #: the virtual keys' limits (set with them, by create_app)
         self.counters: KeyCounters | None = None
-        #: told of every request that named a model, once it ended (the usage ledger)
+        #: told of every request that named a model, after it ended, in batches (the usage
+        #: ledger: count_ended)
         self.on_finished: Callable[[RequestRecord, float], None] | None = None
+        #: told at once of a request that ended holding a budget reservation (its real cost)
+        self.charge: Callable[[RequestRecord], None] | None = None
         #: told of every request, after it ended, in batches (the metrics: count_ended)
         self.telemetry: Callable[[RequestRecord, float], None] | None = None
         #: starts a span per request (telemetry.otlp_endpoint; None: no tracing)
@@ -148,21 +151,27 @@ class RequestGuard:
         return True
 
     def count_ended(self) -> None:
-        """Tell :attr:`telemetry` of the requests that ended since the last call.
+        """Tell :attr:`on_finished` and :attr:`telemetry` of the requests that ended since
+        the last call.
 
-        The metrics count ended requests in batches, every :data:`COUNT_EVERY_REQUESTS` or
-        :data:`COUNT_EVERY_S` after the first of a batch ended, and whenever they are read
-        (``Telemetry.snapshot``). Counted one by one, between requests, the same additions
-        cost about four times as much CPU as in a batch (the caches hold the request's code
-        and data, not the counters'): metrics on added 4.7 µs to a 93 µs request in
-        ``bench/hot_path.py``, 2.3 µs in batches."""
+        Ended requests are counted in batches, every :data:`COUNT_EVERY_REQUESTS` or
+        :data:`COUNT_EVERY_S` after the first of a batch ended, and whenever the figures are
+        read (``Telemetry.snapshot``, ``Accounting.sync`` and ``Accounting.reported_spend``).
+        Counted one by one, between requests, the same additions cost several times the CPU
+        they cost in a batch (the caches hold the request's code and data, not the
+        counters'): in ``bench/hot_path.py`` metrics on added 4.7 µs to a 93 µs request, 2.3
+        µs in batches. A request that holds a budget reservation is charged its cost at
+        once (:attr:`charge`), so that the next request of the key sees it; its usage row
+        waits for the batch (a crash can lose the batch: :data:`COUNT_EVERY_S` more than
+        ``storage.refresh_s``)."""
         ended, self._ended = self._ended, []
-        telemetry = self.telemetry
-        if telemetry is None:
-            return
+        on_finished, telemetry = self.on_finished, self.telemetry
         for record, elapsed_ms in ended:
             try:
-                telemetry(record, elapsed_ms)
+                if on_finished is not None and record.model is not None:
+                    on_finished(record, elapsed_ms)  # first: it sets the cost the metrics add
+                if telemetry is not None:
+                    telemetry(record, elapsed_ms)
             except Exception:
                 logger.exception("counting request %s failed", record.id)
 
@@ -272,9 +281,9 @@ class RequestGuard:
                     del self.in_flight[record.client]
             elapsed_ms = (time.perf_counter() - record.started) * 1000
             self._log(record, exc_info or record.exception, elapsed_ms)
-            if self.on_finished is not None and record.model is not None:
-                self.on_finished(record, elapsed_ms)  # at once: the key's spend and limits
-            if self.telemetry is not None:
+            if record.reserved and self.charge is not None:
+                self.charge(record)
+            if self.telemetry is not None or self.on_finished is not None:
                 ended = self._ended
                 ended.append((record, elapsed_ms))
                 if len(ended) >= COUNT_EVERY_REQUESTS:

@@ -180,7 +180,7 @@ def _wire(request: Request, record: KeyRecord) -> dict[str, Any]:
     fields = record.wire()
     accounting = state_of(request).accounting
     if accounting is not None:
-        fields["spend"] = accounting.spend(record)
+        fields["spend"] = accounting.reported_spend(record)
     return fields
 
 

@@ -58,6 +58,7 @@ class RequestRecord:
     model: str | None = None
     public_model: str | None = None  # the configured model the name resolved to (a label)
     cost: float = 0.0  # USD, as the usage ledger counted it
+    charged: bool = False  # the cost is counted against the key (Accounting.charge)
     deployment: str | None = None
     attempts: int | None = None
     stream: bool | None = None

@@ -18,18 +18,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
-from interference.config import ConfigError, RoutingConfig
+from interference.config import RoutingConfig
 from interference.errors import (
     InterferenceError,
     InvalidRequestError,
-    ModelNotFoundError,
     ModelNotReadyError,
     RateLimitError,
     UpstreamBusyError,
@@ -40,6 +37,7 @@ from interference.errors import (
 from interference.logs import LimitWarnings
 from interference.providers.base import ENDPOINT_NAMES, Endpoint, Provider
 from interference.routing.bounds import StreamBounds
+from interference.routing.names import ModelNames
 from interference.routing.table import Deployment, PublicModel
 from interference.telemetry.metrics import DURATION_BUCKETS, Counter, Histogram
 from interference.wire.chat import ChatCompletion, ChatCompletionRequest
@@ -47,7 +45,6 @@ from interference.wire.chunks import Batch
 from interference.wire.completions import CompletionRequest
 from interference.wire.embeddings import EmbeddingRequest
 from interference.wire.media import MediaCall
-from interference.wire.models import ModelCard
 
 if TYPE_CHECKING:
     from interference.telemetry.tracing import AttemptSpan, Tracer
@@ -87,16 +84,15 @@ class StreamAnswer:
     attempts: int
 
 
-#: what makes an alias a pattern (fnmatch's wildcards)
-_PATTERN = re.compile(r"[*?\[]")
-
-
 def _meaningful(batch: Batch) -> bool:
     """Whether a batch carries output (so a failure after it can no longer fall back)."""
     return any(chunk.has_output() for chunk in batch)
 
 
-class Router:
+class Router(ModelNames):
+    """Routes requests to deployments (the module's docstring); answers for the model names
+    through :class:`~interference.routing.names.ModelNames`."""
+
     def __init__(
         self,
         models: dict[str, PublicModel],
@@ -108,29 +104,12 @@ class Router:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self.models = models
         self.providers = providers
         self.routing = routing or RoutingConfig()
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._aliases: dict[str, str] = {}
-        self._patterns: list[tuple[str, str]] = []  # (lower-cased pattern, model), in order
-        for alias, target in aliases.items():
-            if target not in models:
-                raise ConfigError(
-                    f"aliases.{alias}: `{target}` is not a configured model "
-                    f"(known: {', '.join(sorted(models))})"
-                )
-            if _PATTERN.search(alias):
-                self._patterns.append((alias.lower(), target))
-            elif alias not in models:
-                self._aliases[alias] = target
-        for model in models.values():
-            for name in model.fallbacks:
-                if name not in models and name not in self._aliases:
-                    raise ConfigError(f"models.{model.name}.fallbacks: `{name}` is not a model")
-        self._folded = {name.lower(): name for name in [*self._aliases, *models]}
+        ModelNames.__init__(self, models, aliases)
         # what /metrics reads (the deployments' own counts are on each Deployment)
         self.upstream_seconds = Histogram(DURATION_BUCKETS, "provider", "deployment")
         self.fallbacks = Counter("from_model", "to_model", "result")
@@ -142,57 +121,6 @@ class Router:
         #: a refusal by a configured bound (a pool, a queue) is never silent in the log
         self.limit_warnings = LimitWarnings(logging.getLogger("interference"))
         self._model_of = {id(d): m.name for m in models.values() for d in m.deployments}
-
-    # --- names ------------------------------------------------------------------------------
-
-    def resolve(self, name: str) -> PublicModel:
-        if name in self.models:
-            return self.models[name]
-        key = name if name in self._aliases else self._folded.get(name.lower())
-        if key is not None:
-            return self.models[self._aliases.get(key, key)]
-        folded = name.lower()
-        for pattern, target in self._patterns:
-            if fnmatchcase(folded, pattern):
-                return self.models[target]
-        raise ModelNotFoundError(name)
-
-    @property
-    def model_ids(self) -> list[str]:
-        return list(self.models)
-
-    @property
-    def aliases(self) -> dict[str, str]:
-        return dict(self._aliases)
-
-    @property
-    def alias_patterns(self) -> dict[str, str]:
-        """Patterns (lower-cased) and the model each names, in the order they are tried."""
-        return dict(self._patterns)
-
-    def serving(self, endpoint: Endpoint) -> list[str]:
-        """The models with a deployment that serves ``endpoint``, then their aliases."""
-        names = [
-            m.name
-            for m in self.models.values()
-            if any(m.serves(d, endpoint) for d in m.deployments)
-        ]
-        return names + [alias for alias, target in self._aliases.items() if target in names]
-
-    def cards(self) -> list[ModelCard]:
-        """Every public name (models, then aliases) as a ``Model`` object."""
-        cards = [
-            ModelCard(id=m.name, created=m.created, owned_by=m.owned_by)
-            for m in self.models.values()
-        ]
-        for alias, target in self._aliases.items():
-            model = self.models[target]
-            cards.append(ModelCard(id=alias, created=model.created, owned_by=model.owned_by))
-        return cards
-
-    def card(self, name: str) -> ModelCard:
-        model = self.resolve(name)
-        return ModelCard(id=name, created=model.created, owned_by=model.owned_by)
 
     def describe(self) -> dict[str, Any]:
         now = self._clock()

@@ -69,6 +69,19 @@ def test_headers_count_down_and_name_the_reset() -> None:
     assert limiter.admit(key()) == []  # no limits: no headers
 
 
+def test_headers_follow_a_change_of_the_keys_limits() -> None:
+    limiter = KeyLimiter(Clock())
+    before = text(limiter.admit(key(rpm=5, tpm=100)))
+    assert (before["x-ratelimit-limit-requests"], before["x-ratelimit-limit-tokens"]) == (
+        "5",
+        "100",
+    )
+    after = text(limiter.admit(key(rpm=7, tpm=300)))  # the same key, updated (a new record)
+    assert (after["x-ratelimit-limit-requests"], after["x-ratelimit-limit-tokens"]) == ("7", "300")
+    assert after["x-ratelimit-remaining-requests"] == "5"  # its window kept both requests
+    assert after["x-ratelimit-reset-tokens"] == "0s"  # no tokens counted yet
+
+
 def test_tokens_per_minute_refuse_once_reached_until_they_leave_the_window() -> None:
     clock = Clock()
     limiter = KeyLimiter(clock)

@@ -122,11 +122,12 @@ class Accounting:
         price = self.prices.price((upstream, public))
         return (0.0, 0.0) if price is None else (price.input, price.output)
 
-    def charge(self, record: RequestRecord) -> None:
+    def charge(self, record: RequestRecord) -> tuple[int, int, int]:
         """Count a request's cost against its key and release its budget reservation: the
         guard calls this as the request ends when it reserved (a budget must not wait for
-        :meth:`record`'s batch), :meth:`record` for the others."""
-        prompt, cached, completion = _tokens(record)
+        :meth:`record`'s batch), :meth:`record` for the others. Its (prompt, cached,
+        completion) tokens."""
+        tokens = prompt, cached, completion = _tokens(record)
         cost = 0.0
         deployment = record.deployment
         if deployment is not None and (prompt or completion):
@@ -138,7 +139,7 @@ class Accounting:
         record.charged = True
         key = record.virtual_key
         if key is None:
-            return
+            return tokens
         if cost:
             self._pending[key.digest] = self._pending.get(key.digest, 0.0) + cost
         if record.reserved:
@@ -147,14 +148,13 @@ class Accounting:
                 self.counters.settle(key, record.id, record.reserved, cost, known, True)
             else:  # this process's hold (the spend does not matter to it)
                 self.counters.settle(key, record.id, record.reserved, cost, 0.0, False)
+        return tokens
 
     def record(self, record: RequestRecord, elapsed_ms: float) -> None:
         """The guard's report of a request that named a model, in its batch of ended ones
         (``RequestGuard.count_ended``): its cost counted (unless :meth:`charge` did already)
         and a ledger row, stamped with the moment the request ended."""
-        if not record.charged:
-            self.charge(record)
-        prompt, cached, completion = _tokens(record)
+        prompt, cached, completion = _tokens(record) if record.charged else self.charge(record)
         key, ttft = record.virtual_key, record.ttft_ms
         ended_ago = time.perf_counter() - record.started - elapsed_ms / 1000
         self.ledger.add(

@@ -52,7 +52,7 @@ from interference.errors import (
 )
 from interference.logs import REQUEST_ID, RESPONSE_CUT, LimitWarnings
 from interference.store.counters import KeyCounters
-from interference.store.keys import KeyStore
+from interference.store.keys import KeyRecord, KeyStore
 from interference.store.rate_limits import limited
 from interference.upstream.client import POOL_WAIT
 
@@ -80,9 +80,6 @@ def is_local(address: str) -> bool:
 COUNT_EVERY_REQUESTS = 256
 COUNT_EVERY_S = 0.05
 
-#: what :meth:`RequestGuard._count_key` says when the key's limits are counted in Redis
-_ASK_REDIS = InterferenceError("counted in Redis")
-
 
 class RequestGuard:
     """ASGI middleware; see the module docstring. One per app (``create_app`` makes it)."""
@@ -105,7 +102,7 @@ class RequestGuard:
         #: ledger: count_ended)
         self.on_finished: Callable[[RequestRecord, float], None] | None = None
         #: told at once of a request that ended holding a budget reservation (its real cost)
-        self.charge: Callable[[RequestRecord], None] | None = None
+        self.charge: Callable[[RequestRecord], object] | None = None
         #: told of every request, after it ended, in batches (the metrics: count_ended)
         self.telemetry: Callable[[RequestRecord, float], None] | None = None
         #: starts a span per request (telemetry.otlp_endpoint; None: no tracing)
@@ -239,10 +236,12 @@ class RequestGuard:
         exc_info: BaseException | None = None
         try:
             refusal = self._admit(scope, record)
-            if refusal is None and record.virtual_key is not None and not record.public:
-                refusal = self._count_key(record)
-                if refusal is _ASK_REDIS:
-                    refusal = await self._count_key_shared(record)
+            key, counters = record.virtual_key, self.counters
+            if refusal is None and key is not None and counters is not None and not record.public:
+                if counters.redis is None:  # in this process: no await
+                    refusal = self._count_key(record, key, counters)
+                else:
+                    refusal = await self._count_key_shared(record, key, counters)
             if refusal is not None:
                 await _send_error(scope, guarded_send, refusal, record)
                 return
@@ -332,14 +331,11 @@ class RequestGuard:
             )
         return None
 
-    def _count_key(self, record: RequestRecord) -> InterferenceError | None:
+    def _count_key(
+        self, record: RequestRecord, key: KeyRecord, counters: KeyCounters
+    ) -> InterferenceError | None:
         """Count the request against its virtual key's limits in this process; the 429 when
-        they refuse it, :data:`_ASK_REDIS` when Redis counts them (:meth:`_count_key_shared`)."""
-        counters, key = self.counters, record.virtual_key
-        if counters is None or key is None:
-            return None
-        if counters.redis is not None:
-            return _ASK_REDIS if limited(key) else None
+        they refuse it."""
         try:
             record.limit_headers = counters.local.admit(key)
         except RateLimitError as refused:
@@ -347,10 +343,12 @@ class RequestGuard:
         record.limit_counted = bool(record.limit_headers) or key.max_parallel is not None
         return None
 
-    async def _count_key_shared(self, record: RequestRecord) -> InterferenceError | None:
-        counters, key = self.counters, record.virtual_key
-        assert counters is not None
-        assert key is not None
+    async def _count_key_shared(
+        self, record: RequestRecord, key: KeyRecord, counters: KeyCounters
+    ) -> InterferenceError | None:
+        """:meth:`_count_key` in Redis."""
+        if not limited(key):
+            return None
         try:
             record.limit_headers, record.limit_shared = await counters.admit(key, record.id)
         except RateLimitError as refused:

@@ -36,11 +36,16 @@ class _Usage:
     tokens: deque[list[int]] = field(default_factory=deque)  # [second, tokens] (with tpm)
     token_total: int = 0
     in_flight: int = 0
-    # the x-ratelimit-limit-* headers, made once per limit (a key's limits rarely change)
-    rpm: int | None = None
-    rpm_header: tuple[bytes, bytes] = (b"", b"")
-    tpm: int | None = None
-    tpm_header: tuple[bytes, bytes] = (b"", b"")
+
+    def window(self, now: float) -> Window:
+        """The counts at ``now`` (after :meth:`expire`)."""
+        requests, tokens = self.requests, self.tokens
+        return Window(
+            len(requests),
+            requests[0] + WINDOW_S - now if requests else 0.0,
+            self.token_total,
+            tokens[0][0] + 1 + WINDOW_S - now if tokens else 0.0,
+        )
 
     def expire(self, now: float) -> None:
         requests, tokens = self.requests, self.tokens
@@ -83,19 +88,17 @@ def limit_headers(key: KeyRecord, window: Window) -> WireHeaders:
     """The ``x-ratelimit-*`` headers of an answer to ``key``, ready for the wire."""
     headers: WireHeaders = []
     if key.rpm is not None:
-        reset = b"%ds" % max(0, int(window.request_reset + 0.5))
-        headers += [
+        headers += (
             (b"x-ratelimit-limit-requests", b"%d" % key.rpm),
             (b"x-ratelimit-remaining-requests", b"%d" % max(0, key.rpm - window.requests)),
-            (b"x-ratelimit-reset-requests", reset),
-        ]
+            (b"x-ratelimit-reset-requests", _reset(window.request_reset)),
+        )
     if key.tpm is not None:
-        reset = b"%ds" % max(0, int(window.token_reset + 0.5))
-        headers += [
+        headers += (
             (b"x-ratelimit-limit-tokens", b"%d" % key.tpm),
             (b"x-ratelimit-remaining-tokens", b"%d" % max(0, key.tpm - window.tokens)),
-            (b"x-ratelimit-reset-tokens", reset),
-        ]
+            (b"x-ratelimit-reset-tokens", _reset(window.token_reset)),
+        )
     return headers
 
 
@@ -136,8 +139,7 @@ class KeyLimiter:
 
     def admit(self, key: KeyRecord) -> WireHeaders:
         """Count a request of ``key``, or raise the 429 that refuses it; the rate-limit
-        headers of its answer. (Every request of a limited key runs this: it allocates
-        little and calls little.)"""
+        headers of its answer."""
         rpm, tpm, parallel = key.rpm, key.tpm, key.max_parallel
         if rpm is None and tpm is None and parallel is None:
             return []
@@ -154,47 +156,20 @@ class KeyLimiter:
         ):
             raise self._refusal(key, usage, now)
         usage.in_flight += 1
-        headers: WireHeaders = []
         if rpm is not None:
             requests.append(now)
-            if usage.rpm != rpm:
-                usage.rpm, usage.rpm_header = rpm, (b"x-ratelimit-limit-requests", b"%d" % rpm)
-            headers += (
-                usage.rpm_header,
-                (b"x-ratelimit-remaining-requests", b"%d" % max(0, rpm - len(requests))),
-                (b"x-ratelimit-reset-requests", _reset(requests[0] + WINDOW_S - now)),
-            )
-        if tpm is not None:
-            if usage.tpm != tpm:
-                usage.tpm, usage.tpm_header = tpm, (b"x-ratelimit-limit-tokens", b"%d" % tpm)
-            tokens = usage.tokens
-            headers += (
-                usage.tpm_header,
-                (b"x-ratelimit-remaining-tokens", b"%d" % max(0, tpm - usage.token_total)),
-                (
-                    b"x-ratelimit-reset-tokens",
-                    _reset(tokens[0][0] + 1 + WINDOW_S - now) if tokens else _RESETS[0],
-                ),
-            )
-        return headers
+        return limit_headers(key, usage.window(now))
 
     @staticmethod
     def _refusal(key: KeyRecord, usage: _Usage, now: float) -> RateLimitError:
         """The 429 of a request :meth:`admit` refuses (nothing counted)."""
-        requests, tokens = usage.requests, usage.tokens
         if key.max_parallel is not None and usage.in_flight >= key.max_parallel:
             verdict = PARALLEL
-        elif key.rpm is not None and len(requests) >= key.rpm:
+        elif key.rpm is not None and len(usage.requests) >= key.rpm:
             verdict = RPM
         else:
             verdict = TPM
-        window = Window(
-            len(requests),
-            requests[0] + WINDOW_S - now if requests else 0.0,
-            usage.token_total,
-            tokens[0][0] + 1 + WINDOW_S - now if tokens else 0.0,
-        )
-        return refusal(key, verdict, window)
+        return refusal(key, verdict, usage.window(now))
 
     def done(self, key: KeyRecord, tokens: int) -> None:
         """A request admitted by :meth:`admit` ended, having used ``tokens``."""

@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -124,15 +125,20 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def http_protocol(head_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol, plus a bound on the time to receive a request's head.
+    """uvicorn's httptools protocol, plus a bound on the time to receive a request's head, and
+    the guard's ``x-ratelimit-*`` lines added to a response's head unchecked.
 
     uvicorn times out idle keep-alive connections only after a response; a client that connects
     and sends nothing, or half a request line, would hold its connection (and a file
     descriptor) for ever. Here the head (request line and headers) must be complete within
     ``head_timeout_s`` of the connection or of the request's first byte, or the connection is
     closed. One sweep a second checks every connection (a timer per request would cost more).
+
+    Each scope gets the connection's :class:`_HeadLines` (``api.guard.HEAD_LINES``).
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from interference.api.guard import HEAD_LINES
 
     sweeper: asyncio.Task[None] | None = None
 
@@ -153,18 +159,62 @@ def http_protocol(head_timeout_s: float) -> type[asyncio.Protocol]:
             nonlocal sweeper
             super().connection_made(transport)
             self.head_since = self.loop.time()
+            self.head_lines = _HeadLines(weakref.ref(self))
             if sweeper is None or sweeper.done():
                 sweeper = self.loop.create_task(sweep(self.connections))
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self.head_since = self.loop.time()
+            self.scope[HEAD_LINES] = self.head_lines  # type: ignore[literal-required]
 
         def on_headers_complete(self) -> None:
             self.head_since = 0.0
             super().on_headers_complete()
 
     return Protocol
+
+
+class _HeadLines:
+    """``scope[HEAD_LINES]`` (:data:`interference.api.guard.HEAD_LINES`) for the requests of
+    one connection: lines for the head of a response that has not begun. The response's
+    ``RequestResponseCycle`` writes its head with one ``transport.write``; until then its
+    transport is a :class:`_HeadWriter` that puts the lines before the head's empty line. (A
+    pipelined request, whose cycle is not the connection's current one, is answered False.)
+    It holds the connection weakly: a scope that held it would make a reference cycle of every
+    request, left for the garbage collector."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: weakref.ref[Any]) -> None:
+        self.connection = connection
+
+    def __call__(self, scope: object, lines: bytes) -> bool:
+        connection = self.connection()
+        cycle = None if connection is None else connection.cycle
+        if cycle is None or cycle.scope is not scope or cycle.response_started:
+            return False
+        cycle.transport = _HeadWriter(cycle, lines)
+        return True
+
+
+class _HeadWriter:
+    """A response cycle's transport until its head is written (:class:`_HeadLines`)."""
+
+    __slots__ = ("cycle", "lines", "transport")
+
+    def __init__(self, cycle: Any, lines: bytes) -> None:
+        self.cycle, self.transport, self.lines = cycle, cycle.transport, lines
+
+    def write(self, data: bytes) -> None:
+        # a head ends with an empty line; "100 Continue" is not the response's head
+        if data.endswith(b"\r\n\r\n") and not data.startswith(b"HTTP/1.1 100 "):
+            self.cycle.transport = self.transport
+            data = b"%s%s\r\n" % (data[:-2], self.lines)
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 def run_app(

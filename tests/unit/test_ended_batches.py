@@ -1,6 +1,7 @@
 """Ended requests are counted in batches (api/guard.py, ``RequestGuard.count_ended``): the
 metrics and the usage rows wait for a batch of 256 or for 50 ms, every read of the figures
-counts the batch first, and a key's budget is charged as its request ends, not with its batch."""
+counts the batch first, and a key's budget reservation is held until its batch is counted (a
+request its budget would refuse counts the batch first)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from tests.support.fakes import FakeProvider
 from tests.unit.test_virtual_keys import ADMIN, MASTER, bearer
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi"}]}
-SMALL = {**CHAT, "max_tokens": 10}  # a reservation far inside the budget
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_batch_is_counted_within_its_time() -> None:
             time.sleep(0.01)
 
 
-def test_a_budget_is_charged_as_its_request_ends_and_its_row_keeps_the_end_time(
+def test_a_reservation_waits_for_its_batch_and_a_refusal_counts_the_batch_first(
     slow_batches: None, tmp_path: Path
 ) -> None:
     settings = {
@@ -97,26 +97,36 @@ def test_a_budget_is_charged_as_its_request_ends_and_its_row_keeps_the_end_time(
         "storage": {"path": str(tmp_path / "usage.db"), "refresh_s": 60},
         "prices": {"fake-model": {"input": 1000, "output": 2000}},  # USD per 1M tokens
     }
+    bounded = {**CHAT, "max_tokens": 1000}  # a reservation far above the cost
     with client_for(settings) as client:
-        made = client.post("/key/generate", json={"max_budget": 5.0}, headers=ADMIN).json()
+        made = client.post("/key/generate", json={"max_budget": 100.0}, headers=ADMIN).json()
         state = client.app.state.interference  # type: ignore[attr-defined]
         record = state.keys.resolve(made["key"])
+        accounting = state.accounting
         began = time.time()
-        asked = client.post("/v1/chat/completions", json=SMALL, headers=bearer(made["key"]))
+        asked = client.post("/v1/chat/completions", json=bounded, headers=bearer(made["key"]))
         assert asked.status_code == 200, asked.text
         ended = time.time()
-        accounting = state.accounting
-        assert len(waiting_chats(state.guard)) == 1  # its usage row waits for the batch ...
-        assert accounting.ledger.pending == 0
-        charged = accounting.spend(record)
-        assert charged > 0  # ... its cost does not: the next request of the key sees it
-        assert accounting.counters.held(record.digest) == 0  # and its reservation is gone
-        time.sleep(0.3)
+        held = accounting.counters.held(record.digest)
+        assert held >= 1000 * 2000 / 1e6  # its max_tokens at the output price, and the prompt
+        assert accounting.spend(record) == 0  # the request ended; its batch waits
+        assert len(waiting_chats(state.guard)) == 1
+
+        # room for one reservation and the first request's cost, not for two reservations
+        update = {"key": made["key"], "max_budget": held * 1.5}
+        assert client.post("/key/update", json=update, headers=ADMIN).status_code == 200
+        again = client.post("/v1/chat/completions", json=bounded, headers=bearer(made["key"]))
+        assert again.status_code == 200, again.text  # the budget counted the batch, then held
+        first_cost = accounting.spend(record)
+        assert 0 < first_cost < held * 0.5
+        assert len(waiting_chats(state.guard)) == 1  # the second request's
+        assert accounting.ledger.pending == 1  # the first one's row
+
         info = client.get("/key/info", headers=bearer(made["key"])).json()["info"]
-        assert info["spend"] == pytest.approx(charged)  # counted once
-        assert accounting.ledger.pending == 1  # the read counted the batch
+        assert info["spend"] == pytest.approx(2 * first_cost)  # the read counted the batch
+        assert accounting.counters.held(record.digest) == pytest.approx(0, abs=1e-9)
         row = accounting.ledger._pending[0]
         assert began <= row.at <= ended  # when the request ended, not when the batch ran
         usage = client.get("/usage", headers=ADMIN).json()
-        assert usage["data"][0]["requests"] == 1
-        assert usage["data"][0]["cost"] == pytest.approx(charged)
+        assert usage["data"][0]["requests"] == 2
+        assert usage["data"][0]["cost"] == pytest.approx(2 * first_cost)

@@ -10,7 +10,7 @@ import pytest
 
 from interference.errors import RateLimitError
 from interference.store.keys import KeyRecord
-from interference.store.rate_limits import KeyLimiter
+from interference.store.rate_limits import KeyLimiter, header_pairs
 from tests.unit.test_virtual_keys import ADMIN, HI, app_client, bearer
 
 
@@ -48,8 +48,8 @@ def test_at_most_rpm_requests_in_any_minute() -> None:
         assert len([t for t in admitted[i:] if t < start + 60]) <= 3
 
 
-def text(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    return {name.decode(): value.decode() for name, value in headers}
+def text(lines: bytes) -> dict[str, str]:
+    return {name.decode(): value.decode() for name, value in header_pairs(lines)}
 
 
 def test_headers_count_down_and_name_the_reset() -> None:
@@ -66,7 +66,7 @@ def test_headers_count_down_and_name_the_reset() -> None:
     assert second["x-ratelimit-remaining-requests"] == "0"
     assert second["x-ratelimit-remaining-tokens"] == "60"
     assert second["x-ratelimit-reset-requests"] == "50s"
-    assert limiter.admit(key()) == []  # no limits: no headers
+    assert limiter.admit(key()) == b""  # no limits: no headers
 
 
 def test_headers_follow_a_change_of_the_keys_limits() -> None:

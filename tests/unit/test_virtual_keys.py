@@ -208,7 +208,7 @@ def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
         tables = databases[0].call(
             lambda c: c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         )
-        assert sorted(tables) == [("keys",), ("usage",), ("usage_daily",)]
+        assert sorted(tables) == [("keys",), ("usage",), ("usage_batches",), ("usage_daily",)]
         for database in databases:
             database.close()
 

@@ -22,11 +22,13 @@ from collections.abc import Callable
 
 from interference.api.record import RequestRecord
 from interference.config import Config
+from interference.errors import BudgetExceededError
 from interference.routing.table import PublicModel
 from interference.store.counters import KeyCounters
-from interference.store.database import open_database
+from interference.store.database import database_path, open_database
 from interference.store.keys import KeyRecord, KeyStore
-from interference.store.prices import PriceList
+from interference.store.ledger_writer import LedgerWriter
+from interference.store.prices import PriceList, token_cost
 from interference.store.usage import UsageLedger, UsageRow
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,9 @@ def _nothing() -> None:
     return None
 
 
+_FREE = (0.0, 0.0, 0.0)  # the token prices of a local model
+
+
 class Accounting:
     def __init__(self, config: Config) -> None:
         storage = config.storage
@@ -43,7 +48,14 @@ class Accounting:
         self.where = self.database.where
         self.keys = KeyStore(self.database)
         self.keys.load()
-        self.ledger = UsageLedger(self.database, storage.retention_days)
+        url = storage.database_url()
+        where = (
+            {"url": url, "timeout_s": storage.timeout_s}
+            if url
+            else {"path": str(database_path(storage.path))}
+        )
+        writer = LedgerWriter(where, timeout_s=storage.timeout_s + 10)
+        self.ledger = UsageLedger(self.database, storage.retention_days, writer)
         self.prices = PriceList(config.prices)
         self.counters = KeyCounters(
             storage.redis(), storage.redis_timeout_s, storage.budgets_when_down
@@ -54,6 +66,10 @@ class Accounting:
         self._max_output = config.server.limits.max_tokens
         self._pending: dict[str, float] = {}  # key digest -> cost of rows not yet written
         self._rates: dict[str, tuple[float, float]] = {}  # model -> highest (input, output)
+        #: time.time() - time.perf_counter(), for the rows' times (once per sync)
+        self._wall_offset = time.time() - time.perf_counter()
+        #: (deployment, model asked) -> prices of its tokens (charge)
+        self._token_rates: dict[tuple[str, str | None], tuple[float, float, float]] = {}
         self._syncing = asyncio.Lock()
         #: counts the requests that ended but wait in the guard's batch (create_app sets it)
         self.count_ended: Callable[[], None] = _nothing
@@ -86,7 +102,13 @@ class Accounting:
         if counters.redis is not None:
             return False
         cost = self._worst_case(record, model, output)
-        counters.reserve_here(key, cost, self.spend(key), self.error is None)
+        try:
+            counters.reserve_here(key, cost, self.spend(key), self.error is None)
+        except BudgetExceededError:
+            # requests that ended hold their reservations until their batch is counted
+            # (RequestGuard.count_ended): count it, then ask again
+            self.count_ended()
+            counters.reserve_here(key, cost, self.spend(key), self.error is None)
         record.reserved = cost
         return True
 
@@ -131,10 +153,11 @@ class Accounting:
         cost = 0.0
         deployment = record.deployment
         if deployment is not None and (prompt or completion):
-            provider, _, upstream_model = deployment.partition("/")
-            if provider not in self._local:
-                names = (upstream_model, record.model or "")
-                cost = self.prices.cost(names, prompt, cached, completion)
+            rates = self._token_rates.get((deployment, record.model))
+            if rates is None:
+                rates = self._token_rates_of(deployment, record.model)
+            if rates is not _FREE:
+                cost = token_cost(rates, prompt, cached, completion)
         record.cost = cost
         record.charged = True
         key = record.virtual_key
@@ -150,35 +173,44 @@ class Accounting:
                 self.counters.settle(key, record.id, record.reserved, cost, 0.0, False)
         return tokens
 
+    def _token_rates_of(self, deployment: str, model: str | None) -> tuple[float, float, float]:
+        """The prices of a deployment's tokens for requests that asked for ``model``, once
+        per pair (:attr:`_token_rates`)."""
+        provider, _, upstream_model = deployment.partition("/")
+        rates = _FREE
+        if provider not in self._local:
+            rates = self.prices.rates((upstream_model, model or ""))
+        self._token_rates[(deployment, model)] = rates
+        return rates
+
     def record(self, record: RequestRecord, elapsed_ms: float) -> None:
         """The guard's report of a request that named a model, in its batch of ended ones
         (``RequestGuard.count_ended``): its cost counted (unless :meth:`charge` did already)
         and a ledger row, stamped with the moment the request ended."""
         prompt, cached, completion = _tokens(record) if record.charged else self.charge(record)
         key, ttft = record.virtual_key, record.ttft_ms
-        ended_ago = time.perf_counter() - record.started - elapsed_ms / 1000
-        self.ledger.add(
-            UsageRow(  # by position: this runs for every request
-                time.time() - ended_ago,
-                record.id,
-                key.digest if key is not None else "",
-                record.model or "",
-                record.deployment,
-                prompt,
-                cached,
-                completion,
-                record.cost,
-                record.status,
-                round(elapsed_ms, 1),
-                None if ttft is None else round(ttft, 1),
-            )
+        row = (
+            record.started + elapsed_ms / 1000 + self._wall_offset,  # when it ended
+            record.id,
+            key.digest if key is not None else "",
+            record.model or "",
+            record.deployment,
+            prompt,
+            cached,
+            completion,
+            record.cost,
+            record.status,
+            round(elapsed_ms, 1),
+            None if ttft is None else round(ttft, 1),
         )
+        self.ledger.add(tuple.__new__(UsageRow, row))  # NamedTuple's own __new__ is Python
 
     async def sync(self) -> None:
         """Write the pending rows, then re-read the keys (their spend now includes them). One
         at a time (the loop, ``GET /usage``): a row's cost leaves ``_pending`` only after the
         re-read that includes it."""
         self.count_ended()  # the requests that just ended, waiting in the guard's batch
+        self._wall_offset = time.time() - time.perf_counter()  # the wall clock may be set
         async with self._syncing:
             written = await self.ledger.flush()
             await self.keys.reset_budgets(time.time())  # after the old period's costs
@@ -220,6 +252,7 @@ class Accounting:
             await self.sync()
         finally:
             try:
+                await self.ledger.close()
                 await self.counters.close()
             finally:
                 self.database.close()

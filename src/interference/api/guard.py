@@ -53,7 +53,7 @@ from interference.errors import (
 from interference.logs import REQUEST_ID, RESPONSE_CUT, LimitWarnings
 from interference.store.counters import KeyCounters
 from interference.store.keys import KeyRecord, KeyStore
-from interference.store.rate_limits import limited
+from interference.store.rate_limits import header_pairs, limited
 from interference.upstream.client import POOL_WAIT
 
 if TYPE_CHECKING:
@@ -80,6 +80,15 @@ def is_local(address: str) -> bool:
 COUNT_EVERY_REQUESTS = 256
 COUNT_EVERY_S = 0.05
 
+#: an entry of the scope that an HTTP/1.1 server may offer (``interference serve``'s does:
+#: ``interference.server.http_protocol``): ``scope[HEAD_LINES](scope, lines)`` adds ``lines``
+#: (``name: value\r\n`` each, made by this server, so nothing to check) to the head of the
+#: scope's response, before its ``http.response.start``; False when it cannot, and then they
+#: are sent as headers of that message. uvicorn checks each header of the message with two
+#: regular expressions: for the six ``x-ratelimit-*`` headers of a keyed request that was 2.3
+#: µs, as much as all of the key's own checks.
+HEAD_LINES = "interference.head_lines"
+
 
 class RequestGuard:
     """ASGI middleware; see the module docstring. One per app (``create_app`` makes it)."""
@@ -95,13 +104,15 @@ class RequestGuard:
         self.limits = limits
         self.keys = KeyRing(keys)
         self.master = KeyRing([master_key] if master_key else [])
+        self.keyed = bool(self.keys or self.master)  # requests need a key
         self.virtual_keys = virtual_keys
         #: the virtual keys' limits (set with them, by create_app)
         self.counters: KeyCounters | None = None
         #: told of every request that named a model, after it ended, in batches (the usage
         #: ledger: count_ended)
         self.on_finished: Callable[[RequestRecord, float], None] | None = None
-        #: told at once of a request that ended holding a budget reservation (its real cost)
+        #: told at once of a request that ended holding a budget reservation in Redis (its real
+        #: cost: the other replicas cannot count this process's batch)
         self.charge: Callable[[RequestRecord], object] | None = None
         #: told of every request, after it ended, in batches (the metrics: count_ended)
         self.telemetry: Callable[[RequestRecord, float], None] | None = None
@@ -157,10 +168,12 @@ class RequestGuard:
         Counted one by one, between requests, the same additions cost several times the CPU
         they cost in a batch (the caches hold the request's code and data, not the
         counters'): in ``bench/hot_path.py`` metrics on added 4.7 µs to a 93 µs request, 2.3
-        µs in batches. A request that holds a budget reservation is charged its cost at
-        once (:attr:`charge`), so that the next request of the key sees it; its usage row
-        waits for the batch (a crash can lose the batch: :data:`COUNT_EVERY_S` more than
-        ``storage.refresh_s``)."""
+        µs in batches. A request that holds a budget reservation of this process keeps it
+        until its batch is counted: a reservation is never less than the cost that replaces
+        it, so a budget holds meanwhile, and a request the budget would refuse counts the
+        batch first (``Accounting.reserve_here``). One that holds it in Redis is charged at
+        once (:attr:`charge`). A crash can lose the batch: :data:`COUNT_EVERY_S` more than
+        ``storage.refresh_s``."""
         ended, self._ended = self._ended, []
         on_finished, telemetry = self.on_finished, self.telemetry
         for record, elapsed_ms in ended:
@@ -223,8 +236,13 @@ class RequestGuard:
                 record.sse = any(
                     k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers
                 )
-                message = {**message, "headers": [*headers, id_header, *record.limit_headers]}
-                await send(message)
+                headers.append(id_header)
+                lines = record.limit_headers
+                if lines:
+                    add_lines = scope.get(HEAD_LINES)
+                    if add_lines is None or not add_lines(scope, lines):
+                        headers += header_pairs(lines)
+                await send({**message, "headers": headers})
                 return
             record.sending_since = loop.time()
             try:
@@ -280,7 +298,7 @@ class RequestGuard:
                     del self.in_flight[record.client]
             elapsed_ms = (time.perf_counter() - record.started) * 1000
             self._log(record, exc_info or record.exception, elapsed_ms)
-            if record.reserved and self.charge is not None:
+            if record.reserved_shared and self.charge is not None:
                 self.charge(record)
             if self.telemetry is not None or self.on_finished is not None:
                 ended = self._ended
@@ -300,7 +318,7 @@ class RequestGuard:
         """Why this request is refused before it reaches a route (None: it may go on)."""
         public = scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX)
         record.public = public
-        if self.keys or self.master:
+        if self.keyed:
             refusal = self._authenticate(presented_key(scope), record)
             if refusal is not None and not public:
                 return refusal
@@ -316,9 +334,9 @@ class RequestGuard:
         if (
             self.in_flight[record.client] >= limit
             and not public
-            and (self.keys or self.master or not is_local(record.client))
+            and (self.keyed or not is_local(record.client))
         ):
-            who = "an API key" if self.keys or self.master else "a client address"
+            who = "an API key" if self.keyed else "a client address"
             self.limit_warnings.refused(
                 "limits.max_concurrent_per_client",
                 f"{who} had {limit} requests in flight: one more was answered 429",
@@ -370,9 +388,9 @@ class RequestGuard:
             now = time.time()
             if virtual.blocked:
                 return AuthenticationError("This API key is blocked.", code="key_blocked")
-            if virtual.expired(now):
+            if virtual.expires_at is not None and virtual.expired(now):
                 return AuthenticationError("This API key has expired.", code="key_expired")
-            KeyStore.used(virtual, now)
+            virtual.last_used_at = now  # written by the next KeyStore.refresh
             record.virtual_key = virtual
             record.authorized = True
             record.client = KeyRing.digest_label(virtual.digest)  # the key is hashed once

@@ -47,7 +47,7 @@ class RequestRecord:
     admin: bool = False  # presented the master key
     virtual_key: KeyRecord | None = None  # presented this virtual key
     public: bool = False  # a path open without a key (health, the web chat's files)
-    limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-ratelimit-*
+    limit_headers: bytes = b""  # x-ratelimit-* lines of the head (store.rate_limits.HeadLines)
     limit_counted: bool = False  # the key's limiter counts this request until it ends
     limit_shared: bool = False  # ... in Redis (else in this process)
     body_bytes: int = 0  # the request body's size, once read

@@ -28,9 +28,9 @@ from interference.errors import BudgetExceededError, StorageUnavailableError
 from interference.store.keys import KeyRecord
 from interference.store.rate_limits import (
     ADMITTED,
+    HeadLines,
     KeyLimiter,
     Window,
-    WireHeaders,
     limit_headers,
     limited,
     refusal,
@@ -82,11 +82,11 @@ class KeyCounters:
 
     # --- rate limits
 
-    async def admit(self, key: KeyRecord, request_id: str) -> tuple[WireHeaders, bool]:
+    async def admit(self, key: KeyRecord, request_id: str) -> tuple[HeadLines, bool]:
         """Count a request of ``key`` against its limits, or raise the 429 that refuses it;
         the answer's rate-limit headers, and whether Redis counted it."""
         if not limited(key):
-            return [], False
+            return b"", False
         if self.redis is not None and self.down_since is None:
             try:
                 verdict, requests, tokens, request_reset, token_reset = await self.redis.admit(

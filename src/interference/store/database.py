@@ -88,6 +88,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (day, key_digest, model)
     );
     """,
+    # 3: the last batch of usage rows each serving process's writer committed, so that a batch
+    # sent again after its writer died is not counted twice (store.ledger_writer)
+    """
+    CREATE TABLE usage_batches (
+        sender TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    """,
 ]
 
 

@@ -259,11 +259,6 @@ class KeyStore:
             records = [r for r in records if r.alias == alias]
         return records[(page - 1) * size : page * size], len(records)
 
-    @staticmethod
-    def used(record: KeyRecord, now: float) -> None:
-        """Note a request (in memory; written by the next :meth:`refresh`)."""
-        record.last_used_at = now
-
 
 def _unique(work: Callable[[Session], None], alias: str | None) -> Callable[[Session], None]:
     """``work``, with a second key of the same alias refused by the database (so that two

@@ -75,6 +75,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (day, key_digest, model)
     );
     """,
+    """
+    CREATE TABLE usage_batches (
+        sender TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        at DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 #: held while migrating, so that replicas starting together migrate once, in turn

@@ -52,18 +52,28 @@ class PriceList:
         """The price of the first of ``names`` that has one."""
         return next((self._prices[n] for n in names if n in self._prices), None)
 
-    def cost(self, names: tuple[str, ...], prompt: int, cached: int, completion: int) -> float:
-        """USD for the tokens, at the price of the first of ``names`` (upstream id, public
-        name) that has one; 0 when none has."""
+    def rates(self, names: tuple[str, ...]) -> tuple[float, float, float]:
+        """USD per million (input, cached input, output) tokens at the price of the first of
+        ``names`` (upstream id, public name) that has one; zeros when none has (said once)."""
         for name in names:
             price = self._prices.get(name)
             if price is not None:
                 cached_rate = price.input if price.cached_input is None else price.cached_input
-                fresh = max(0, prompt - cached)
-                return (
-                    fresh * price.input + cached * cached_rate + completion * price.output
-                ) / 1_000_000
+                return price.input, cached_rate, price.output
         if names and names[0] not in self._unpriced:
             self._unpriced.add(names[0])
             logger.warning("no price for %s: its requests cost 0 (set `prices`)", names[0])
-        return 0.0
+        return 0.0, 0.0, 0.0
+
+    def cost(self, names: tuple[str, ...], prompt: int, cached: int, completion: int) -> float:
+        """USD for the tokens, at :meth:`rates`."""
+        return token_cost(self.rates(names), prompt, cached, completion)
+
+
+def token_cost(
+    rates: tuple[float, float, float], prompt: int, cached: int, completion: int
+) -> float:
+    """USD for the tokens at ``rates`` (:meth:`PriceList.rates`); ``cached`` is a part of
+    ``prompt``."""
+    fresh = max(0, prompt - cached)
+    return (fresh * rates[0] + cached * rates[1] + completion * rates[2]) / 1_000_000

@@ -70,36 +70,54 @@ class Window:
     token_reset: float
 
 
-#: a response's headers as the server sends them
-WireHeaders = list[tuple[bytes, bytes]]
+#: a response's ``x-ratelimit-*`` headers as lines of its head (``name: value\r\n`` each): an
+#: HTTP/1.1 server that takes lines it need not check adds them at once
+#: (``interference.api.guard.HEAD_LINES``); :func:`header_pairs` for any other ASGI server
+HeadLines = bytes
+
+_REQUEST_LINES = (
+    b"x-ratelimit-limit-requests: %d\r\nx-ratelimit-remaining-requests: %d\r\n"
+    b"x-ratelimit-reset-requests: %ds\r\n"
+)
+_TOKEN_LINES = (
+    b"x-ratelimit-limit-tokens: %d\r\nx-ratelimit-remaining-tokens: %d\r\n"
+    b"x-ratelimit-reset-tokens: %ds\r\n"
+)
+_BOTH_LINES = _REQUEST_LINES + _TOKEN_LINES
 
 
-#: the value of an x-ratelimit-reset-* header for 0, 1, ... 61 seconds
-_RESETS = [b"%ds" % seconds for seconds in range(62)]
-
-
-def _reset(wait: float) -> bytes:
-    """An x-ratelimit-reset-* value: ``wait`` seconds, rounded."""
-    whole = int(wait + 0.5)
-    return _RESETS[whole] if 0 <= whole < 62 else b"%ds" % max(0, whole)
-
-
-def limit_headers(key: KeyRecord, window: Window) -> WireHeaders:
-    """The ``x-ratelimit-*`` headers of an answer to ``key``, ready for the wire."""
-    headers: WireHeaders = []
-    if key.rpm is not None:
-        headers += (
-            (b"x-ratelimit-limit-requests", b"%d" % key.rpm),
-            (b"x-ratelimit-remaining-requests", b"%d" % max(0, key.rpm - window.requests)),
-            (b"x-ratelimit-reset-requests", _reset(window.request_reset)),
+def limit_headers(key: KeyRecord, window: Window) -> HeadLines:
+    """The ``x-ratelimit-*`` headers of an answer to ``key``, as lines of the response's head
+    (the resets in whole seconds, rounded). One formatting of bytes: this runs for every
+    request of a limited key."""
+    rpm, tpm = key.rpm, key.tpm
+    if rpm is not None:
+        requests = (rpm, max(0, rpm - window.requests), max(0, int(window.request_reset + 0.5)))
+        if tpm is None:
+            return _REQUEST_LINES % requests
+        return _BOTH_LINES % (
+            *requests,
+            tpm,
+            max(0, tpm - window.tokens),
+            max(0, int(window.token_reset + 0.5)),
         )
-    if key.tpm is not None:
-        headers += (
-            (b"x-ratelimit-limit-tokens", b"%d" % key.tpm),
-            (b"x-ratelimit-remaining-tokens", b"%d" % max(0, key.tpm - window.tokens)),
-            (b"x-ratelimit-reset-tokens", _reset(window.token_reset)),
+    if tpm is not None:
+        return _TOKEN_LINES % (
+            tpm,
+            max(0, tpm - window.tokens),
+            max(0, int(window.token_reset + 0.5)),
         )
-    return headers
+    return b""
+
+
+def header_pairs(lines: HeadLines) -> list[tuple[bytes, bytes]]:
+    """:func:`limit_headers`' lines as ASGI header pairs."""
+    pairs = []
+    for line in lines.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b": ")
+            pairs.append((name, value))
+    return pairs
 
 
 def refusal(key: KeyRecord, verdict: int, window: Window) -> RateLimitError:
@@ -121,7 +139,10 @@ def refusal(key: KeyRecord, verdict: int, window: Window) -> RateLimitError:
         code=code,
         headers={
             "retry-after": str(max(1, math.ceil(wait))),
-            **{name.decode(): value.decode() for name, value in limit_headers(key, window)},
+            **{
+                name.decode(): value.decode()
+                for name, value in header_pairs(limit_headers(key, window))
+            },
         },
     )
 
@@ -137,12 +158,12 @@ class KeyLimiter:
         self._clock = clock
         self._usage: dict[str, _Usage] = {}
 
-    def admit(self, key: KeyRecord) -> WireHeaders:
+    def admit(self, key: KeyRecord) -> HeadLines:
         """Count a request of ``key``, or raise the 429 that refuses it; the rate-limit
         headers of its answer."""
         rpm, tpm, parallel = key.rpm, key.tpm, key.max_parallel
         if rpm is None and tpm is None and parallel is None:
-            return []
+            return b""
         now = self._clock()
         usage = self._usage.get(key.digest)
         if usage is None:

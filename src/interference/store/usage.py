@@ -19,10 +19,14 @@ gateway's requests by a quarter at 6,000 requests/s (``bench/README.md``, "Virtu
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from interference.store.database import Database, Session
+
+if TYPE_CHECKING:
+    from interference.store.ledger_writer import LedgerWriter
 
 _PRUNE_BATCH = 500
 
@@ -49,9 +53,13 @@ def day_of(moment: float) -> str:
 class UsageLedger:
     """Rows waiting in memory, written in batches."""
 
-    def __init__(self, database: Database, retention_days: float) -> None:
+    def __init__(
+        self, database: Database, retention_days: float, writer: LedgerWriter | None = None
+    ) -> None:
         self.database = database
         self.retention_days = retention_days
+        #: writes the rows from a process of its own (None: from the database's thread)
+        self.writer = writer
         self._pending: list[UsageRow] = []
         self.written = 0
 
@@ -61,20 +69,33 @@ class UsageLedger:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Rows not written yet."""
+        return len(self._pending) + (self.writer.waiting if self.writer is not None else 0)
 
     async def flush(self) -> list[UsageRow]:
         """Write the pending rows, their rollup and the keys' spend; prune old rows; the rows
-        written."""
+        written (with a :class:`~interference.store.ledger_writer.LedgerWriter`, those of
+        earlier flushes it could not write as well)."""
         rows, self._pending = self._pending, []
         oldest = time.time() - self.retention_days * 86400
+        writer = self.writer
+        if writer is not None:
+            if not rows and not writer.started:
+                return []  # a process that never had a row starts no writer
+            written = await writer.write(rows, oldest)  # it keeps what it could not write
+            self.written += len(written)
+            return written
         try:
-            await self.database.run(lambda session: _write(session, rows, oldest))
+            await self.database.run(lambda session: write_rows(session, rows, oldest))
         except BaseException:
             self._pending[:0] = rows  # kept for the next try
             raise
         self.written += len(rows)
         return rows
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
 
     async def totals(
         self, since: float, until: float, key_digest: str | None
@@ -128,7 +149,7 @@ def _insert_batch(rows: int) -> str:
 _INSERT_FULL = _insert_batch(_ROWS_PER_INSERT)
 
 
-def _fill_batch(session: Session, rows: list[UsageRow]) -> None:
+def _fill_batch(session: Session, rows: Sequence[Sequence[Any]]) -> None:
     """Put ``rows`` into the batch table, :data:`_ROWS_PER_INSERT` per statement."""
     size = _ROWS_PER_INSERT
     whole = len(rows) - len(rows) % size
@@ -141,11 +162,20 @@ def _fill_batch(session: Session, rows: list[UsageRow]) -> None:
         session.execute(_insert_batch(len(rest)), list(flat(rest)))
 
 
-def _write(session: Session, rows: list[UsageRow], oldest: float) -> None:
+def write_rows(
+    session: Session,
+    rows: Sequence[Sequence[Any]],
+    oldest: float,
+    batch: tuple[str, int] | None = None,
+) -> None:
     """One transaction: the rows, the rollup and the keys' spend, and a batch of old rows
     removed. The rollup and the spend are summed per group and written in a fixed order (by
-    day, key, model; by key), so that replicas writing at once never deadlock."""
+    day, key, model; by key), so that replicas writing at once never deadlock. ``batch``:
+    (sender, number) of a writer's batch (:mod:`interference.store.ledger_writer`), written
+    unless that sender's batch of this number or a later one was."""
     with session.transaction():
+        if batch is not None and _written_before(session, *batch, oldest):
+            return
         if rows:
             session.execute(_BATCH_TABLE)
             _fill_batch(session, rows)
@@ -175,3 +205,18 @@ def _write(session: Session, rows: list[UsageRow], oldest: float) -> None:
             "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE at < ? LIMIT ?)",
             (oldest, _PRUNE_BATCH),
         )
+
+
+def _written_before(session: Session, sender: str, number: int, oldest: float) -> bool:
+    """Whether ``sender``'s batch ``number`` was committed already; else it is noted as this
+    transaction's (and the notes of senders gone since ``oldest`` are removed)."""
+    last = session.execute("SELECT seq FROM usage_batches WHERE sender = ?", (sender,))
+    if last and last[0][0] >= number:
+        return True
+    session.execute(
+        "INSERT INTO usage_batches (sender, seq, at) VALUES (?, ?, ?) ON CONFLICT (sender) "
+        "DO UPDATE SET seq = excluded.seq, at = excluded.at",
+        (sender, number, time.time()),
+    )
+    session.execute("DELETE FROM usage_batches WHERE at < ?", (oldest,))
+    return False

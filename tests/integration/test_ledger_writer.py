@@ -17,7 +17,7 @@ import pytest
 from interference.config import StorageConfig
 from interference.store.database import Database, database_path, open_database
 from interference.store.ledger_writer import LedgerWriteError, LedgerWriter
-from interference.store.usage import UsageLedger, UsageRow, write_rows
+from interference.store.usage import UsageLedger, UsageRow, Written, write_rows
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -41,9 +41,9 @@ def where(storage: StorageConfig) -> dict[str, Any]:
     return {"url": url, "timeout_s": 5} if url else {"path": str(database_path(storage.path))}
 
 
-def rows(count: int, first: int = 0) -> list[UsageRow]:
+def rows(count: int, first: int = 0, key: str = "") -> list[UsageRow]:
     return [
-        UsageRow(time.time(), f"r{first + i}", "", "m", "p/m", 10, 0, 5, 0.5, 200, 1.0, None)
+        UsageRow(time.time(), f"r{first + i}", key, "m", "p/m", 10, 0, 5, 0.5, 200, 1.0, None)
         for i in range(count)
     ]
 
@@ -68,15 +68,17 @@ def test_batches_are_written_by_a_process_of_their_own(
 ) -> None:
     async def work() -> None:
         ledger = UsageLedger(database, 90, LedgerWriter(where(storage), timeout_s=20))
-        assert await ledger.flush() == []  # no rows yet: no writer started
-        assert ledger.writer is not None and ledger.writer.pid is None
-        for row in rows(300):
+        assert await ledger.flush() == Written(0, {})  # no rows yet: no writer started
+        assert ledger.writer is not None
+        assert ledger.writer.pid is None
+        for row in [*rows(200), *rows(100, first=200, key="k" * 64)]:
             ledger.add(row)
         written = await ledger.flush()
-        assert len(written) == 300
+        assert written == Written(300, {"k" * 64: 50.0})  # the spend the keyed rows added
         assert ledger.pending == 0
         pid = ledger.writer.pid
-        assert pid is not None and pid != os.getpid()
+        assert pid is not None
+        assert pid != os.getpid()
         await ledger.close()
         assert not alive(pid)
 
@@ -89,12 +91,12 @@ def test_a_killed_writer_is_replaced_and_loses_nothing(
 ) -> None:
     async def work() -> None:
         writer = LedgerWriter(where(storage), timeout_s=20)
-        assert len(await writer.write(rows(10), 0.0)) == 10
+        assert (await writer.write(rows(10), 0.0)).rows == 10
         first = writer.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)  # between two batches
         written = await writer.write(rows(10, first=10), 0.0)
-        assert len(written) == 10
+        assert written.rows == 10
         assert writer.pid not in (None, first)
         await writer.close()
 
@@ -118,7 +120,7 @@ def test_a_stuck_writer_is_ended_and_its_batch_sent_again_once(
         assert not alive(stuck)
         assert writer.waiting == 7  # kept
         written = await writer.write(rows(3, first=12), 0.0)
-        assert len(written) == 10  # the kept batch first, then the new one
+        assert written.rows == 10  # the kept batch first, then the new one
         assert writer.waiting == 0
         await writer.close()
 
@@ -152,10 +154,11 @@ def test_the_writer_outlives_signals_and_ends_with_its_input(
         assert pid is not None
         os.kill(pid, signal.SIGINT)
         os.kill(pid, signal.SIGTERM)
-        assert len(await writer.write(rows(2, first=2), 0.0)) == 2
+        assert (await writer.write(rows(2, first=2), 0.0)).rows == 2
         assert writer.pid == pid
         process = writer._process
-        assert process is not None and process.stdin is not None
+        assert process is not None
+        assert process.stdin is not None
         process.stdin.close()  # as the kernel does for a serving process that died
         assert await asyncio.wait_for(process.wait(), 10) == 0
 

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from interference.api import guard as guard_module
 from interference.api.app import create_app
 from interference.config import Config
+from interference.store.usage import UsageRow
 from tests.support.fakes import FakeProvider
 from tests.unit.test_virtual_keys import ADMIN, MASTER, bearer
 
@@ -125,7 +126,7 @@ def test_a_reservation_waits_for_its_batch_and_a_refusal_counts_the_batch_first(
         info = client.get("/key/info", headers=bearer(made["key"])).json()["info"]
         assert info["spend"] == pytest.approx(2 * first_cost)  # the read counted the batch
         assert accounting.counters.held(record.digest) == pytest.approx(0, abs=1e-9)
-        row = accounting.ledger._pending[0]
+        row = UsageRow(*accounting.ledger._pending[0])
         assert began <= row.at <= ended  # when the request ended, not when the batch ran
         usage = client.get("/usage", headers=ADMIN).json()
         assert usage["data"][0]["requests"] == 2

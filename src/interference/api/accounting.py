@@ -29,7 +29,7 @@ from interference.store.database import database_path, open_database
 from interference.store.keys import KeyRecord, KeyStore
 from interference.store.ledger_writer import LedgerWriter
 from interference.store.prices import PriceList, token_cost
-from interference.store.usage import UsageLedger, UsageRow
+from interference.store.usage import UsageLedger
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class Accounting:
             round(elapsed_ms, 1),
             None if ttft is None else round(ttft, 1),
         )
-        self.ledger.add(tuple.__new__(UsageRow, row))  # NamedTuple's own __new__ is Python
+        self.ledger.add(row)  # a plain tuple, in UsageRow's order (store.usage.Row)
 
     async def sync(self) -> None:
         """Write the pending rows, then re-read the keys (their spend now includes them). One
@@ -215,10 +215,9 @@ class Accounting:
             written = await self.ledger.flush()
             await self.keys.reset_budgets(time.time())  # after the old period's costs
             await self.keys.refresh()
-            for row in written:  # no await since the refresh: the spend is never counted twice
-                if row.key_digest and row.cost:
-                    left = self._pending.get(row.key_digest, 0.0) - row.cost
-                    self._pending[row.key_digest] = max(0.0, left)
+            for digest, cost in written.costs.items():  # no await since the refresh: the
+                left = self._pending.get(digest, 0.0) - cost  # spend is never counted twice
+                self._pending[digest] = max(0.0, left)
 
     async def run(self) -> None:
         while True:

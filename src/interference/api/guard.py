@@ -289,9 +289,13 @@ class RequestGuard:
             if record.hang_up_watch is not None:
                 record.hang_up_watch.cancel()
             self.active.discard(record)
-            if record.limit_counted and record.virtual_key is not None and self.counters:
+            key = record.virtual_key
+            if record.limit_counted and key is not None and self.counters is not None:
                 used = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
-                self.counters.release(record.virtual_key, record.id, used, record.limit_shared)
+                if record.limit_shared:
+                    self.counters.release(key, record.id, used, True)
+                else:
+                    self.counters.local.done(key, used)
             if counted:
                 self.in_flight[record.client] -= 1
                 if not self.in_flight[record.client]:

@@ -11,10 +11,11 @@ shares nothing with the loop but a pipe; what the serving process pays per row i
 
 The pipe carries length-prefixed pickles (both ends are this package, in one install): first
 where the database is, then batches ``(sender, number, rows, oldest)``, each answered once its
-transaction committed (``None``) or failed (the error's text). A batch the writer did not
-confirm stays with the serving process and is sent again, first, with the next one; the
-database notes the last batch number it committed per sender (table ``usage_batches``), so a
-batch that was committed just before its writer died is not counted twice.
+transaction committed (``(None, cost per key)``) or failed (``(the error's text, None)``). A
+batch the writer did not confirm stays with the serving process and is sent again, first, with
+the next one; the database notes the last batch number it committed per sender (table
+``usage_batches``), so a batch that was committed just before its writer died is not counted
+twice.
 
 The writer ends when its input does: at shutdown, after the last batch, and when the serving
 process dies (SIGKILL included), after writing what it was sent. It ignores SIGINT and SIGTERM
@@ -37,7 +38,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from interference.store.usage import UsageRow, write_rows
+from interference.store.usage import Row, Written, key_costs, write_rows
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class LedgerWriter:
         self._process: asyncio.subprocess.Process | None = None
         self._sender = secrets.token_hex(8)  # this serving process, in usage_batches
         self._number = 0
-        self._unconfirmed: list[tuple[int, list[UsageRow], float]] = []
+        self._unconfirmed: list[tuple[int, list[Row], float]] = []
         self._lock = asyncio.Lock()
 
     @property
@@ -76,27 +77,30 @@ class LedgerWriter:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    async def write(self, rows: list[UsageRow], oldest: float) -> list[UsageRow]:
+    async def write(self, rows: list[Row], oldest: float) -> Written:
         """Write ``rows`` (and prune rows older than ``oldest``), after the batches not yet
-        confirmed; the rows confirmed written. Raises :class:`LedgerWriteError` when the
+        confirmed; what was confirmed written. Raises :class:`LedgerWriteError` when the
         first batch fails; the batches not confirmed stay for the next call."""
         async with self._lock:
             self._number += 1
             self._unconfirmed.append((self._number, rows, oldest))
-            written: list[UsageRow] = []
+            count, costs = 0, dict[str, float]()
             while self._unconfirmed:
                 number, batch, batch_oldest = self._unconfirmed[0]
                 try:
-                    await self._send((self._sender, number, list(map(tuple, batch)), batch_oldest))
+                    spent = await self._send((self._sender, number, batch, batch_oldest))
                 except LedgerWriteError:
-                    if not written:
+                    if not count:
                         raise
                     break  # the rest waits; the error shows at the next call
                 del self._unconfirmed[0]
-                written += batch
-            return written
+                count += len(batch)
+                for digest, cost in spent.items():
+                    costs[digest] = costs.get(digest, 0.0) + cost
+            return Written(count, costs)
 
-    async def _send(self, batch: tuple[str, int, list[tuple[Any, ...]], float]) -> None:
+    async def _send(self, batch: tuple[str, int, list[Row], float]) -> dict[str, float]:
+        """Send one batch; the costs its rows added to the keys' spend."""
         payload = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
         message = len(payload).to_bytes(_LENGTH, "big") + payload
         for attempt in (1, 2):  # a writer that died since the last batch: once more, anew
@@ -118,9 +122,12 @@ class LedgerWriter:
                 if attempt == 2:
                     raise LedgerWriteError(f"the usage writer (PID {process.pid}) ended") from None
                 continue
-            if answer is not None:
-                raise LedgerWriteError(f"the usage writer could not write: {answer}")
-            return
+            error, costs = answer
+            if error is not None:
+                raise LedgerWriteError(f"the usage writer could not write: {error}")
+            spent: dict[str, float] = costs
+            return spent
+        raise AssertionError("unreachable")
 
     async def _running(self) -> asyncio.subprocess.Process:
         process = self._process
@@ -212,9 +219,9 @@ def serve(source: IO[bytes], channel: IO[bytes]) -> None:
                     opened = True
                 database.call(partial(write_rows, rows=rows, oldest=oldest, batch=(sender, number)))
             except Exception as exc:
-                _reply(channel, f"{type(exc).__name__}: {exc}"[:300] or "error")
-            else:
-                _reply(channel, None)
+                _reply(channel, (f"{type(exc).__name__}: {exc}"[:300], None))
+            else:  # the costs, summed here rather than by the serving process
+                _reply(channel, (None, key_costs(rows)))
     finally:
         database.close()
 

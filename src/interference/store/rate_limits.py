@@ -38,7 +38,7 @@ class _Usage:
     in_flight: int = 0
 
     def window(self, now: float) -> Window:
-        """The counts at ``now`` (after :meth:`expire`)."""
+        """The counts at ``now`` (the old entries removed: KeyLimiter.admit)."""
         requests, tokens = self.requests, self.tokens
         return Window(
             len(requests),
@@ -46,13 +46,6 @@ class _Usage:
             self.token_total,
             tokens[0][0] + 1 + WINDOW_S - now if tokens else 0.0,
         )
-
-    def expire(self, now: float) -> None:
-        requests, tokens = self.requests, self.tokens
-        while requests and requests[0] <= now - WINDOW_S:
-            requests.popleft()
-        while tokens and tokens[0][0] + 1 <= now - WINDOW_S:
-            self.token_total -= tokens.popleft()[1]
 
 
 #: what a check found: admitted, or which limit refused the request
@@ -88,25 +81,31 @@ _BOTH_LINES = _REQUEST_LINES + _TOKEN_LINES
 
 def limit_headers(key: KeyRecord, window: Window) -> HeadLines:
     """The ``x-ratelimit-*`` headers of an answer to ``key``, as lines of the response's head
-    (the resets in whole seconds, rounded). One formatting of bytes: this runs for every
+    (the resets in whole seconds, rounded)."""
+    return limit_lines(
+        key, window.requests, window.request_reset, window.tokens, window.token_reset
+    )
+
+
+def limit_lines(
+    key: KeyRecord, requests: int, request_reset: float, tokens: int, token_reset: float
+) -> HeadLines:
+    """:func:`limit_headers` of the counts themselves: one formatting of bytes, for every
     request of a limited key."""
     rpm, tpm = key.rpm, key.tpm
     if rpm is not None:
-        requests = (rpm, max(0, rpm - window.requests), max(0, int(window.request_reset + 0.5)))
         if tpm is None:
-            return _REQUEST_LINES % requests
+            return _REQUEST_LINES % (rpm, max(0, rpm - requests), max(0, int(request_reset + 0.5)))
         return _BOTH_LINES % (
-            *requests,
+            rpm,
+            max(0, rpm - requests),
+            max(0, int(request_reset + 0.5)),
             tpm,
-            max(0, tpm - window.tokens),
-            max(0, int(window.token_reset + 0.5)),
+            max(0, tpm - tokens),
+            max(0, int(token_reset + 0.5)),
         )
     if tpm is not None:
-        return _TOKEN_LINES % (
-            tpm,
-            max(0, tpm - window.tokens),
-            max(0, int(window.token_reset + 0.5)),
-        )
+        return _TOKEN_LINES % (tpm, max(0, tpm - tokens), max(0, int(token_reset + 0.5)))
     return b""
 
 
@@ -168,8 +167,12 @@ class KeyLimiter:
         usage = self._usage.get(key.digest)
         if usage is None:
             usage = self._usage[key.digest] = _Usage()
-        usage.expire(now)
-        requests = usage.requests
+        requests, tokens = usage.requests, usage.tokens
+        horizon = now - WINDOW_S  # what leaves the window (inline: every request)
+        while requests and requests[0] <= horizon:
+            requests.popleft()
+        while tokens and tokens[0][0] + 1 <= horizon:
+            usage.token_total -= tokens.popleft()[1]
         if (
             (parallel is not None and usage.in_flight >= parallel)
             or (rpm is not None and len(requests) >= rpm)
@@ -179,7 +182,13 @@ class KeyLimiter:
         usage.in_flight += 1
         if rpm is not None:
             requests.append(now)
-        return limit_headers(key, usage.window(now))
+        return limit_lines(
+            key,
+            len(requests),
+            requests[0] - horizon if requests else 0.0,
+            usage.token_total,
+            tokens[0][0] + 1 - horizon if tokens else 0.0,
+        )
 
     @staticmethod
     def _refusal(key: KeyRecord, usage: _Usage, now: float) -> RateLimitError:

@@ -27,8 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from interference.config import ConfigError
-
 if TYPE_CHECKING:
     from interference.config import StorageConfig
 
@@ -254,6 +252,8 @@ class SQLiteDatabase(Database):
 def open_database(storage: StorageConfig) -> Database:
     """The database the configuration names (``storage.url``, else the SQLite file of
     ``storage.path``), opened and migrated."""
+    from interference.config import ConfigError  # here: the usage writer has no configuration
+
     database: Database
     url = storage.database_url()
     if url:

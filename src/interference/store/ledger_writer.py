@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 _LENGTH = 4  # bytes of each message's length, big-endian
 _STOP_WAIT_S = 5.0  # for a writer to end after its input did
+#: rows per batch sent (a flush of more is sent as several): a batch is held whole by both
+#: processes while it is written, so this bounds their memory (the writer's RSS: 25 MB idle,
+#: 46 MB after batches of 18,000 rows)
+_ROWS_PER_BATCH = 4096
 
 
 class LedgerWriteError(Exception):
@@ -82,8 +86,11 @@ class LedgerWriter:
         confirmed; what was confirmed written. Raises :class:`LedgerWriteError` when the
         first batch fails; the batches not confirmed stay for the next call."""
         async with self._lock:
-            self._number += 1
-            self._unconfirmed.append((self._number, rows, oldest))
+            for start in range(0, max(1, len(rows)), _ROWS_PER_BATCH):
+                self._number += 1
+                self._unconfirmed.append(
+                    (self._number, rows[start : start + _ROWS_PER_BATCH], oldest)
+                )
             count, costs = 0, dict[str, float]()
             while self._unconfirmed:
                 number, batch, batch_oldest = self._unconfirmed[0]

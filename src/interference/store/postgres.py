@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from interference.config import ConfigError
 from interference.store.database import Database, Session, statements
 
 try:
@@ -127,6 +126,8 @@ class PostgresDatabase(Database):
 
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         if psycopg is None:
+            from interference.config import ConfigError  # the usage writer has no configuration
+
             raise ConfigError(
                 "storage.url names PostgreSQL, but its driver is not installed: "
                 "pip install 'psycopg[binary]'"

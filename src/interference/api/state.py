@@ -66,7 +66,7 @@ async def resolve_model(
     record = record_of(request.scope)
     record.public_model = model.name
     key = record.virtual_key
-    if key is not None and not (key.allows(name) or key.allows(model.name)):
+    if key is not None and key.models and not (key.allows(name) or key.allows(model.name)):
         raise PermissionDeniedError(
             f"This API key may not use the model `{name}`.",
             param="model",

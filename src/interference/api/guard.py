@@ -85,8 +85,8 @@ COUNT_EVERY_S = 0.05
 #: (``name: value\r\n`` each, made by this server, so nothing to check) to the head of the
 #: scope's response, before its ``http.response.start``; False when it cannot, and then they
 #: are sent as headers of that message. uvicorn checks each header of the message with two
-#: regular expressions: for the six ``x-ratelimit-*`` headers of a keyed request that was 2.3
-#: µs, as much as all of the key's own checks.
+#: regular expressions and copies it: 2.3 µs for the six ``x-ratelimit-*`` headers of a
+#: request with a limited key (timeit), against 0.4 µs for one formatting of their lines.
 HEAD_LINES = "interference.head_lines"
 
 

@@ -3,17 +3,18 @@ cost, status, latency, time to first token; never prompt or answer text) and a d
 (day, key, model) that ``GET /usage`` reads.
 
 The request path only appends a row to a list in memory (:meth:`UsageLedger.add`); a background
-task writes the rows every ``storage.refresh_s`` in one transaction (:meth:`UsageLedger.flush`),
-together with the rollup and each key's ``spend``, and removes rows older than
-``usage.retention_days`` a few hundred at a time. So a crash loses at most the rows of the last
-``storage.refresh_s`` seconds; a shutdown loses none (the app flushes on its way out).
+task hands the rows over every ``storage.refresh_s`` (:meth:`UsageLedger.flush`) to the
+serving process's writer process (:mod:`interference.store.ledger_writer`), which writes each
+batch with the rollup and each key's ``spend`` in one transaction (:func:`write_rows`) and
+removes rows older than ``usage.retention_days`` a few hundred at a time. So a crash loses at
+most the rows of the last ``storage.refresh_s`` seconds; a shutdown loses none (the app flushes
+on its way out).
 
-A batch goes into a temporary table of the connection, 64 rows per statement (the driver lets
-go of Python's global lock for every statement, and taking it back once per row made a busy
-event loop wait), and three set-based statements copy it into the ledger and sum it into the
-rollup and the keys' spend, in the database's own code (SQLite's runs without the global lock).
-Summing in Python and writing row by row took 9-13 µs of CPU a row and slowed a 2-core
-gateway's requests by a quarter at 6,000 requests/s (``bench/README.md``, "Virtual keys").
+A batch goes into a temporary table of the connection, 64 rows per statement, and three
+set-based statements copy it into the ledger and sum it into the rollup and the keys' spend, in
+the database's own code. Summing in Python and writing row by row took 9-13 µs of CPU a row and
+slowed a 2-core gateway's requests by a quarter at 6,000 requests/s (``bench/README.md``,
+"Virtual keys").
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from interference.config import Config, ConfigError
 from interference.errors import InterferenceError
 from interference.store.database import open_database
 from interference.store.keys import KeyRecord, KeyStore
-from interference.store.usage import UsageLedger, day_of
+from interference.store.usage import day_of, usage_totals
 
 
 def add_parser(commands: Any) -> None:
@@ -72,8 +72,7 @@ def run_usage(args: argparse.Namespace, config: Config) -> int:
         until = _day(args.end_date, time.time(), "--end-date")
         since = _day(args.start_date, until - 29 * 86400, "--start-date")
         digest = _named(store, args.key).digest if args.key else None
-        ledger = UsageLedger(store.database, config.storage.retention_days)
-        rows = asyncio.run(ledger.totals(since, until, digest))
+        rows = asyncio.run(usage_totals(store.database, since, until, digest))
         names = {r.digest: r.alias or r.digest[:16] for r in store.listed(1, 10**9)[0]}
     print(f"usage in {path}, {day_of(since)} to {day_of(until)}")
     header = ["day", "key", "model", "requests", "errors", "prompt", "completion", "cost USD"]

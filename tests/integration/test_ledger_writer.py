@@ -67,7 +67,7 @@ def test_batches_are_written_by_a_process_of_their_own(
     storage: StorageConfig, database: Database
 ) -> None:
     async def work() -> None:
-        ledger = UsageLedger(database, 90, LedgerWriter(where(storage), timeout_s=20))
+        ledger = UsageLedger(LedgerWriter(where(storage), timeout_s=20), 90)
         assert await ledger.flush() == Written(0, {})  # no rows yet: no writer started
         assert ledger.writer is not None
         assert ledger.writer.pid is None

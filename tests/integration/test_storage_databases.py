@@ -15,10 +15,11 @@ import pytest
 
 from interference.config import ConfigError, StorageConfig
 from interference.errors import InvalidRequestError
-from interference.store.database import Database, open_database
+from interference.store.database import Database, database_path, open_database
 from interference.store.keys import KeyStore
+from interference.store.ledger_writer import LedgerWriter
 from interference.store.postgres import PostgresDatabase
-from interference.store.usage import UsageLedger, UsageRow
+from interference.store.usage import UsageLedger, UsageRow, usage_totals
 from tests.support.services import Postgres
 
 
@@ -35,6 +36,13 @@ def database(storage: StorageConfig) -> Iterator[Database]:
     opened = open_database(storage)
     yield opened
     opened.close()
+
+
+def ledger_for(storage: StorageConfig, retention_days: float) -> UsageLedger:
+    """A ledger whose writer process writes where ``storage`` says."""
+    url = storage.database_url()
+    where = {"url": url, "timeout_s": 3} if url else {"path": str(database_path(storage.path))}
+    return UsageLedger(LedgerWriter(where, timeout_s=20), retention_days)
 
 
 def row(key: str, cost: float, status: int = 200, at: float | None = None) -> UsageRow:
@@ -98,9 +106,10 @@ def test_a_budget_period_is_reset_once_by_replicas_racing(
 
     async def work() -> None:
         _, record = await first.generate({"max_budget": 1.0, "budget_duration": "1h"}, now=0.0)
-        ledger = UsageLedger(database, retention_days=90)
+        ledger = ledger_for(storage, retention_days=90)
         ledger.add(row(record.digest, 0.25))
         await ledger.flush()
+        await ledger.close()
         second.load()
         due = record.budget_reset_at or 0
         assert await first.reset_budgets(due + 1) == 1
@@ -115,13 +124,15 @@ def test_a_budget_period_is_reset_once_by_replicas_racing(
     second.database.close()
 
 
-def test_the_ledger_writes_rows_rollup_and_spend_and_prunes(database: Database) -> None:
+def test_the_ledger_writes_rows_rollup_and_spend_and_prunes(
+    database: Database, storage: StorageConfig
+) -> None:
     store = KeyStore(database)
     store.load()
 
     async def work() -> list[dict[str, object]]:
         _, record = await store.generate({})
-        ledger = UsageLedger(database, retention_days=1)
+        ledger = ledger_for(storage, retention_days=1)
         for _ in range(3):
             ledger.add(row(record.digest, 0.5))
         ledger.add(row(record.digest, 0.0, status=429))
@@ -130,9 +141,10 @@ def test_the_ledger_writes_rows_rollup_and_spend_and_prunes(database: Database) 
         await store.refresh()
         assert store.resolve(record.digest).spend == pytest.approx(2.0)  # type: ignore[union-attr]
         await ledger.flush()  # prunes the old row; the rollup keeps it
+        await ledger.close()
         count = await database.run(lambda s: s.execute("SELECT COUNT(*) FROM usage")[0][0])
         assert count == 4
-        return await ledger.totals(time.time() - 5 * 86400, time.time(), record.digest)
+        return await usage_totals(database, time.time() - 5 * 86400, time.time(), record.digest)
 
     totals = asyncio.run(work())
     today = [t for t in totals if t["requests"] == 4]
@@ -171,7 +183,7 @@ def test_a_lost_connection_fails_a_flush_keeps_its_rows_and_reconnects(
 ) -> None:
     database = PostgresDatabase(postgres_url, timeout_s=3)
     database.open()
-    ledger = UsageLedger(database, retention_days=90)
+    ledger = UsageLedger(LedgerWriter({"url": postgres_url, "timeout_s": 3}, 13), 90)
 
     async def work() -> None:
         ledger.add(row("", 0.0))
@@ -185,8 +197,12 @@ def test_a_lost_connection_fails_a_flush_keeps_its_rows_and_reconnects(
         assert time.perf_counter() - started < 10
         assert ledger.pending == 2  # kept for the next try
         postgres_server.start()
-        await ledger.flush()  # a new connection
-        count = await database.run(lambda s: s.execute("SELECT COUNT(*) FROM usage")[0][0])
+        await ledger.flush()  # the writer's new connection
+        await ledger.close()
+        fresh = PostgresDatabase(postgres_url)  # this test's own connection was cut as well
+        fresh.open()
+        count = await fresh.run(lambda s: s.execute("SELECT COUNT(*) FROM usage")[0][0])
+        fresh.close()
         assert count == 3
 
     try:

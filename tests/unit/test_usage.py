@@ -21,6 +21,7 @@ from interference.api.record import RequestRecord
 from interference.config import Config
 from interference.errors import BudgetExceededError
 from interference.store.database import SQLiteDatabase
+from interference.store.ledger_writer import LedgerWriter
 from interference.store.usage import UsageLedger, UsageRow
 from tests.support.fakes import FakeProvider
 from tests.unit.test_virtual_keys import ADMIN, MASTER, bearer
@@ -111,17 +112,23 @@ def test_usage_dates_and_refusals(client: TestClient) -> None:
 def test_old_rows_are_pruned_in_batches_and_the_rollup_stays(tmp_path: Path) -> None:
     database = SQLiteDatabase(tmp_path / "prune.db")
     database.open()
-    ledger = UsageLedger(database, retention_days=1)
+    ledger = UsageLedger(LedgerWriter({"path": str(tmp_path / "prune.db")}, timeout_s=20), 1)
     old = time.time() - 3 * 86400
     for i in range(600):
         ledger.add(UsageRow(old, f"r{i}", "", "m", None, 1, 0, 1, 0.0, 200, 1.0, None))
     ledger.add(UsageRow(time.time(), "new", "", "m", None, 1, 0, 1, 0.0, 200, 1.0, None))
-    asyncio.run(ledger.flush())  # writes 601, prunes the first 500 old ones
-    count = database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage")[0][0])
-    assert count == 101
-    asyncio.run(ledger.flush())  # the next flush prunes the rest
-    count = database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage")[0][0])
-    assert count == 1
+
+    def count() -> int:
+        return int(database.call(lambda c: c.execute("SELECT COUNT(*) FROM usage")[0][0]))
+
+    async def work() -> tuple[int, int]:
+        await ledger.flush()  # writes 601, prunes the first 500 old ones
+        first = count()
+        await ledger.flush()  # the next flush prunes the rest
+        await ledger.close()
+        return first, count()
+
+    assert asyncio.run(work()) == (101, 1)
     rollup = database.call(lambda c: c.execute("SELECT SUM(requests) FROM usage_daily")[0])
     assert rollup == (601,)
     database.close()

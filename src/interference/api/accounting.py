@@ -55,7 +55,7 @@ class Accounting:
             else {"path": str(database_path(storage.path))}
         )
         writer = LedgerWriter(where, timeout_s=storage.timeout_s + 10)
-        self.ledger = UsageLedger(self.database, storage.retention_days, writer)
+        self.ledger = UsageLedger(writer, storage.retention_days)
         self.prices = PriceList(config.prices)
         self.counters = KeyCounters(
             storage.redis(), storage.redis_timeout_s, storage.budgets_when_down

@@ -292,10 +292,7 @@ class RequestGuard:
             key = record.virtual_key
             if record.limit_counted and key is not None and self.counters is not None:
                 used = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
-                if record.limit_shared:
-                    self.counters.release(key, record.id, used, True)
-                else:
-                    self.counters.local.done(key, used)
+                self.counters.release(key, record.id, used, record.limit_shared)
             if counted:
                 self.in_flight[record.client] -= 1
                 if not self.in_flight[record.client]:

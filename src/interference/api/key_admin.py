@@ -28,6 +28,7 @@ from interference.errors import (
     PermissionDeniedError,
 )
 from interference.store.keys import KeyRecord, KeyStore, duration_s
+from interference.store.usage import usage_totals
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ async def usage(request: Request) -> Response:
     since = _day(request, "start_date", until - 29 * 86400)
     await accounting.sync()  # the requests that just ended count (and count once in spend)
     own = record.virtual_key.digest if record.virtual_key is not None else None
-    rows = await accounting.ledger.totals(since, until, own)
+    rows = await usage_totals(accounting.database, since, until, own)
     names = {r.digest: r.alias or r.digest[:16] for r in accounting.keys.listed(1, 10**9)[0]}
     for row in rows:
         row["key"] = names.get(row["key"], row["key"][:16] or None)

@@ -74,15 +74,11 @@ def day_of(moment: float) -> str:
 
 
 class UsageLedger:
-    """Rows waiting in memory, written in batches."""
+    """Rows waiting in memory, handed to the writer process in batches."""
 
-    def __init__(
-        self, database: Database, retention_days: float, writer: LedgerWriter | None = None
-    ) -> None:
-        self.database = database
-        self.retention_days = retention_days
-        #: writes the rows from a process of its own (None: from the database's thread)
+    def __init__(self, writer: LedgerWriter, retention_days: float) -> None:
         self.writer = writer
+        self.retention_days = retention_days
         self._pending: list[Row] = []
         self.written = 0
 
@@ -92,57 +88,47 @@ class UsageLedger:
 
     @property
     def pending(self) -> int:
-        """Rows not written yet."""
-        return len(self._pending) + (self.writer.waiting if self.writer is not None else 0)
+        """Rows not confirmed written yet."""
+        return len(self._pending) + self.writer.waiting
 
     async def flush(self) -> Written:
-        """Write the pending rows, their rollup and the keys' spend; prune old rows; what was
-        written (with a :class:`~interference.store.ledger_writer.LedgerWriter`, the rows of
-        earlier flushes it could not write as well)."""
+        """Write the pending rows, their rollup and the keys' spend, and prune old rows; what
+        was written (the rows of earlier flushes the writer could not write as well: it keeps
+        them)."""
         rows, self._pending = self._pending, []
-        oldest = time.time() - self.retention_days * 86400
-        writer = self.writer
-        if writer is not None:
-            if not rows and not writer.started:
-                return Written(0, {})  # a process that never had a row starts no writer
-            written = await writer.write(rows, oldest)  # it keeps what it could not write
-        else:
-            try:
-                await self.database.run(lambda session: write_rows(session, rows, oldest))
-            except BaseException:
-                self._pending[:0] = rows  # kept for the next try
-                raise
-            written = Written(len(rows), key_costs(rows))
+        if not rows and not self.writer.started:
+            return Written(0, {})  # a process that never had a row starts no writer
+        written = await self.writer.write(rows, time.time() - self.retention_days * 86400)
         self.written += written.rows
         return written
 
     async def close(self) -> None:
-        if self.writer is not None:
-            await self.writer.close()
+        await self.writer.close()
 
-    async def totals(
-        self, since: float, until: float, key_digest: str | None
-    ) -> list[dict[str, Any]]:
-        """The rollup's rows from day ``since`` to day ``until`` (inclusive), of one key or
-        all, summed per (day, key, model)."""
-        query = (
-            "SELECT day, key_digest, model, requests, errors, prompt_tokens, cached_tokens, "
-            "completion_tokens, cost FROM usage_daily WHERE day >= ? AND day <= ?"
-        )
-        params: list[Any] = [day_of(since), day_of(until)]
-        if key_digest is not None:
-            query += " AND key_digest = ?"
-            params.append(key_digest)
-        query += " ORDER BY day, key_digest, model"
 
-        def read(session: Session) -> list[dict[str, Any]]:
-            names = [
-                "day", "key", "model", "requests", "errors", "prompt_tokens", "cached_tokens",
-                "completion_tokens", "cost",
-            ]  # fmt: skip
-            return [dict(zip(names, row, strict=True)) for row in session.execute(query, params)]
+async def usage_totals(
+    database: Database, since: float, until: float, key_digest: str | None
+) -> list[dict[str, Any]]:
+    """The rollup's rows from day ``since`` to day ``until`` (inclusive), of one key or
+    all, summed per (day, key, model)."""
+    query = (
+        "SELECT day, key_digest, model, requests, errors, prompt_tokens, cached_tokens, "
+        "completion_tokens, cost FROM usage_daily WHERE day >= ? AND day <= ?"
+    )
+    params: list[Any] = [day_of(since), day_of(until)]
+    if key_digest is not None:
+        query += " AND key_digest = ?"
+        params.append(key_digest)
+    query += " ORDER BY day, key_digest, model"
 
-        return await self.database.run(read)
+    def read(session: Session) -> list[dict[str, Any]]:
+        names = [
+            "day", "key", "model", "requests", "errors", "prompt_tokens", "cached_tokens",
+            "completion_tokens", "cost",
+        ]  # fmt: skip
+        return [dict(zip(names, row, strict=True)) for row in session.execute(query, params)]
+
+    return await database.run(read)
 
 
 #: the columns of a row, in UsageRow's order, with their types
@@ -158,9 +144,9 @@ _BATCH_TABLE = (
     + ", ".join(f"{name} {kind}" for name, kind in _COLUMNS)
     + ")"
 )
-#: rows per INSERT into the batch table: the driver releases Python's global lock for each
-#: statement it runs, and taking it back once per row, against a busy event loop, cost the
-#: loop more than the rows themselves (each hand-over makes the loop wait for the lock)
+#: rows per INSERT into the batch table: a statement per row cost the driver more than the rows
+#: (and, in a thread of the serving process, as it was, a hand-over of Python's global lock
+#: each); 1,024 a statement measured no better
 _ROWS_PER_INSERT = 64
 
 

@@ -65,10 +65,6 @@ class PriceList:
             logger.warning("no price for %s: its requests cost 0 (set `prices`)", names[0])
         return 0.0, 0.0, 0.0
 
-    def cost(self, names: tuple[str, ...], prompt: int, cached: int, completion: int) -> float:
-        """USD for the tokens, at :meth:`rates`."""
-        return token_cost(self.rates(names), prompt, cached, completion)
-
 
 def token_cost(
     rates: tuple[float, float, float], prompt: int, cached: int, completion: int

@@ -8,37 +8,13 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from interference.config import StorageConfig
-from interference.store.database import Database, database_path, open_database
+from interference.store.database import Database
 from interference.store.ledger_writer import LedgerWriteError, LedgerWriter
 from interference.store.usage import UsageLedger, UsageRow, Written, write_rows
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> StorageConfig:
-    if request.param == "sqlite":
-        return StorageConfig(path=str(tmp_path / "w.db"))
-    url = request.getfixturevalue("postgres_url")
-    return StorageConfig.model_validate({"url": url})
-
-
-@pytest.fixture
-def database(storage: StorageConfig) -> Iterator[Database]:
-    opened = open_database(storage)
-    opened.call(lambda s: [s.execute(f"DELETE FROM {t}") for t in ("usage", "usage_daily")])
-    yield opened
-    opened.close()
-
-
-def where(storage: StorageConfig) -> dict[str, Any]:
-    url = storage.database_url()
-    return {"url": url, "timeout_s": 5} if url else {"path": str(database_path(storage.path))}
 
 
 def rows(count: int, first: int = 0, key: str = "") -> list[UsageRow]:
@@ -64,10 +40,10 @@ def alive(pid: int) -> bool:
 
 
 def test_batches_are_written_by_a_process_of_their_own(
-    storage: StorageConfig, database: Database
+    writer_where: dict[str, Any], database: Database
 ) -> None:
     async def work() -> None:
-        ledger = UsageLedger(LedgerWriter(where(storage), timeout_s=20), 90)
+        ledger = UsageLedger(LedgerWriter(writer_where, timeout_s=20), 90)
         assert await ledger.flush() == Written(0, {})  # no rows yet: no writer started
         assert ledger.writer is not None
         assert ledger.writer.pid is None
@@ -87,10 +63,10 @@ def test_batches_are_written_by_a_process_of_their_own(
 
 
 def test_a_killed_writer_is_replaced_and_loses_nothing(
-    storage: StorageConfig, database: Database
+    writer_where: dict[str, Any], database: Database
 ) -> None:
     async def work() -> None:
-        writer = LedgerWriter(where(storage), timeout_s=20)
+        writer = LedgerWriter(writer_where, timeout_s=20)
         assert (await writer.write(rows(10), 0.0)).rows == 10
         first = writer.pid
         assert first is not None
@@ -105,10 +81,10 @@ def test_a_killed_writer_is_replaced_and_loses_nothing(
 
 
 def test_a_stuck_writer_is_ended_and_its_batch_sent_again_once(
-    storage: StorageConfig, database: Database
+    writer_where: dict[str, Any], database: Database
 ) -> None:
     async def work() -> None:
-        writer = LedgerWriter(where(storage), timeout_s=1.0)
+        writer = LedgerWriter(writer_where, timeout_s=1.0)
         await writer.write(rows(5), 0.0)
         stuck = writer.pid
         assert stuck is not None
@@ -141,14 +117,14 @@ def test_a_batch_committed_before_its_writer_died_is_not_counted_twice(
 
 
 def test_the_writer_outlives_signals_and_ends_with_its_input(
-    storage: StorageConfig, database: Database
+    writer_where: dict[str, Any], database: Database
 ) -> None:
     """Ctrl-C and service managers signal the whole group: the writer keeps going, for the
     serving process's last rows. When that process goes (its end of the pipe closes, as when
     it is killed), the writer writes what it was sent and ends."""
 
     async def work() -> None:
-        writer = LedgerWriter(where(storage), timeout_s=20)
+        writer = LedgerWriter(writer_where, timeout_s=20)
         await writer.write(rows(2), 0.0)
         pid = writer.pid
         assert pid is not None

@@ -1,6 +1,7 @@
 """The key store and the usage ledger on each database they support: the SQLite file and a real
-PostgreSQL server (tests/support/services.py). Same calls, same answers; and what only a server
-has: a connection that drops and comes back, and replicas migrating at once."""
+PostgreSQL server (tests/support/services.py; the fixtures: tests/integration/conftest.py).
+Same calls, same answers; and what only a server has: a connection that drops and comes back,
+and replicas migrating at once."""
 
 from __future__ import annotations
 
@@ -8,41 +9,18 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from interference.config import ConfigError, StorageConfig
 from interference.errors import InvalidRequestError
-from interference.store.database import Database, database_path, open_database
+from interference.store.database import Database, open_database
 from interference.store.keys import KeyStore
 from interference.store.ledger_writer import LedgerWriter
 from interference.store.postgres import PostgresDatabase
 from interference.store.usage import UsageLedger, UsageRow, usage_totals
 from tests.support.services import Postgres
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> StorageConfig:
-    if request.param == "sqlite":
-        return StorageConfig(path=str(tmp_path / "k.db"))
-    url = request.getfixturevalue("postgres_url")
-    return StorageConfig.model_validate({"url": url})
-
-
-@pytest.fixture
-def database(storage: StorageConfig) -> Iterator[Database]:
-    opened = open_database(storage)
-    yield opened
-    opened.close()
-
-
-def ledger_for(storage: StorageConfig, retention_days: float) -> UsageLedger:
-    """A ledger whose writer process writes where ``storage`` says."""
-    url = storage.database_url()
-    where = {"url": url, "timeout_s": 3} if url else {"path": str(database_path(storage.path))}
-    return UsageLedger(LedgerWriter(where, timeout_s=20), retention_days)
 
 
 def row(key: str, cost: float, status: int = 200, at: float | None = None) -> UsageRow:
@@ -98,7 +76,7 @@ def test_keys_are_created_changed_seen_elsewhere_and_revoked(
 
 
 def test_a_budget_period_is_reset_once_by_replicas_racing(
-    database: Database, storage: StorageConfig
+    database: Database, storage: StorageConfig, writer_where: dict[str, Any]
 ) -> None:
     first = KeyStore(database)
     first.load()
@@ -106,7 +84,7 @@ def test_a_budget_period_is_reset_once_by_replicas_racing(
 
     async def work() -> None:
         _, record = await first.generate({"max_budget": 1.0, "budget_duration": "1h"}, now=0.0)
-        ledger = ledger_for(storage, retention_days=90)
+        ledger = UsageLedger(LedgerWriter(writer_where, timeout_s=20), retention_days=90)
         ledger.add(row(record.digest, 0.25))
         await ledger.flush()
         await ledger.close()
@@ -125,14 +103,14 @@ def test_a_budget_period_is_reset_once_by_replicas_racing(
 
 
 def test_the_ledger_writes_rows_rollup_and_spend_and_prunes(
-    database: Database, storage: StorageConfig
+    database: Database, writer_where: dict[str, Any]
 ) -> None:
     store = KeyStore(database)
     store.load()
 
     async def work() -> list[dict[str, object]]:
         _, record = await store.generate({})
-        ledger = ledger_for(storage, retention_days=1)
+        ledger = UsageLedger(LedgerWriter(writer_where, timeout_s=20), retention_days=1)
         for _ in range(3):
             ledger.add(row(record.digest, 0.5))
         ledger.add(row(record.digest, 0.0, status=429))

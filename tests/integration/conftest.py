@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from interference.config import StorageConfig
-from interference.store.database import Database, database_path, open_database
+from interference.store.database import Database, open_database
+from interference.store.ledger_writer import writer_target
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -31,5 +32,4 @@ def database(storage: StorageConfig) -> Iterator[Database]:
 @pytest.fixture
 def writer_where(storage: StorageConfig) -> dict[str, Any]:
     """Where a usage writer process (store/ledger_writer.py) writes for ``storage``."""
-    url = storage.database_url()
-    return {"url": url, "timeout_s": 5} if url else {"path": str(database_path(storage.path))}
+    return writer_target(storage)

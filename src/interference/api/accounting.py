@@ -25,9 +25,9 @@ from interference.config import Config
 from interference.errors import BudgetExceededError
 from interference.routing.table import PublicModel
 from interference.store.counters import KeyCounters
-from interference.store.database import database_path, open_database
+from interference.store.database import open_database
 from interference.store.keys import KeyRecord, KeyStore
-from interference.store.ledger_writer import LedgerWriter
+from interference.store.ledger_writer import LedgerWriter, writer_target
 from interference.store.prices import PriceList, token_cost
 from interference.store.usage import UsageLedger
 
@@ -48,13 +48,7 @@ class Accounting:
         self.where = self.database.where
         self.keys = KeyStore(self.database)
         self.keys.load()
-        url = storage.database_url()
-        where = (
-            {"url": url, "timeout_s": storage.timeout_s}
-            if url
-            else {"path": str(database_path(storage.path))}
-        )
-        writer = LedgerWriter(where, timeout_s=storage.timeout_s + 10)
+        writer = LedgerWriter(writer_target(storage), timeout_s=storage.timeout_s + 10)
         self.ledger = UsageLedger(writer, storage.retention_days)
         self.prices = PriceList(config.prices)
         self.counters = KeyCounters(

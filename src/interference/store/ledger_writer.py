@@ -36,9 +36,13 @@ import signal
 import sys
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from interference.store.database import database_path
 from interference.store.usage import Row, Written, key_costs, write_rows
+
+if TYPE_CHECKING:
+    from interference.config import StorageConfig
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,15 @@ _STOP_WAIT_S = 5.0  # for a writer to end after its input did
 #: processes while it is written, so this bounds their memory (the writer's RSS: 25 MB idle,
 #: 46 MB after batches of 18,000 rows)
 _ROWS_PER_BATCH = 4096
+
+
+def writer_target(storage: StorageConfig) -> dict[str, Any]:
+    """What a writer opens for ``storage`` (the writer reads no configuration: pydantic's
+    models would double its memory)."""
+    url = storage.database_url()
+    if url:
+        return {"url": url, "timeout_s": storage.timeout_s}
+    return {"path": str(database_path(storage.path))}
 
 
 class LedgerWriteError(Exception):
@@ -108,8 +121,7 @@ class LedgerWriter:
 
     async def _send(self, batch: tuple[str, int, list[Row], float]) -> dict[str, float]:
         """Send one batch; the costs its rows added to the keys' spend."""
-        payload = pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)
-        message = len(payload).to_bytes(_LENGTH, "big") + payload
+        message = _framed(batch)
         for attempt in (1, 2):  # a writer that died since the last batch: once more, anew
             process = await self._running()
             assert process.stdin is not None
@@ -149,8 +161,7 @@ class LedgerWriter:
         )
         assert process.stdin is not None
         self._process = process
-        where = pickle.dumps(self._where, pickle.HIGHEST_PROTOCOL)
-        process.stdin.write(len(where).to_bytes(_LENGTH, "big") + where)
+        process.stdin.write(_framed(self._where))
         logger.debug("usage writer started: PID %d", process.pid)
         return process
 
@@ -176,6 +187,12 @@ class LedgerWriter:
                 await self._end(self._process)
 
 
+def _framed(message: Any) -> bytes:
+    """``message`` as it goes over the pipe: its pickle's length, then the pickle."""
+    payload = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    return len(payload).to_bytes(_LENGTH, "big") + payload
+
+
 async def _read_message(stream: asyncio.StreamReader) -> Any:
     size = int.from_bytes(await stream.readexactly(_LENGTH), "big")
     return pickle.loads(await stream.readexactly(size))
@@ -197,8 +214,7 @@ def _read(source: IO[bytes]) -> Any:
 
 
 def _reply(channel: IO[bytes], message: Any) -> None:
-    payload = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-    channel.write(len(payload).to_bytes(_LENGTH, "big") + payload)
+    channel.write(_framed(message))
     channel.flush()
 
 
